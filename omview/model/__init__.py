@@ -1,0 +1,1 @@
+"""L0 shared model and wire protocol: stdlib only, imported by every other layer."""
