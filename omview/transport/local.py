@@ -13,7 +13,7 @@ from omview.model.errors import AgentUnavailable, ConnectionLost
 from omview.model.paths import socket_path
 
 
-class _LineBuffer:
+class LineBuffer:
     """Splits a byte stream into lines; shared by the channels below."""
 
     def __init__(self) -> None:
@@ -65,7 +65,7 @@ class UnixChannel:
         except OSError as exc:
             self._sock.close()
             raise AgentUnavailable(f"cannot reach the agent at {self.path}: {exc}") from exc
-        self._buf = _LineBuffer()
+        self._buf = LineBuffer()
 
     def send(self, data: bytes) -> None:
         try:
@@ -105,7 +105,7 @@ class PipeChannel:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._out = self._proc.stdout.fileno()
-        self._buf = _LineBuffer()
+        self._buf = LineBuffer()
 
     def send(self, data: bytes) -> None:
         assert self._proc.stdin is not None
