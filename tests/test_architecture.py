@@ -87,7 +87,8 @@ def test_layering(module: str) -> None:
         bad = [n for n in imports if _top(n) not in STDLIB and not _within(n, "omview.model")]
         problems += [f"model is stdlib-only, imports {n}" for n in bad]
     if _within(module, "omview.agent"):
-        bad = [n for n in imports if _top(n) not in STDLIB and not _within(n, "omview.model") and n != "omview"]
+        own = ("omview.model", "omview.agent")
+        bad = [n for n in imports if _top(n) not in STDLIB and not any(_within(n, o) for o in own) and n not in ("omview", "omview.__version__")]
         problems += [f"agent may import only stdlib and omview.model, imports {n}" for n in bad]
     for pkg in INDEPENDENT:
         if _within(module, pkg):

@@ -1,0 +1,1 @@
+"""Tests of the local netns cluster tool omview-cluster."""
