@@ -1,0 +1,239 @@
+"""L6 composition root of openmosixview: command line, settings, connector, session, main window.
+
+``openmosixview [--entry HOST] [--user U] [--identity KEY] [--known-hosts F] [--ssh-config F]``
+connects over SSH to the entry node's agent for the cluster table and to each node's own agent
+for per-node actions. ``--demo`` brings up (or reuses) the local netns demo cluster and connects
+to it; ``--screenshot DIR`` renders the window and its dialogs to PNG files and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from omview import __version__
+from omview.gui import errors
+from omview.gui.connect import Connector, SshConnector, UnixConnector
+from omview.gui.session import ClusterSession
+from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
+from omview.gui.settings import load as load_settings
+from omview.main_window import MainWindow
+from omview.model.errors import OmviewError
+
+log = logging.getLogger(__name__)
+
+DEMO_STATE_DIR = "/var/lib/omview-cluster/demo"
+DEMO_NODES = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="openmosixview",
+        description="Watch and steer an omview cluster: one row per node, speed sliders, node switches.",
+    )
+    p.add_argument("--entry", help="node whose agent lists the cluster (default: saved setting, else localhost)")
+    p.add_argument("--user", help="SSH user (default: ssh config User, else root)")
+    p.add_argument("--identity", help="SSH private key file (default: ssh-agent and the usual keys)")
+    p.add_argument("--known-hosts", help="known_hosts file (default: ssh config, else ~/.ssh/known_hosts)")
+    p.add_argument("--ssh-config", help="OpenSSH client config to honour (default: ~/.ssh/config)")
+    p.add_argument("--agent-command", help="how to run the agent on a node (default: omview-agent)")
+    p.add_argument("--interval", type=float, help="seconds between refreshes (default: 1)")
+    p.add_argument("--no-direct", action="store_true", help="do not poll every node's own agent")
+    p.add_argument(
+        "--local-socket",
+        metavar="PATH",
+        help="reach the entry node's agent through this Unix socket instead of SSH (single-host use)",
+    )
+    p.add_argument("--demo", action="store_true", help=f"bring up the local demo cluster ({DEMO_NODES} nodes, root)")
+    p.add_argument("--demo-state", default=DEMO_STATE_DIR, help="state dir of the demo cluster")
+    p.add_argument("--demo-nodes", type=int, default=DEMO_NODES, help="nodes of a new demo cluster")
+    p.add_argument("--keep-demo", action="store_true", help="leave the demo cluster running on exit")
+    p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the window and dialogs to DIR and exit")
+    p.add_argument("--settings", metavar="FILE", help="use this settings file instead of the user's QSettings")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=f"openmosixview {__version__}")
+    return p
+
+
+class _EntryViaSocket:
+    """The entry node through a local Unix socket; every other node over SSH."""
+
+    def __init__(self, entry: str, socket: str, ssh: SshConnector) -> None:
+        self._entry = entry
+        self._local = UnixConnector({entry: socket})
+        self._ssh = ssh
+
+    def open(self, address: str):  # type: ignore[no-untyped-def]
+        return (self._local if address == self._entry else self._ssh).open(address)
+
+    def describe(self, address: str) -> str:
+        return (self._local if address == self._entry else self._ssh).describe(address)
+
+
+def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
+    """Bring up (or reattach to) the demo cluster; returns (cluster, settings, we_started_it)."""
+    from omview.cluster import Cluster  # root-only tooling; imported only for --demo
+
+    state = Path(args.demo_state)
+    if (state / "cluster.json").exists():
+        cluster = Cluster.load(state)
+        started = False
+    else:
+        log.info("bringing up a %d-node demo cluster in %s", args.demo_nodes, state)
+        cluster = Cluster.up(state, args.demo_nodes)
+        started = True
+    settings = GuiSettings(
+        entry=cluster.nodes[0].address,
+        user="root",
+        identity=str(cluster.identity_path),
+        known_hosts=str(cluster.known_hosts_path),
+        ssh_config=str(cluster.ssh_config_path),
+        agent_command=cluster.agent_command,
+    )
+    return cluster, settings, started
+
+
+def make_settings(args: argparse.Namespace, store: QSettings) -> GuiSettings:
+    base = load_settings(store)
+    return base.with_overrides(
+        entry=args.entry,
+        user=args.user,
+        identity=args.identity,
+        known_hosts=args.known_hosts,
+        ssh_config=args.ssh_config,
+        agent_command=args.agent_command,
+        poll_interval=args.interval,
+        direct_poll=False if args.no_direct else None,
+    )
+
+
+def make_connector(settings: GuiSettings, local_socket: str | None = None) -> Connector:
+    ssh = SshConnector(settings.ssh())
+    if local_socket:
+        return _EntryViaSocket(settings.entry, local_socket, ssh)
+    return ssh
+
+
+def _wait(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
+    """Run the event loop until ``condition`` holds (screenshots only; never in the live GUI)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return True
+
+
+def render_screenshots(directory: Path, session: ClusterSession, settings: GuiSettings) -> list[Path]:
+    """Render the main window, a node's configuration dialog and the all-nodes dialog to PNGs."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    directory.mkdir(parents=True, exist_ok=True)
+    window = MainWindow(session, settings, None)
+    window.resize(1120, 420)
+    window.show()
+    session.start()
+    shots: list[Path] = []
+    _wait(app, lambda: bool(window.model.rows()) and all(r.direct is not None or r.link.status.failed
+                                                      for r in window.model.rows()), 20.0)
+    _wait(app, lambda: False, 1.5)  # two more refreshes, so bars and the header settle
+    path = directory / "main-window.png"
+    window.grab().save(str(path))
+    shots.append(path)
+    rows = window.model.rows()
+    if rows:
+        dlg = window.open_node_dialog(rows[0].gossip.address)
+        _wait(app, lambda: dlg.apply_button.isEnabled(), 10.0)
+        path = directory / "node-dialog.png"
+        dlg.grab().save(str(path))
+        shots.append(path)
+        dlg.close()
+        all_dlg = window.open_all_nodes_dialog()
+        if all_dlg is not None:
+            _wait(app, lambda: all_dlg.apply_button.isEnabled(), 10.0)
+            path = directory / "all-nodes-dialog.png"
+            all_dlg.grab().save(str(path))
+            shots.append(path)
+            all_dlg.close()
+    window.close()
+    return shots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # paramiko logs every login at INFO; the GUI shows connection states itself
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+    if args.screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationVersion(__version__)
+    app.setStyle("Fusion")
+    store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
+
+    demo = None
+    demo_started = False
+    try:
+        if args.demo:
+            demo, settings, demo_started = start_demo(args)
+        else:
+            settings = make_settings(args, store)
+    except OmviewError as exc:
+        log.error("%s", exc)
+        errors.show_error(None, "openmosixview", f"Cannot start: {exc}")
+        return 2
+    legacy = import_legacy(store)
+
+    if args.screenshot:
+        session = ClusterSession(make_connector(settings, args.local_socket), settings.entry, poll_interval=1.0)
+        try:
+            shots = render_screenshots(Path(args.screenshot), session, settings)
+        finally:
+            session.stop(timeout=5.0)
+            if demo is not None and demo_started and not args.keep_demo:
+                demo.down()  # type: ignore[attr-defined]
+        for shot in shots:
+            log.info("wrote %s", shot)
+        return 0 if shots else 1
+
+    errors.install_excepthook()
+    session = ClusterSession(
+        make_connector(settings, args.local_socket),
+        settings.entry,
+        poll_interval=settings.poll_interval,
+        direct_poll=settings.direct_poll,
+        call_timeout=settings.call_timeout,
+    )
+    window = MainWindow(session, settings, store)
+    window.show()
+    if legacy:
+        window.statusBar().showMessage(legacy, 15000)
+    # start polling once the window is on screen, so a slow entry node never delays the first paint
+    QTimer.singleShot(0, session.start)
+    try:
+        return app.exec()
+    finally:
+        session.stop(timeout=5.0)
+        if demo is not None and demo_started and not args.keep_demo:
+            log.info("taking the demo cluster down (use --keep-demo to keep it)")
+            demo.down()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
