@@ -1,0 +1,137 @@
+"""L2 agent entry point: ``omview-agent run|bridge|genkey|calibrate|check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from omview import __version__
+from omview.model import paths
+from omview.model.errors import AgentUnavailable, ConfigError
+
+log = logging.getLogger("omview.agent")
+
+
+def _out(text: object) -> None:
+    sys.stdout.write(f"{text}\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"{text}\n")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s omview-agent[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omview-agent", description="omview node agent")
+    p.add_argument("--version", action="version", version=f"omview-agent {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the agent in the foreground (logs to stderr)")
+    run.add_argument(
+        "--config", help="config file (default: $OMVIEW_CONFIG_DIR/agent.toml or /etc/omview/agent.toml)"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    br = sub.add_parser("bridge", help="join stdin/stdout to the agent socket (for ssh)")
+    br.add_argument("--socket", help="agent socket (default: $OMVIEW_SOCKET or /run/omview/agent.sock)")
+    gk = sub.add_parser("genkey", help="create a new cluster key file (mode 0600)")
+    gk.add_argument("path")
+    sub.add_parser("calibrate", help="measure and print this node's speed")
+    cc = sub.add_parser(
+        "check-config", help="validate the config, map and key, then print what the agent would use"
+    )
+    cc.add_argument("--config")
+    return p
+
+
+def _run(config_path: str | None, verbose: bool) -> int:
+    _setup_logging(verbose)
+    from omview.agent import config
+    from omview.agent.core import Agent
+
+    try:
+        cfg = config.load(config_path)
+        agent = Agent(cfg)
+        asyncio.run(agent.run())
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def _check_config(config_path: str | None) -> int:
+    from omview.agent import config
+    from omview.agent.core import initial_membership
+    from omview.agent.gossip import load_key
+    from omview.agent.state import StateStore
+
+    try:
+        cfg = config.load(config_path)
+        load_key(cfg.key_file)
+        m = initial_membership(cfg, StateStore(cfg.state_dir))
+    except ConfigError as exc:
+        _err(f"omview-agent: {exc}")
+        return 1
+    _out(f"config:      {cfg.path}")
+    _out(f"node:        {m.node_id} (0x{m.node_id:04x}) at {m.address}")
+    _out(f"membership:  {m.mode} ({m.source}{', interface ' + m.interface if m.interface else ''})")
+    if m.mode == "map":
+        _out(
+            f"peers:       {', '.join(f'{n}={a[0]}' for n, a in sorted(m.peers.items()) if n != m.node_id) or 'none'}"
+        )
+    _out(f"gossip:      UDP port {cfg.port}, fanout {cfg.gossip_fanout}, down after {cfg.down_after:g} s")
+    _out(f"key:         {cfg.key_file} (ok)")
+    _out(f"socket:      {cfg.socket}")
+    _out(f"state:       {cfg.state_dir}")
+    _out(f"scope:       {cfg.process_scope}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "run":
+        return _run(args.config, args.verbose)
+    if args.cmd == "bridge":
+        from omview.agent.bridge import bridge
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a closed ssh channel ends us quietly
+        try:
+            return bridge(args.socket or paths.socket_path())
+        except AgentUnavailable as exc:
+            _err(f"omview-agent bridge: {exc}")
+            return 2
+        except KeyboardInterrupt:
+            return 130
+    if args.cmd == "genkey":
+        from omview.agent.gossip import genkey
+
+        try:
+            genkey(args.path)
+        except FileExistsError:
+            _err(f"omview-agent: {args.path} already exists; remove it first to make a new key")
+            return 1
+        except OSError as exc:
+            _err(f"omview-agent: cannot write {args.path}: {exc.strerror}")
+            return 1
+        _out(f"wrote a new cluster key to {args.path}; copy it (mode 0600) to every node")
+        return 0
+    if args.cmd == "calibrate":
+        from omview.agent.calibrate import measure
+
+        _out(measure())
+        return 0
+    if args.cmd == "check-config":
+        return _check_config(args.config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""L2 agent: the Agent itself, tying sampler, gossip, state and server together.
+
+Implements every operation in omview.model.protocol.OPS. Blocking /proc work runs in one
+worker thread (so sampling and process listing never race); everything else runs on the
+asyncio loop, which is the only place state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from omview import __version__
+from omview.agent import calibrate, membership
+from omview.agent.config import AgentConfig
+from omview.agent.gossip import Codec, Gossip, load_key
+from omview.agent.membership import Membership
+from omview.agent.procs import CriuProbe, ProcessLister, real_uid
+from omview.agent.sampler import Sample, Sampler, Scope, read_stat
+from omview.agent.server import Connection, OpFault, Server
+from omview.agent.state import FlagError, StateStore, validate_flag
+from omview.model import protocol
+from omview.model.cluster import Flags, NodeInfo
+from omview.model.errors import ConfigError
+from omview.model.mapfile import MapEntry
+from omview.model.protocol import FaultCode, Request
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("node.up", "node.down", "node.joined", "flags.changed", "map.changed")
+LOCK_PRUNE_EVERY = 10  # ticks
+NOT_YET = "process migration is not part of this omview version yet (another release adds CRIU migration), "
+
+
+def initial_membership(cfg: AgentConfig, store: StateStore) -> Membership:
+    """A map set with ``setpe -w`` (persisted) wins over agent.toml; otherwise the config decides."""
+    saved = store.load_map()
+    if saved is not None:
+        entries, source = saved
+        log.info("using the map set by setpe -w (from %s), kept in %s", source, store.dir)
+        return membership.from_map(entries, source=source, cfg=cfg)
+    return membership.configured(cfg)
+
+
+class Agent:
+    """One node's agent."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.codec = Codec(load_key(cfg.key_file))
+        self.store = StateStore(cfg.state_dir)
+        flags = self.store.load_flags()
+        if flags is None:
+            speed = calibrate.measure()
+            log.info("calibrated this node's speed: %d (STD_SPEED 10000 = reference CPU)", speed)
+            flags = Flags(speed=speed)
+            self.store.save_flags(flags)
+        self.flags = flags
+        self.locks = self.store.load_locks()
+        self.membership = initial_membership(cfg, self.store)
+        self.scope = Scope(cfg.process_scope)
+        self.sampler = Sampler(self.scope, cpus=cfg.cpus, memory=cfg.memory)
+        self.criu = CriuProbe(cfg.criu)
+        self.lister = ProcessLister(self.scope, self.criu)
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
+        self.server = Server(
+            cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients
+        )
+        self.gossip = Gossip(
+            codec=self.codec,
+            port=cfg.port,
+            group=cfg.multicast_group,
+            fanout=cfg.gossip_fanout,
+            down_after=cfg.down_after,
+            on_event=self.publish,
+        )
+        self.hostname = socket.gethostname()
+        self.sample: Sample | None = None
+        self.started = time.monotonic()
+        self._stop: asyncio.Event | None = None
+        self._ticks = 0
+        self._ops = {
+            "hello": self.op_hello,
+            "ping": self.op_ping,
+            "node.info": self.op_node_info,
+            "node.stats": self.op_node_stats,
+            "cluster.nodes": self.op_cluster_nodes,
+            "cluster.map": self.op_cluster_map,
+            "cluster.whois": self.op_cluster_whois,
+            "map.set": self.op_map_set,
+            "map.off": self.op_map_off,
+            "flags.get": self.op_flags_get,
+            "flags.set": self.op_flags_set,
+            "admin.expel": self.op_admin_expel,
+            "admin.bring": self.op_admin_bring,
+            "procs.list": self.op_procs_list,
+            "proc.lock": self.op_proc_lock,
+            "events.subscribe": self.op_events_subscribe,
+            "events.unsubscribe": self.op_events_unsubscribe,
+        }
+        missing = set(protocol.OPS) - set(self._ops)
+        assert not missing, f"operations without a handler: {missing}"
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Signal-safe: only sets a flag the main loop waits on."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.server.start()  # first: refuses to start when another agent serves the socket
+        try:
+            self.gossip.configure(self.membership, loop)
+        except BaseException:
+            await self.server.stop()
+            raise
+        try:
+            self.sample = await loop.run_in_executor(self.worker, self.sampler.sample, self.flags)
+            loop.run_in_executor(None, self.criu.check)
+            m = self.membership
+            log.info(
+                "omview agent %s: node %d at %s (%s), %d known peers, socket %s, scope %s, speed %d",
+                __version__, m.node_id, m.address, m.mode, len(self.gossip.peers()), self.cfg.socket,
+                self.cfg.process_scope, self.flags.speed,
+            )  # fmt: skip
+            self.gossip.tick(self.self_info().to_dict())  # announce to every known peer right away
+            ticker = asyncio.create_task(self._tick_loop())
+            await self._stop.wait()
+            log.info("stopping: telling the cluster this node leaves")
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            self.gossip.announce_leaving()
+        finally:
+            await self.server.stop()
+            self.gossip.close()
+            self.worker.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += 1.0
+            delay = next_at - loop.time()
+            if delay < 0:  # we fell behind (suspended VM, overloaded host): do not catch up in a burst
+                next_at = loop.time()
+                delay = 0.0
+            await asyncio.sleep(delay)
+            try:
+                self.sample = await loop.run_in_executor(self.worker, self.sampler.sample, self.flags)
+                self._ticks += 1
+                if self._ticks % LOCK_PRUNE_EVERY == 0:
+                    self._prune_locks()
+            except Exception:
+                log.exception("sampling failed; keeping the previous measurement")
+            try:
+                self.gossip.tick(self.self_info().to_dict())
+            except Exception:
+                log.exception("gossip tick failed")
+
+    def _prune_locks(self) -> None:
+        if self.sample is None or not self.locks:
+            return
+        alive = self.locks & self.sample.live
+        if alive != self.locks:
+            self.locks = alive
+            try:
+                self.store.save_locks(self.locks)
+            except OSError as exc:
+                log.error("cannot save process locks: %s", exc)
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        if name in ("node.up", "node.down", "node.joined"):
+            log.info("%s: node %s (%s)%s", name, data.get("node"), data.get("address"),
+                     f", {data['reason']}" if "reason" in data else "")  # fmt: skip
+        self.server.publish(name, data)
+
+    # records -----------------------------------------------------------------------------
+
+    def self_info(self) -> NodeInfo:
+        s, f, m = self.sample, self.flags, self.membership
+        return NodeInfo(
+            id=m.node_id,
+            address=m.address,
+            status="up",
+            hostname=self.hostname,
+            load=s.load if s else 0,
+            speed=f.speed,
+            cpus=s.cpus if s else self.sampler.cpu_count(),
+            tmem=s.tmem if s else 0,
+            mem=s.mem if s else 0,
+            rmem=s.rmem if s else 0,
+            util=s.util if s else 0,
+            age=0.0,
+            block=f.block,
+            quiet=f.quiet,
+            stay=f.stay,
+            protocol=protocol.PROTOCOL_VERSION,
+            version=__version__,
+        )
+
+    def map_reply(self) -> dict[str, Any]:
+        m = self.membership
+        if m.mode == "map":
+            entries = [e.to_dict() for e in m.entries]
+        elif m.mode == "discovery":
+            rows = {m.node_id: m.address}
+            rows.update({e.id: e.address for e in self.gossip.table.entries.values()})
+            entries = [MapEntry(n, a, 1).to_dict() for n, a in sorted(rows.items())]
+        else:
+            entries = []
+        return {"node": m.node_id, "mode": m.mode, "entries": entries, "source": m.source}
+
+    # dispatch ----------------------------------------------------------------------------
+
+    async def dispatch(self, conn: Connection, req: Request) -> Any:
+        return await self._ops[req.op](conn, req.args)
+
+    async def op_hello(self, conn: Connection, args: dict[str, Any]) -> Any:
+        if args["protocol"] != protocol.PROTOCOL_VERSION:
+            raise OpFault(
+                FaultCode.VERSION_MISMATCH,
+                f"client speaks protocol {args['protocol']}, this agent (omview {__version__}) speaks protocol "
+                f"{protocol.PROTOCOL_VERSION}; install the same omview version on both sides",
+            )
+        conn.handshaken = True
+        conn.client = args.get("client", "")
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "agent": __version__,
+            "node": self.membership.node_id,
+            "uid": conn.uid,
+            "hostname": self.hostname,
+        }
+
+    async def op_ping(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return {"pong": True, "time": time.time()}
+
+    async def op_node_info(self, conn: Connection, args: dict[str, Any]) -> Any:
+        info = self.self_info().to_dict()
+        info.update(
+            mode=self.membership.mode,
+            uptime=round(time.monotonic() - self.started, 1),
+            scope=self.cfg.process_scope,
+            criu=self.criu.status.to_dict(),
+        )
+        return info
+
+    async def op_node_stats(self, conn: Connection, args: dict[str, Any]) -> Any:
+        s = self.sample
+        return {
+            "node": self.membership.node_id,
+            "uptime": round(time.monotonic() - self.started, 1),
+            "gossip": dict(self.gossip.stats),
+            "server": {**self.server.stats, "clients": len(self.server.conns)},
+            "sampler": {
+                "method": self.sampler.method,
+                "duration_ms": s.duration_ms if s else 0.0,
+                "processes": s.processes if s else 0,
+                "demand": s.demand if s else 0.0,
+            },
+            "boot": self.gossip.boot,
+            "seq": self.gossip.seq,
+        }
+
+    async def op_cluster_nodes(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return [n.to_dict() for n in self.gossip.nodes(self.self_info())]
+
+    async def op_cluster_map(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return self.map_reply()
+
+    async def op_cluster_whois(self, conn: Connection, args: dict[str, Any]) -> Any:
+        query = args["query"].strip()
+        nodes = {n.id: n for n in self.gossip.nodes(self.self_info())}
+        m = self.membership
+
+        def addresses(node: int) -> list[str]:
+            if m.mode == "map" and node in m.peers:
+                return list(m.peers[node])
+            return [nodes[node].address]
+
+        found: int | None = None
+        low = query.lower()
+        if low.startswith("0x"):
+            try:
+                found = int(low, 16)
+            except ValueError:
+                found = None
+        elif query.isdigit():
+            found = int(query)
+        else:
+            try:
+                ipaddress.IPv4Address(query)
+                found = next((n for n in nodes if query in addresses(n)), None)
+            except ValueError:
+                found = next((n for n, info in nodes.items() if info.hostname.lower() == low), None)
+                if found is None and m.mode == "map":
+                    found = next(
+                        (e.base for e in m.entries if e.address.lower() == low and not e.alias), None
+                    ) or next((e.base for e in m.entries if e.address.lower() == low), None)
+        if found is None or found not in nodes:
+            known = ", ".join(str(n) for n in sorted(nodes)) or "none"
+            raise OpFault(
+                FaultCode.NO_SUCH_NODE, f"no node {query!r} in this cluster (known node IDs: {known})"
+            )
+        info = nodes[found]
+        return {
+            "id": found,
+            "node": found,
+            "address": info.address,
+            "addresses": addresses(found),
+            "hostname": info.hostname,
+            "status": info.status,
+        }
+
+    async def op_map_set(self, conn: Connection, args: dict[str, Any]) -> Any:
+        source = args.get("source") or "map.set"
+        raw = args["entries"]
+        loop = asyncio.get_running_loop()
+        entries: list[MapEntry] = []
+        try:
+            if raw:
+                entries = membership.entries_from_wire(raw, source=source)
+                new = await loop.run_in_executor(
+                    None,
+                    lambda: membership.from_map(
+                        entries, source=source, cfg=self.cfg, prefer_address=self.membership.address
+                    ),
+                )
+            else:
+                # an empty map means "back to what agent.toml says" (rejoin after setpe -off)
+                new = await loop.run_in_executor(None, membership.configured, self.cfg)
+            self.gossip.configure(new, loop)
+        except ConfigError as exc:
+            raise OpFault(FaultCode.BAD_ARGUMENT, str(exc)) from None
+        try:
+            if entries:
+                self.store.save_map(entries, source)
+            else:
+                self.store.clear_map()
+        except OSError as exc:
+            log.error("cannot persist the map: %s", exc)
+            raise OpFault(
+                FaultCode.INTERNAL, f"the map is active but could not be saved in {self.cfg.state_dir}: {exc}"
+            ) from None
+        self.membership = new
+        reply = self.map_reply()
+        log.info("map changed by uid %d: mode %s, %d entries (from %s); I am node %d", conn.uid, new.mode,
+                 len(reply["entries"]), source, new.node_id)  # fmt: skip
+        self.publish("map.changed", reply)
+        self.gossip.tick(self.self_info().to_dict())
+        return reply
+
+    async def op_map_off(self, conn: Connection, args: dict[str, Any]) -> Any:
+        if self.membership.mode != "off":
+            self.gossip.announce_leaving()
+            off = Membership("off", self.membership.node_id, self.membership.address, source="setpe -off")
+            self.gossip.configure(off, asyncio.get_running_loop())
+            self.membership = off
+            log.info("left the cluster (map.off by uid %d)", conn.uid)
+            self.publish("map.changed", self.map_reply())
+        return self.map_reply()
+
+    async def op_flags_get(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return self.flags.to_dict()
+
+    async def op_flags_set(self, conn: Connection, args: dict[str, Any]) -> Any:
+        if not args:
+            names = ", ".join(Flags().to_dict())
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"flags.set needs at least one flag ({names})")
+        try:
+            values = {name: validate_flag(name, value) for name, value in args.items()}
+        except FlagError as exc:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"flags.set: {exc}") from None
+        old = self.flags
+        new = replace(old, **values)
+        changed = [name for name in values if getattr(old, name) != getattr(new, name)]
+        if changed:
+            try:
+                self.store.save_flags(new)
+            except OSError as exc:
+                log.error("cannot save flags: %s", exc)
+                raise OpFault(
+                    FaultCode.INTERNAL,
+                    f"cannot save the flags in {self.cfg.state_dir}: {exc}; nothing changed",
+                ) from None
+            self.flags = new
+            log.info(
+                "flags changed by uid %d: %s", conn.uid, ", ".join(f"{n}={getattr(new, n)}" for n in changed)
+            )
+            self.publish(
+                "flags.changed", {"node": self.membership.node_id, "changed": changed, "flags": new.to_dict()}
+            )
+        return new.to_dict()
+
+    async def op_admin_expel(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return {
+            "moved": [],
+            "note": NOT_YET + "so no guest process from another node runs here; nothing was sent away",
+        }
+
+    async def op_admin_bring(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return {
+            "moved": [],
+            "note": NOT_YET + "so none of this node's processes runs elsewhere; nothing was brought home",
+        }
+
+    async def _in_worker(self, fn: Any, *a: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *a)
+
+    async def op_procs_list(self, conn: Connection, args: dict[str, Any]) -> Any:
+        pid = args.get("pid")
+        cpu = self.sample.cpu if self.sample else {}
+        procs = await self._in_worker(
+            lambda: self.lister.list(
+                node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
+            )
+        )
+        if pid is not None and not procs:
+            raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
+        return [p.to_dict() for p in procs]
+
+    async def op_proc_lock(self, conn: Connection, args: dict[str, Any]) -> Any:
+        pid, lock = args["pid"], args["lock"]
+        node = self.membership.node_id
+
+        def look() -> tuple[Any, int | None]:
+            if pid <= 0 or not self.scope.contains(pid):
+                return None, None
+            return read_stat(pid), real_uid(pid)
+
+        st, uid = await self._in_worker(look)
+        if st is None or uid is None:
+            raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {node}")
+        if conn.uid != 0 and uid != conn.uid:
+            raise OpFault(
+                FaultCode.PERMISSION_DENIED,
+                f"process {pid} belongs to uid {uid}; you (uid {conn.uid}) may only lock your own processes",
+            )
+        before = set(self.locks)
+        if lock:
+            self.locks.add(st.key)
+        else:
+            self.locks.discard(st.key)
+        if self.locks != before:
+            try:
+                self.store.save_locks(self.locks)
+            except OSError as exc:
+                self.locks = before
+                raise OpFault(
+                    FaultCode.INTERNAL, f"cannot save the lock in {self.cfg.state_dir}: {exc}"
+                ) from None
+        cpu = self.sample.cpu if self.sample else {}
+        procs = await self._in_worker(
+            lambda: self.lister.list(node_id=node, cpu=cpu, locks=frozenset(self.locks), pid=pid)
+        )
+        if not procs:
+            raise OpFault(FaultCode.NO_SUCH_PROCESS, f"process {pid} ended meanwhile")
+        return procs[0].to_dict()
+
+    async def op_events_subscribe(self, conn: Connection, args: dict[str, Any]) -> Any:
+        topics = args.get("topics")
+        if topics is None:
+            topics = ["*"]
+        if len(topics) > 64 or not all(isinstance(t, str) and t.strip() for t in topics):
+            raise OpFault(
+                FaultCode.BAD_ARGUMENT, "events.subscribe: topics must be a list of event names or prefixes"
+            )
+        conn.topics = [t.strip() for t in topics]
+        return {"topics": conn.topics, "events": list(EVENTS)}
+
+    async def op_events_unsubscribe(self, conn: Connection, args: dict[str, Any]) -> Any:
+        conn.topics = None
+        return {"topics": []}
