@@ -1,8 +1,5 @@
-"""L2 agent: ``omview-agent bridge`` joins stdin/stdout to the agent socket.
-
-Used as ``ssh root@node omview-agent bridge``: one long-lived SSH channel per node carries the
-NDJSON protocol. Bytes are copied unchanged both ways; the bridge ends when either side closes
-(stdin EOF is passed on as a half-close, so pending replies still arrive).
+"""L2 agent: ``omview-agent bridge`` copies stdin/stdout to the agent socket unchanged, for one
+long-lived ``ssh root@node omview-agent bridge`` channel per node; ends when either side closes.
 """
 
 from __future__ import annotations

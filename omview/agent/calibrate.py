@@ -1,8 +1,5 @@
-"""L2 agent: measure this node's speed with a short CPU loop (openMosix ``speed`` units).
-
-The loop is fixed integer arithmetic in CPython; its rate in iterations per CPU-second is
-compared with REFERENCE_RATE, the rate that defines STD_SPEED (10000). Only CPU time of the
-calibrating thread is counted, so a busy machine slows the measurement down, not the result.
+"""L2 agent: measure this CPU's openMosix ``speed`` with a short fixed CPython loop, counting only
+the thread's CPU time; REFERENCE_RATE iterations per CPU-second score exactly STD_SPEED (10000).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""L2 agent: read ``agent.toml`` into a frozen AgentConfig (stdlib tomllib only).
-
-Every key is optional; every error names the file, the key and the offending value, so an
-admin can fix it without reading code. Paths default from omview.model.paths (env overrides).
+"""L2 agent: read ``agent.toml`` into a frozen AgentConfig; every key is optional and every error
+names the file, the key and the value. Paths default from omview.model.paths (env overrides).
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ import ipaddress
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,9 +70,6 @@ class _Checker:
     def fail(self, key: str, why: str) -> ConfigError:
         return ConfigError(f"key '{key}' = {_describe(self.data[key])}: {why}", path=self.path)
 
-    def has(self, key: str) -> bool:
-        return key in self.data
-
     def int_(self, key: str, lo: int, hi: int) -> int:
         v = self.data[key]
         if not isinstance(v, int) or isinstance(v, bool):
@@ -120,12 +116,40 @@ class _Checker:
             raise self.fail(key, "must be an absolute path")
         return text
 
+    def interface(self, key: str) -> str:
+        name = self.str_(key)
+        if len(name) > 15 or "/" in name or " " in name:
+            raise self.fail(key, "is not a valid network interface name (at most 15 characters)")
+        return name
 
-KNOWN_KEYS = (
-    "node_id", "address", "interface", "map_file", "discovery", "multicast_group", "port", "key_file",
-    "cpus", "memory", "process_scope", "socket", "state_dir", "down_after", "gossip_fanout", "criu",
-    "request_timeout", "max_clients",
-)  # fmt: skip
+    def scope(self, key: str) -> str:
+        scope = self.str_(key)
+        if scope not in ("all", "netns"):
+            raise self.fail(key, 'must be "all" or "netns"')
+        return scope
+
+
+#: every key agent.toml may hold, with its check (which also converts the value)
+CHECKS: dict[str, Callable[[_Checker, str], Any]] = {
+    "node_id": lambda c, k: c.int_(k, MIN_NODE_ID, MAX_NODE_ID),
+    "address": lambda c, k: c.ipv4(k),
+    "interface": _Checker.interface,
+    "map_file": _Checker.path_,
+    "discovery": _Checker.bool_,
+    "multicast_group": lambda c, k: c.ipv4(k, multicast=True),
+    "port": lambda c, k: c.int_(k, 1, 65535),
+    "key_file": _Checker.path_,
+    "cpus": lambda c, k: c.int_(k, 1, 4096),
+    "memory": lambda c, k: c.int_(k, 1 << 20, 1 << 50),
+    "process_scope": _Checker.scope,
+    "socket": _Checker.path_,
+    "state_dir": _Checker.path_,
+    "down_after": lambda c, k: c.float_(k, 1.0, 3600.0),
+    "gossip_fanout": lambda c, k: c.int_(k, 1, 64),
+    "criu": _Checker.path_,
+    "request_timeout": lambda c, k: c.float_(k, 0.1, 3600.0),
+    "max_clients": lambda c, k: c.int_(k, 1, 10000),
+}
 
 
 def parse(text: str, *, path: str) -> AgentConfig:
@@ -134,56 +158,14 @@ def parse(text: str, *, path: str) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=path) from None
-    unknown = sorted(set(data) - set(KNOWN_KEYS))
+    unknown = sorted(set(data) - set(CHECKS))
     if unknown:
         raise ConfigError(
-            f"unknown key '{unknown[0]}' = {_describe(data[unknown[0]])}; known keys: {', '.join(KNOWN_KEYS)}",
+            f"unknown key '{unknown[0]}' = {_describe(data[unknown[0]])}; known keys: {', '.join(CHECKS)}",
             path=path,
         )
     c = _Checker(path, data)
-    kw: dict[str, Any] = {"path": path}
-    if c.has("node_id"):
-        kw["node_id"] = c.int_("node_id", MIN_NODE_ID, MAX_NODE_ID)
-    if c.has("address"):
-        kw["address"] = c.ipv4("address")
-    if c.has("interface"):
-        name = c.str_("interface")
-        if len(name) > 15 or "/" in name or " " in name:
-            raise c.fail("interface", "is not a valid network interface name (at most 15 characters)")
-        kw["interface"] = name
-    if c.has("map_file"):
-        kw["map_file"] = c.path_("map_file")
-    if c.has("discovery"):
-        kw["discovery"] = c.bool_("discovery")
-    if c.has("multicast_group"):
-        kw["multicast_group"] = c.ipv4("multicast_group", multicast=True)
-    if c.has("port"):
-        kw["port"] = c.int_("port", 1, 65535)
-    if c.has("key_file"):
-        kw["key_file"] = c.path_("key_file")
-    if c.has("cpus"):
-        kw["cpus"] = c.int_("cpus", 1, 4096)
-    if c.has("memory"):
-        kw["memory"] = c.int_("memory", 1 << 20, 1 << 50)
-    if c.has("process_scope"):
-        scope = c.str_("process_scope")
-        if scope not in ("all", "netns"):
-            raise c.fail("process_scope", 'must be "all" or "netns"')
-        kw["process_scope"] = scope
-    if c.has("socket"):
-        kw["socket"] = c.path_("socket")
-    if c.has("state_dir"):
-        kw["state_dir"] = c.path_("state_dir")
-    if c.has("down_after"):
-        kw["down_after"] = c.float_("down_after", 1.0, 3600.0)
-    if c.has("gossip_fanout"):
-        kw["gossip_fanout"] = c.int_("gossip_fanout", 1, 64)
-    if c.has("criu"):
-        kw["criu"] = c.path_("criu")
-    if c.has("request_timeout"):
-        kw["request_timeout"] = c.float_("request_timeout", 0.1, 3600.0)
-    if c.has("max_clients"):
-        kw["max_clients"] = c.int_("max_clients", 1, 10000)
+    kw: dict[str, Any] = {"path": path, **{key: CHECKS[key](c, key) for key in data}}
     if kw.get("discovery") is True and "map_file" in kw:
         raise ConfigError(
             f"key 'discovery' = true and key 'map_file' = \"{kw['map_file']}\" contradict each other; "

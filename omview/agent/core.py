@@ -1,8 +1,5 @@
-"""L2 agent: the Agent itself, tying sampler, gossip, state and server together.
-
-Implements every operation in omview.model.protocol.OPS. Blocking /proc work runs in one
-worker thread (so sampling and process listing never race); everything else runs on the
-asyncio loop, which is the only place state changes.
+"""L2 agent: the Agent, tying sampler, gossip, state and server together and serving every op in
+protocol.OPS. /proc work runs in one worker thread; all state changes happen on the asyncio loop.
 """
 
 from __future__ import annotations
@@ -82,6 +79,9 @@ class Agent:
             on_event=self.publish,
         )
         self.hostname = socket.gethostname()
+        self.warnings = membership.address_warnings(self.hostname, self.membership.address)
+        for text in self.warnings:
+            log.warning("%s", text)
         self.sample: Sample | None = None
         self.started = time.monotonic()
         self._stop: asyncio.Event | None = None
@@ -255,6 +255,7 @@ class Agent:
             uptime=round(time.monotonic() - self.started, 1),
             scope=self.cfg.process_scope,
             criu=self.criu.status.to_dict(),
+            warnings=list(self.warnings),
         )
         return info
 
@@ -283,6 +284,11 @@ class Agent:
 
     async def op_cluster_whois(self, conn: Connection, args: dict[str, Any]) -> Any:
         query = args["query"].strip()
+        if not query:
+            raise OpFault(
+                FaultCode.BAD_ARGUMENT,
+                "cluster.whois: query must be a node ID, an IPv4 address or a host name",
+            )
         nodes = {n.id: n for n in self.gossip.nodes(self.self_info())}
         m = self.membership
 
@@ -305,7 +311,9 @@ class Agent:
                 ipaddress.IPv4Address(query)
                 found = next((n for n in nodes if query in addresses(n)), None)
             except ValueError:
-                found = next((n for n, info in nodes.items() if info.hostname.lower() == low), None)
+                found = next(
+                    (n for n, info in nodes.items() if info.hostname and info.hostname.lower() == low), None
+                )
                 if found is None and m.mode == "map":
                     found = next(
                         (e.base for e in m.entries if e.address.lower() == low and not e.alias), None
@@ -356,6 +364,7 @@ class Agent:
                 FaultCode.INTERNAL, f"the map is active but could not be saved in {self.cfg.state_dir}: {exc}"
             ) from None
         self.membership = new
+        self.warnings = membership.address_warnings(self.hostname, new.address)
         reply = self.map_reply()
         log.info("map changed by uid %d: mode %s, %d entries (from %s); I am node %d", conn.uid, new.mode,
                  len(reply["entries"]), source, new.node_id)  # fmt: skip

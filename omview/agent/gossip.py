@@ -1,9 +1,6 @@
-"""L2 agent: the openMosix-style information exchange over UDP (and multicast discovery).
-
-Every second a node sends its own record plus a window of the freshest records it holds about
-others (each with its age, so no clock sync is needed for ages) to ``gossip_fanout`` random
-peers. Datagrams carry an HMAC-SHA256; forged, replayed and stale ones are dropped and counted.
-The wire format is documented in docs/agent.md ("Gossip datagrams").
+"""L2 agent: openMosix-style load gossip over UDP (own record + a window of fresh records with ages
+to a few random peers each second), multicast discovery, and HMAC-checked datagrams (forged,
+replayed, stale ones are dropped and counted). Wire format: docs/agent.md, "Gossip datagrams".
 """
 
 from __future__ import annotations
@@ -344,7 +341,10 @@ class Gossip:
                 ) from None
             if m.mode == "discovery":
                 assert m.interface is not None
-                ifindex = socket.if_nametoindex(m.interface)
+                try:
+                    ifindex = socket.if_nametoindex(m.interface)
+                except OSError:
+                    raise ConfigError(f"network interface {m.interface!r} does not exist") from None
                 mreqn = struct.pack(
                     "4s4si", socket.inet_aton(self.group), socket.inet_aton(m.address), ifindex
                 )
@@ -384,6 +384,12 @@ class Gossip:
                 sock.close()
         self._usock = self._msock = None
 
+    def _attach(self, socks: tuple[socket.socket | None, socket.socket | None]) -> None:
+        self._usock, self._msock = socks
+        for sock in socks:
+            if sock is not None:
+                self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+
     def configure(self, m: Membership, loop: Any) -> None:
         """Start or switch membership (map, discovery, off); raises ConfigError if sockets fail."""
         old = self.membership
@@ -394,13 +400,18 @@ class Gossip:
             and old.interface == m.interface
         )
         if not same_sockets:
-            usock, msock = self._open(m)  # before closing the old ones: a failure keeps the old setup
+            # close first: the new sockets may need the very address and port the old ones hold
             self._close_sockets()
             self._loop = loop
-            self._usock, self._msock = usock, msock
-            for sock in (usock, msock):
-                if sock is not None:
-                    loop.add_reader(sock.fileno(), self._on_readable, sock)
+            try:
+                self._attach(self._open(m))
+            except ConfigError:
+                if old is not None:
+                    try:
+                        self._attach(self._open(old))  # keep the node in the cluster it was in
+                    except ConfigError as exc:
+                        log.error("cannot restore the previous gossip sockets either: %s", exc)
+                raise
         self._loop = loop
         self.membership = m
         self._rebuild_table(m, old)

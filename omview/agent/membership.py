@@ -1,8 +1,5 @@
-"""L2 agent: who is in the cluster and who am I (static map, autodiscovery, or off).
-
-Resolves the configured membership at start (persisted ``setpe -w`` map, else the map file,
-else multicast autodiscovery) and validates maps sent by ``map.set``. Network facts come from
-/proc/net/route and SIOCGIFADDR, so nothing beyond the stdlib is needed.
+"""L2 agent: who is in the cluster and who am I: the persisted ``setpe -w`` map, the map file, or
+multicast autodiscovery (interface from /proc/net/route, address by SIOCGIFADDR); validates map.set.
 """
 
 from __future__ import annotations
@@ -214,3 +211,17 @@ def entries_from_wire(raw: list[object], *, source: str) -> list[MapEntry]:
         assert checked is not None
         numbered.append((index, checked))
     return mapfile.validate(numbered, path=source)
+
+
+def address_warnings(hostname: str, address: str) -> list[str]:
+    """The classic setpe trap: the host name resolving to a loopback address, not the cluster one."""
+    try:
+        resolved = socket.gethostbyname(hostname)
+    except OSError:
+        return []
+    if ipaddress.IPv4Address(resolved).is_loopback and not ipaddress.IPv4Address(address).is_loopback:
+        return [
+            f"host name {hostname!r} resolves to {resolved}, not to the cluster address {address}; "
+            f"put '{address} {hostname}' in /etc/hosts (openMosix: 'my IP address (127.0.0.1) is not there!')"
+        ]
+    return []

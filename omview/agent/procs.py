@@ -1,8 +1,5 @@
-"""L2 agent: list this node's processes with the openMosix per-process fields.
-
-Fills ProcessInfo from /proc (stat, status, cmdline) plus the agent's own lock table, and
-works out ``cantmove``: the first real reason a process could not be checkpointed and moved
-(kernel thread, pid 1, the agent, a terminal, an open TCP connection, no working CRIU).
+"""L2 agent: this node's processes as ProcessInfo (from /proc plus the lock table), with ``cantmove``
+the first real reason a process could not be moved (kernel thread, terminal, TCP, no CRIU, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from omview.agent.sampler import ProcStat, Scope, netns_key, read_stat
+from omview.agent.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, read_stat
 from omview.model.cluster import ProcessInfo
 
 log = logging.getLogger(__name__)
@@ -231,7 +228,7 @@ class ProcessLister:
             state=st.state,
             nice=st.nice,
             cpu=cpu.get(st.key, 0.0),
-            rss=st.rss_pages * os.sysconf("SC_PAGE_SIZE"),
+            rss=st.rss_pages * PAGE_SIZE,
             threads=st.threads,
             name=st.name,
             cmdline=cmdline,

@@ -1,8 +1,5 @@
-"""L2 agent: measure this node once a second from procfs (CPUs, memory, util, openMosix load).
-
-"This node's processes" are every process (process_scope "all") or those sharing the agent's
-network namespace ("netns", how simulated nodes share one kernel). The load formula and its
-time constants are documented in docs/agent.md; keep the two in step.
+"""L2 agent: measure the node every second from procfs (CPUs, memory, util, openMosix load) over
+"this node's processes" (all, or the agent's network namespace); formulas in docs/agent.md.
 """
 
 from __future__ import annotations
@@ -271,7 +268,13 @@ class Sampler:
             rss += st.rss_pages * PAGE_SIZE
             prev = prev_all.get(st.key)
             ticks = st.utime + st.stime
-            dticks = max(0, ticks - (prev.ticks if prev else 0)) if not first else 0
+            if first:
+                dticks = 0
+            elif prev is not None:
+                dticks = max(0, ticks - prev.ticks)
+            else:
+                # new since the last sample (or unreadable then): its CPU time cannot exceed the interval
+                dticks = min(ticks, int(dt * HZ * max(1, st.threads)))
             if not first and dt > 0:
                 secs = dticks / HZ
                 busy_seconds += secs

@@ -1,8 +1,5 @@
-"""L2 agent: the Unix socket server (NDJSON requests, SO_PEERCRED permissions, events).
-
-One bad client never disturbs another: malformed, huge or half-sent lines get a fault on that
-connection only, a handler exception becomes INTERNAL, and slow event subscribers lose events
-(and are told how many) instead of growing the agent's memory.
+"""L2 agent: the Unix socket server (NDJSON, SO_PEERCRED access checks, events). A bad client only
+ever gets faults on its own connection; slow subscribers lose events (counted), not agent memory.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""L2 agent: persistent node state in ``state_dir`` (flags, process locks, the setpe map).
-
-Each file is JSON written atomically (temp file + fsync + rename + directory fsync), so a
-crash or power cut leaves either the old or the new version, never a torn one. A file the
-agent cannot understand is moved aside (``*.corrupt-<time>``) and the defaults are used.
+"""L2 agent: persistent state in ``state_dir`` (flags, process locks, the setpe map) as JSON written
+atomically; a file the agent cannot understand is moved aside and the defaults are used.
 """
 
 from __future__ import annotations

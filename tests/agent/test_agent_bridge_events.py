@@ -69,7 +69,12 @@ def test_bridge_ends_when_the_agent_goes(cluster_factory) -> None:  # type: igno
 
 def test_bridge_without_agent_says_so() -> None:
     res = subprocess.run(
-        bridge_argv("/nonexistent/omview.sock"), capture_output=True, text=True, timeout=30, cwd=REPO, stdin=subprocess.DEVNULL
+        bridge_argv("/nonexistent/omview.sock"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
     )
     assert res.returncode == 2 and "no omview agent answers on /nonexistent/omview.sock" in res.stderr
 

@@ -16,7 +16,9 @@ from omview.agent.state import atomic_write
 from omview.model.errors import ConfigError
 
 
-def run_agent(args: list[str], env: dict[str, str] | None = None, wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    args: list[str], env: dict[str, str] | None = None, wrap: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*(wrap or []), sys.executable, "-m", "omview.agent", *args],
         capture_output=True,
@@ -32,7 +34,7 @@ def run_agent(args: list[str], env: dict[str, str] | None = None, wrap: list[str
     [
         ("port = 70000", "key 'port' = 70000: must be between 1 and 65535"),
         ("port = true", "key 'port' = True: must be an integer"),
-        ('process_scope = "pid"', "key 'process_scope' = \"pid\": must be \"all\" or \"netns\""),
+        ('process_scope = "pid"', 'key \'process_scope\' = "pid": must be "all" or "netns"'),
         ('address = "10.1.2"', "key 'address' = \"10.1.2\": must be an IPv4 address"),
         ('multicast_group = "10.0.0.1"', "must be an IPv4 multicast address"),
         ("down_after = 0", "key 'down_after' = 0: must be between 1 and 3600"),
@@ -121,7 +123,9 @@ def test_discovery_without_interface_or_default_route_exits(cluster_factory) -> 
     # a fresh network namespace has no routes at all (lo is not even up)
     res = run_agent(["run", "--config", a.config], env=a.env, wrap=["unshare", "--net"])
     assert res.returncode != 0
-    assert "unable to determine the interface: no default route; set interface in agent.toml" in res.stderr, res.stderr
+    assert "unable to determine the interface: no default route; set interface in agent.toml" in res.stderr, (
+        res.stderr
+    )
     probe = subprocess.run(
         ["unshare", "--net", sys.executable, "-c", "from omview.agent.membership import default_route_interface as d; print(d())"],
         capture_output=True, text=True, cwd=REPO, check=True,
@@ -150,3 +154,34 @@ def test_corrupt_state_is_set_aside(cluster_factory) -> None:  # type: ignore[no
         assert c.flags().speed > 0
     assert any(n.startswith("flags.json.corrupt-") for n in os.listdir(a.state_dir))
     assert "flags.json is invalid" in a.log()
+
+
+def test_hosts_file_trap_is_reported() -> None:
+    from omview.agent.membership import address_warnings
+
+    warn = address_warnings("localhost", "10.77.0.11")
+    assert len(warn) == 1 and "resolves to 127.0.0.1" in warn[0] and "/etc/hosts" in warn[0]
+    assert address_warnings("localhost", "127.0.0.2") == []
+
+
+def test_load_smoothing_time_constants_match_the_docs() -> None:
+    """docs/agent.md: defaults give tau 1.30 s rising and 3.95 s falling."""
+    import math
+
+    from omview.agent.sampler import smooth
+    from omview.model.cluster import Flags
+
+    f = Flags()
+    up = smooth(0.0, 100.0, 1.30, f)
+    down = smooth(100.0, 0.0, 3.95, f)
+    assert abs(up - 100 * (1 - math.exp(-1))) < 0.5
+    assert abs(down - 100 * math.exp(-1)) < 0.5
+    # per-second steps compose to the same curve as one long step
+    x = 0.0
+    for _ in range(3):
+        x = smooth(x, 100.0, 1.0, f)
+    assert abs(x - smooth(0.0, 100.0, 3.0, f)) < 1e-9 and 89 < x < 91
+    assert smooth(37.0, 250.0, 1.0, Flags(fast_decay=0)) == 250.0
+    assert smooth(37.0, 250.0, 1.0, Flags(fast_decay=1000)) == 37.0
+    # decay_interval stretches time: interval 2 s halves the speed
+    assert abs(smooth(0.0, 100.0, 2.0, Flags(decay_interval=2)) - smooth(0.0, 100.0, 1.0, f)) < 1e-9

@@ -1,8 +1,5 @@
-"""Multicast autodiscovery between two network namespaces joined by a veth pair (root only).
-
-Each agent runs inside its own namespace (``ip netns exec``) with process_scope "netns",
-discovery on the veth interface, and no map. Namespaces use this test's own unique names and
-are deleted afterwards; agents are stopped by PID.
+"""Multicast autodiscovery between two network namespaces joined by a veth pair (root only); the
+namespaces have this test's own names and are deleted afterwards, agents are stopped by PID.
 """
 
 from __future__ import annotations
@@ -85,3 +82,12 @@ def test_discovery_on_an_interface(cluster_factory, veth_pair) -> None:  # type:
     wait_for(lambda: nodes(a)[4242][0] == "down", 2, "B down on A right after leaving")
     b.start()
     wait_for(lambda: nodes(a)[4242][0] == "up", 6, "B up again on A")
+    # A switches to a static map on the same address and back to discovery, live
+    with a.client() as c:
+        entries = [{"base": 1, "address": addr_a, "count": 1}, {"base": 4242, "address": addr_b, "count": 1}]
+        r = c.call("map.set", entries=entries, source="/etc/openmosix.map")
+        assert r["mode"] == "map" and r["node"] == 1
+        wait_for(lambda: nodes(a) == {1: ("up", addr_a), 4242: ("up", addr_b)}, 6, "B up on A in map mode")
+        r = c.call("map.set", entries=[])
+        assert r["mode"] == "discovery" and r["node"] == id_a
+        wait_for(lambda: nodes(a).get(4242, ("",))[0] == "up", 6, "B up on A after returning to discovery")

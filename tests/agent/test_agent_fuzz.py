@@ -35,7 +35,9 @@ valid_ids = st.integers(min_value=-(2**53), max_value=2**53) | st.text(max_size=
 bad_ids = st.none() | st.booleans() | st.floats(allow_nan=False) | st.lists(json_scalars, max_size=2)
 ops = st.sampled_from(sorted(OPS))
 ops_with_args = st.sampled_from(sorted(op for op, spec in OPS.items() if spec.args))
-ops_with_required = st.sampled_from(sorted(op for op, spec in OPS.items() if any(a.required for a in spec.args.values())))
+ops_with_required = st.sampled_from(
+    sorted(op for op, spec in OPS.items() if any(a.required for a in spec.args.values()))
+)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ def datagram(key: bytes, payload: dict[str, Any]) -> bytes:
     return MAGIC + hmac.new(key, MAGIC + body, hashlib.sha256).digest() + body
 
 
-def info_payload(node: int, addr: str, seq: int, load: int, *, ts: float | None = None, boot: str = "feedfacecafe") -> dict[str, Any]:
+def info_payload(
+    node: int, addr: str, seq: int, load: int, *, ts: float | None = None, boot: str = "feedfacecafe"
+) -> dict[str, Any]:
     return {
         "t": "info",
         "node": node,
@@ -107,7 +109,11 @@ def test_forged_replayed_stale_and_junk_are_dropped(cluster_factory) -> None:  #
         other.bind(("127.0.0.9", 0))
         other.sendto(datagram(key, info_payload(3, "127.0.0.4", 10, 999)), target)
         other.close()
-        wait_for(lambda: gossip_stats(a1)["unknown_sender"] == s0["unknown_sender"] + 1, 5, "unknown sender counted")
+        wait_for(
+            lambda: gossip_stats(a1)["unknown_sender"] == s0["unknown_sender"] + 1,
+            5,
+            "unknown sender counted",
+        )
         assert row(a1, 3).load == 555
 
         # a real datagram captured on the wire and replayed later: node 1 -> node 3, replayed to node 2
@@ -121,7 +127,9 @@ def test_forged_replayed_stale_and_junk_are_dropped(cluster_factory) -> None:  #
         # wait until node 2 has certainly accepted newer datagrams from node 1 (1/s)
         seq_captured = json.loads(captured[36:])["seq"]
         with a1.client() as c:
-            wait_for(lambda: c.call("node.stats")["seq"] > seq_captured + 3, 10, "node 1 sent newer datagrams")
+            wait_for(
+                lambda: c.call("node.stats")["seq"] > seq_captured + 3, 10, "node 1 sent newer datagrams"
+            )
         time.sleep(1.5)
         before = gossip_stats(a2)
         table_before = {n.id: (n.status, n.load) for n in a2.client().nodes()}

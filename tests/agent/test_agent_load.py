@@ -88,5 +88,44 @@ def test_calibrated_speed_is_persisted_and_reported(cluster_factory) -> None:  #
         assert c.node_info().speed == speed
     # an honest calibration lands within a sane range of the reference machine's 10000
     assert 1000 <= speed <= 200_000
-    out = subprocess.run([sys.executable, "-m", "omview.agent", "calibrate"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "omview.agent", "calibrate"], capture_output=True, text=True, check=True
+    )
     assert 1000 <= int(out.stdout.strip()) <= 200_000
+
+
+class _OnlyThese:
+    """Scope limited to given PIDs, so the measurement sees exactly one burner."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+
+    def pids(self):  # type: ignore[no-untyped-def]
+        return iter(self._pids)
+
+
+@pytest.mark.parametrize("method", ["schedstat", "runnable"])
+def test_demand_of_one_burner_in_process(method: str) -> None:
+    import time
+
+    from omview.agent.sampler import Sampler
+    from omview.model.cluster import Flags
+
+    p = subprocess.Popen([sys.executable, "-c", BURN])
+    try:
+        s = Sampler(_OnlyThese([p.pid]), cpus=2)  # type: ignore[arg-type]
+        s.method = method
+        flags = Flags(speed=10000, fast_decay=0, slow_decay=0)  # no smoothing: load = 100 * demand
+        s.sample(flags)
+        demands = []
+        for _ in range(4):
+            time.sleep(0.4)
+            smp = s.sample(flags)
+            demands.append(smp.demand)
+        # one runnable thread; "runnable" may miss it in one snapshot but CPU time catches it
+        assert max(demands) >= 0.9 and sum(demands) / len(demands) >= 0.7, demands
+        assert all(d <= 1.05 for d in demands) if method == "schedstat" else True
+        assert smp.load == round(100 * smp.demand) and smp.cpu and smp.util > 0
+    finally:
+        p.kill()
+        p.wait()

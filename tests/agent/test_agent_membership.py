@@ -82,12 +82,20 @@ def test_map_set_off_and_rejoin(cluster_factory) -> None:  # type: ignore[no-unt
     cl: Cluster = cluster_factory(3)
     cl.start()
     a1, a2, a3 = cl.agents
-    wait_for(lambda: set(statuses(a1).values()) == {"up"}, 10, "all up")
+    for a in cl.agents:
+        wait_for(lambda a=a: set(statuses(a).values()) == {"up"}, 10, f"all up on {a.name}")
     with a1.client() as c:
         c.call("events.subscribe", topics=["map.changed"])
         # a bad map is refused with the entry named; nothing changes
         with pytest.raises(AgentFault) as e:
-            c.call("map.set", entries=[{"base": 1, "address": "127.0.0.2", "count": 1}, {"base": 1, "address": "127.0.0.9", "count": 1}], source="/x/new.map")
+            c.call(
+                "map.set",
+                entries=[
+                    {"base": 1, "address": "127.0.0.2", "count": 1},
+                    {"base": 1, "address": "127.0.0.9", "count": 1},
+                ],
+                source="/x/new.map",
+            )
         assert e.value.code == FaultCode.BAD_ARGUMENT
         assert "/x/new.map" in e.value.message and "node ID 1 is already defined on line 1" in e.value.message
         with pytest.raises(AgentFault) as e:
@@ -96,7 +104,10 @@ def test_map_set_off_and_rejoin(cluster_factory) -> None:  # type: ignore[no-unt
         # my own address must be in it (setpe's rule)
         with pytest.raises(AgentFault) as e:
             c.call("map.set", entries=[{"base": 1, "address": "127.0.0.3", "count": 2}], source="/x/new.map")
-        assert "the supplied table is well-formatted, but my IP address (127.0.0.2) is not there!" in e.value.message
+        assert (
+            "the supplied table is well-formatted, but my IP address (127.0.0.2) is not there!"
+            in e.value.message
+        )
         assert c.call("cluster.map")["entries"] == [{"base": 1, "address": "127.0.0.2", "count": 3}]
         # setpe -off: leave; the table shows only this node, peers see it leave at once
         with a2.client() as c2:
@@ -119,7 +130,10 @@ def test_map_set_off_and_rejoin(cluster_factory) -> None:  # type: ignore[no-unt
         with a2.client() as c2:
             wait_for(lambda: {n.id: n.status for n in c2.nodes()}[1] == "up", 6, "node 2 sees node 1 back")
         # a valid new map: node 3 renumbered to 7, node 2 dropped; applied live and persisted
-        new = [{"base": 1, "address": "127.0.0.2", "count": 1}, {"base": 7, "address": "127.0.0.4", "count": 1}]
+        new = [
+            {"base": 1, "address": "127.0.0.2", "count": 1},
+            {"base": 7, "address": "127.0.0.4", "count": 1},
+        ]
         r = c.call("map.set", entries=new, source="/x/new.map")
         assert r["mode"] == "map" and r["entries"] == new and r["node"] == 1
         name, data = c.next_event(5)
@@ -155,6 +169,11 @@ def test_flags_and_locks_persist_across_restart(cluster_factory) -> None:  # typ
             speed = c.flags().speed
             c.set_flags(block=True, quiet=True, decay_interval=2, slow_decay=900, fast_decay=500)
             assert c.call("proc.lock", pid=sleeper.pid, lock=True)["lock"] is True
+        # the lock is keyed by (pid, start time), so a reused PID cannot inherit it
+        with open(f"/proc/{sleeper.pid}/stat", encoding="ascii") as fh:
+            start = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open(os.path.join(a.state_dir, "locks.json"), encoding="utf-8") as fh:
+            assert json.load(fh)["locks"] == [[sleeper.pid, start]]
         with open(os.path.join(a.state_dir, "flags.json"), encoding="utf-8") as fh:
             saved = json.load(fh)
         assert saved["block"] is True and saved["fast_decay"] == 500
@@ -162,7 +181,13 @@ def test_flags_and_locks_persist_across_restart(cluster_factory) -> None:  # typ
         a.start()
         with a.client() as c:
             f = c.flags()
-            assert (f.block, f.quiet, f.decay_interval, f.slow_decay, f.fast_decay) == (True, True, 2, 900, 500)
+            assert (f.block, f.quiet, f.decay_interval, f.slow_decay, f.fast_decay) == (
+                True,
+                True,
+                2,
+                900,
+                500,
+            )
             assert f.speed == speed  # calibrated once, then kept
             assert c.processes(pid=sleeper.pid)[0].lock is True
             me = c.node_info()

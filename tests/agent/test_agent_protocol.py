@@ -53,10 +53,15 @@ def test_every_op_round_trips(shared_cluster: Cluster) -> None:
         assert me.cpus == len(os.sched_getaffinity(0)) and me.tmem > 0 and 0 < me.mem <= me.tmem
         extra = c.call("node.info")
         assert extra["mode"] == "map" and extra["scope"] == "all" and "criu" in extra
+        assert extra["warnings"] == []  # a loopback cluster address: no /etc/hosts trap to report
         stats = c.call("node.stats")
         assert {"forged", "replayed", "stale", "accepted"} <= set(stats["gossip"])
         assert stats["sampler"]["processes"] > 0
-        nodes = wait_for(lambda: [n for n in c.nodes() if n.up], 10, "all three nodes up")
+        nodes = wait_for(
+            lambda: [n for n in c.nodes() if n.up] if all(n.up for n in c.nodes()) else None,
+            10,
+            "all three nodes up",
+        )
         assert [n.id for n in c.nodes()] == [1, 2, 3]
         assert len(nodes) == 3 and all(isinstance(n, NodeInfo) for n in nodes)
         m = c.call("cluster.map")
@@ -70,6 +75,10 @@ def test_every_op_round_trips(shared_cluster: Cluster) -> None:
         assert w["id"] == 2 and w["address"] == "127.0.0.3"
         assert c.call("cluster.whois", query="127.0.0.4")["id"] == 3
         assert c.call("cluster.whois", query="0x0001")["address"] == "127.0.0.2"
+        assert c.call("cluster.whois", query=socket.gethostname())["id"] == 1  # all share this host name
+        with pytest.raises(AgentFault) as e:
+            c.call("cluster.whois", query=" ")
+        assert e.value.code == FaultCode.BAD_ARGUMENT
         with pytest.raises(AgentFault) as e:
             c.call("cluster.whois", query="99")
         assert e.value.code == FaultCode.NO_SUCH_NODE and "1, 2, 3" in e.value.message
@@ -245,3 +254,56 @@ def test_stale_socket_is_replaced_and_live_one_refused(cluster_factory, tmp_path
     assert "another omview agent is already serving this socket" in res.stderr, res.stderr
     with a.client() as c:
         assert c.call("ping")["pong"]
+
+
+def _cantmove(agent, pid: int) -> str:  # type: ignore[no-untyped-def]
+    """The process's cantmove reason once the agent's criu check has finished."""
+    found: list[str] = []
+
+    def settled() -> bool:
+        with agent.client() as c:
+            reason = c.processes(pid=pid)[0].cantmove
+        found.append(reason)
+        return reason != "CRIU check has not finished yet"
+
+    wait_for(settled, 10, "the criu check to finish")
+    return found[-1]
+
+
+def test_criu_location_and_check_decide_cantmove(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        cl = cluster_factory(1, criu="/bin/false")  # "criu check" fails
+        a = cl.agents[0].start()
+        assert _cantmove(a, sleeper.pid) == "CRIU is not available on this node"
+        with a.client() as c:
+            criu = c.call("node.info")["criu"]
+        assert (
+            criu["checked"] and not criu["ok"] and criu["path"] == "/bin/false" and "failed" in criu["detail"]
+        )
+        a.stop()
+        a.settings["criu"] = "/bin/true"  # passes "criu check"
+        a.start()
+        assert _cantmove(a, sleeper.pid) == ""  # nothing else stops a plain sleeper
+        a.stop()
+        a.settings["criu"] = "/nonexistent/criu"
+        a.start()
+        assert _cantmove(a, sleeper.pid) == "CRIU is not available on this node"
+        with a.client() as c:
+            assert "is not an executable file" in c.call("node.info")["criu"]["detail"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_sigint_stops_cleanly_and_removes_the_socket(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    cl = cluster_factory(1)
+    a = cl.agents[0].start()
+    assert os.path.exists(a.socket)
+    assert a.stop(sig=signal.SIGINT) == 0
+    assert not os.path.exists(a.socket)
+    assert "stopping: telling the cluster this node leaves" in a.log() and "Traceback" not in a.log()
