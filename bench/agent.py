@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from omview.client import AgentClient
 from omview.cluster import Cluster, teardown
-from omview.transport.local import PipeChannel, UnixChannel
+from omview.model.channel import PipeChannel, UnixChannel
+from omview.model.client import AgentClient
 from omview.transport.ssh import SshConnection, SshTarget
 
 TICKS = os.sysconf("SC_CLK_TCK")

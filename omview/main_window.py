@@ -196,10 +196,11 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_session_cluster_updated(self, table: tuple[NodeInfo, ...]) -> None:
+        joined = [info.address for info in table if self.model.row_of(info.address) is None]
         self.model.set_table(table)
         # a new row may belong to a node whose connection state changed before the row existed
-        for info in table:
-            self.model.update_link(info.address, self.session.link(info.address))
+        for address in joined:
+            self.model.update_link(address, self.session.link(address))
         if self._entry_link.status is not LinkStatus.UP:
             self._entry_link = LinkState(LinkStatus.UP)
             self.statusBar().showMessage(f"connected to {self.session.entry}: {len(table)} nodes", 5000)

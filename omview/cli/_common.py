@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from omview.client import AgentClient
+from omview.model.client import AgentClient
 from omview.model.cluster import MAX_NODE_ID, MIN_NODE_ID, valid_node_id
 from omview.model.errors import AgentFault, AgentUnavailable, ConfigError, TransportError
 from omview.model.mapfile import MapEntry

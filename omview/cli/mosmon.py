@@ -24,7 +24,7 @@ from omview.cli._common import (
     print_json,
     run,
 )
-from omview.client import AgentClient
+from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo
 from omview.model.errors import OmviewError
 

@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from omview.cli._common import EXIT_NEGATIVE, EXIT_OK, CliError, Parser, connect, print_json, run
-from omview.client import AgentClient
+from omview.model.client import AgentClient
 from omview.model.cluster import ProcessInfo
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode

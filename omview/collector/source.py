@@ -1,4 +1,4 @@
-"""L3 collector: where samples come from (the node's agent, through omview.client).
+"""L3 collector: where samples come from (the node's agent, through omview.model.client).
 
 ``Source`` is the seam the daemon loop is written against: the real ``AgentSource`` talks to
 an agent; tests and the benchmark drive the same loop with ``omview.collector.synthetic``.
@@ -10,10 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from omview.client import AgentClient
+from omview.model.channel import PipeChannel, UnixChannel
+from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo, ProcessInfo
 from omview.model.errors import AgentFault, OmviewError, TransportError
-from omview.transport.local import PipeChannel, UnixChannel
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from omview.model.channel import Channel, UnixChannel
 from omview.model.errors import AgentUnavailable
-from omview.transport import Channel
-from omview.transport.local import UnixChannel
 from omview.transport.ssh import (
     DEFAULT_AGENT_COMMAND,
     SshChannel,

@@ -26,8 +26,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from omview.client import AgentClient
 from omview.gui.connect import Connector, HostKeyConnector, HostKeyOffer
+from omview.model.client import AgentClient
 from omview.model.cluster import Flags, NodeInfo
 from omview.model.errors import (
     AgentFault,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import paramiko
 
+from omview.model.channel import LineBuffer
 from omview.model.errors import (
     AgentUnavailable,
     AuthenticationError,
@@ -27,7 +28,6 @@ from omview.model.errors import (
     HostKeyError,
     TransportError,
 )
-from omview.transport.local import LineBuffer
 
 DEFAULT_AGENT_COMMAND = "omview-agent"
 

@@ -14,11 +14,11 @@ import pytest
 from agent_harness import REPO, Cluster, RawConn, fault_code
 
 from omview.agent.server import Connection, Server
-from omview.client import AgentClient
 from omview.model import protocol
+from omview.model.channel import PipeChannel
+from omview.model.client import AgentClient
 from omview.model.errors import ConnectionLost
 from omview.model.protocol import FaultCode, Request
-from omview.transport.local import PipeChannel
 
 
 def bridge_argv(socket_path: str | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_harness import Cluster
 
-from omview.client import AgentClient
+from omview.model.client import AgentClient
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from omview.client import AgentClient
 from omview.model import mapfile
+from omview.model.client import AgentClient
 from omview.model.errors import OmviewError
 
 REPO = Path(__file__).resolve().parents[2]

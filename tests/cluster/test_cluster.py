@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from omview.client import AgentClient
 from omview.cluster import Cluster, ClusterError, Names, leftovers, teardown
 from omview.cluster.api import choose_subnet, parse_size
-from omview.transport.local import PipeChannel, UnixChannel
+from omview.model.channel import PipeChannel, UnixChannel
+from omview.model.client import AgentClient
 from tests.conftest import ClusterFactory, agent_available, require_root
 
 pytestmark = pytest.mark.timeout(120)

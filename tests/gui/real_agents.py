@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omview.client import AgentClient
+from omview.model.client import AgentClient
 from omview.model.errors import OmviewError
 
 

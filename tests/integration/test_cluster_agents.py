@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from omview.client import AgentClient
 from omview.cluster import Cluster
+from omview.model.channel import PipeChannel, UnixChannel
+from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo
 from omview.model.errors import HostKeyError
-from omview.transport.local import PipeChannel, UnixChannel
 from omview.transport.ssh import SshConnection, SshTarget
 
 pytestmark = pytest.mark.cluster

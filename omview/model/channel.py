@@ -1,4 +1,9 @@
-"""L1 transport: stdlib channels (the agent's Unix socket, or a child process's pipes)."""
+"""L0 model: byte channels that carry protocol lines (stdlib only).
+
+``UnixChannel`` reaches the agent on this node, ``PipeChannel`` wraps a child process such as
+``ssh node omview-agent bridge``. Both live here, below the agent, so the agent itself can talk
+to its peers without leaving the standard library; the paramiko channel is in omview.transport.ssh.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,23 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from omview.model.errors import AgentUnavailable, ConnectionLost
 from omview.model.paths import socket_path
+
+
+class Channel(Protocol):
+    """A bidirectional line channel to one agent."""
+
+    def send(self, data: bytes) -> None:
+        """Write bytes; raises ConnectionLost when the peer is gone."""
+
+    def recv_line(self, timeout: float | None) -> bytes:
+        """Next full line without its newline; raises TimeoutError or ConnectionLost."""
+
+    def close(self) -> None:
+        """Release the channel; safe to call twice."""
 
 
 class LineBuffer:

@@ -1,4 +1,4 @@
-"""L2 client: a typed, blocking API over one agent channel (stdlib only).
+"""L0 model: the protocol client, a typed blocking API over one agent channel (stdlib only).
 
 ``AgentClient`` does the hello handshake, numbers requests, matches replies by id, turns
 ``error`` replies into AgentFault and queues events that arrive between replies. One thread
@@ -15,10 +15,9 @@ from typing import Any
 
 from omview import __version__
 from omview.model import protocol
+from omview.model.channel import Channel, UnixChannel
 from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import AgentFault, ConnectionLost, OmviewError
-from omview.transport import Channel
-from omview.transport.local import UnixChannel
 
 DEFAULT_TIMEOUT = 10.0
 
