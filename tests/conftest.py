@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +13,6 @@ from omview.cluster import Cluster, leftovers, teardown
 
 #: Every cluster state dir made in this session, so the final check knows which names are ours.
 _STATE_DIRS: list[Path] = []
-
-
-def agent_available() -> bool:
-    """True once the node agent package exists (clusters then start agents by default)."""
-    return importlib.util.find_spec("omview.agent") is not None and \
-        importlib.util.find_spec("omview.agent.__main__") is not None
 
 
 def require_root() -> None:
@@ -46,13 +39,12 @@ ClusterFactory = Callable[..., Cluster]
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
     """make_cluster(nodes=3, **Cluster.up kwargs) -> Cluster; every cluster is torn down afterwards.
 
-    agent defaults to True once omview.agent exists, else False (sshd-only nodes).
+    Nodes run agents unless agent=False is passed (sshd-only nodes).
     """
     made: list[Path] = []
 
     def factory(nodes: int = 3, **kw: Any) -> Cluster:
         require_root()
-        kw.setdefault("agent", agent_available())
         state = tmp_path_factory.mktemp("cluster")
         made.append(state)
         _STATE_DIRS.append(state)
@@ -71,12 +63,12 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFa
 
 @pytest.fixture(scope="session")
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A shared 3-node cluster (with agents once they exist) for read-mostly tests; do not break it."""
+    """A shared 3-node cluster with agents, for read-mostly tests; do not break it."""
     require_root()
     state = tmp_path_factory.mktemp("cluster3")
     _STATE_DIRS.append(state)
     try:
-        cluster = Cluster.up(state, 3, agent=agent_available())
+        cluster = Cluster.up(state, 3)
         yield cluster
     finally:
         teardown(state)

@@ -17,7 +17,7 @@ from omview.cluster import Cluster, ClusterError, Names, leftovers, teardown
 from omview.cluster.api import choose_subnet, parse_size
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
-from tests.conftest import ClusterFactory, agent_available, require_root
+from tests.conftest import ClusterFactory, require_root
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -287,8 +287,6 @@ def test_discovery_cluster(make_cluster: ClusterFactory) -> None:
     conf = tomllib.loads((etc / "agent.toml").read_text())
     assert conf["discovery"] is True and "map_file" not in conf
     assert not (etc / "openmosix.map").exists()
-    if not agent_available():
-        return
     # multicast beacons cross the bridge (snooping off): node 1 learns node 2 without a map
     seen: list[int] = []
     deadline = time.monotonic() + 15
@@ -302,7 +300,6 @@ def test_discovery_cluster(make_cluster: ClusterFactory) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.skipif(not agent_available(), reason="omview.agent is not written yet")
 def test_agents_answer_over_ssh_bridge(cluster3: Cluster) -> None:
     for n in cluster3.nodes:
         with AgentClient(PipeChannel(cluster3.ssh_argv(n.id, "omview-agent", "bridge"))) as a:
@@ -327,11 +324,6 @@ def test_bad_input_is_refused() -> None:
 
 @pytest.mark.cluster
 def test_agent_missing_or_failing_is_reported(make_cluster: ClusterFactory) -> None:
-    if not agent_available():
-        # until omview.agent exists, `up` must fail clearly and leave nothing behind
-        with pytest.raises(ClusterError, match="agent on node 1 did not start"):
-            make_cluster(2, agent=True, agent_timeout=10)
-        return
     c = make_cluster(2, agent=True)
     c.agent_stop(2)
     (Path(c.node(2).dir) / "etc-omview" / "agent.toml").write_text("node_id = [broken\n")
@@ -340,7 +332,6 @@ def test_agent_missing_or_failing_is_reported(make_cluster: ClusterFactory) -> N
 
 
 @pytest.mark.cluster
-@pytest.mark.skipif(not agent_available(), reason="omview.agent is not written yet")
 def test_agent_lifecycle(make_cluster: ClusterFactory) -> None:
     c = make_cluster(2)
     for n in c.nodes:
