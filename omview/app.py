@@ -71,6 +71,10 @@ class _EntryViaSocket:
         self._local = UnixConnector({entry: socket})
         self._ssh = ssh
 
+    def connector_for(self, address: str) -> Connector:
+        """The connector that reaches ``address`` (the collector control runs commands through it)."""
+        return self._local if address == self._entry else self._ssh
+
     def open(self, address: str):  # type: ignore[no-untyped-def]
         return (self._local if address == self._entry else self._ssh).open(address)
 

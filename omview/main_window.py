@@ -1,24 +1,36 @@
 """L6 main window of openmosixview: cluster header, node table, menus, toolbar and status bar.
 
-The window only talks to ``ClusterSession`` (never to a client or transport) and only reacts to
-its GUI-thread signals. Sub-windows that are separate issues (process box, analyzer, history,
-migmon, advanced execution, collector control) are plugged in with ``register_tool``; until then
-their actions are present but disabled, with a tooltip saying so.
+The window only talks to ``ClusterSession`` and ``CollectorControl`` (never to a client or
+transport) and only reacts to their GUI-thread signals. Sub-windows that are separate issues
+(process box, analyzer, history, migmon, advanced execution) are plugged in with
+``register_tool``; until then their actions are present but disabled, with a tooltip saying so.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QStyle, QToolBar, QVBoxLayout, QWidget
 
 from omview import __version__
 from omview.gui import errors
 from omview.gui.cluster_header import ClusterHeader
+from omview.gui.collector_control import (
+    Action,
+    CollectorControl,
+    CollectorSettingsDialog,
+    CollectorState,
+    CollectorStatus,
+    CommandResult,
+    check_label,
+    load_config,
+    save_config,
+)
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
 from omview.gui.node_dialog import NodeConfigDialog
@@ -36,10 +48,6 @@ NOT_YET = "{what} is a separate part of omview that is not built yet"
 TOOLS = {
     "procs": ("View", "&Process box…", "The process box (openMosixprocs)"),
     "migmon": ("View", "&Migration monitor…", "The migration monitor (openMosixmigmon)"),
-    "collector_start": ("Collector", "&Start collector", "Collector control"),
-    "collector_stop": ("Collector", "S&top collector", "Collector control"),
-    "collector_checkpoint": ("Collector", "Write &checkpoint", "Collector control"),
-    "collector_rotate": ("Collector", "&Rotate logs", "Collector control"),
     "analyzer": ("Analyzer", "Open &analyzer…", "The analyzer (openMosixanalyzer)"),
     "history": ("Analyzer", "Open &history…", "The process history (openMosixhistory)"),
     "run_prog": ("File", "&Run program (advanced execution)…", "Advanced execution"),
@@ -55,6 +63,7 @@ class MainWindow(QMainWindow):
         settings: GuiSettings,
         store: QSettings | None = None,
         parent: QWidget | None = None,
+        collector: CollectorControl | None = None,
     ) -> None:
         super().__init__(parent)
         self.session = session
@@ -64,6 +73,10 @@ class MainWindow(QMainWindow):
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
         self.setWindowTitle("openmosixview")
+        #: the Collector menu's engine: commands run on the collector's node in a worker thread
+        if collector is None:
+            collector = CollectorControl(session.connector, session.entry, load_config(store), self)
+        self.collector = collector
 
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
@@ -78,6 +91,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.tools: dict[str, QAction] = {}
+        self._collector_watched = False
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
@@ -105,6 +119,10 @@ class MainWindow(QMainWindow):
         self.view.activated.connect(self._on_view_activated)
         self.view.customContextMenuRequested.connect(self._on_view_context_menu)
         self.header.sig_all_nodes_requested.connect(self.open_all_nodes_dialog)
+        self.collector.sig_result.connect(self._on_collector_result)
+        self.collector.sig_status.connect(self._on_collector_status)
+        self.collector.sig_busy.connect(self._on_collector_busy)
+        self._update_collector_status()
         self._update_entry_text()
         self.resize(1080, 560)
         self.restore_geometry()
@@ -138,6 +156,29 @@ class MainWindow(QMainWindow):
             act.setStatusTip(NOT_YET.format(what=subject))
             self.tools[key] = act
         self.tools["run_prog"].setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DialogOpenButton))
+        # the Collector menu (HOWTO 12.6): openmosixcollector -d, -k, -n LABEL, -r, -s on its node
+        self.act_collector_start = QAction(
+            style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "&Start collector", self,
+            triggered=self.collector.start,
+        )  # fmt: skip
+        self.act_collector_stop = QAction(
+            style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "S&top collector", self,
+            triggered=self.collector.stop,
+        )  # fmt: skip
+        self.act_collector_checkpoint = QAction("Write &checkpoint…", self, triggered=self.ask_checkpoint)
+        self.act_collector_rotate = QAction("&Rotate logs", self, triggered=self.collector.rotate)
+        self.act_collector_status = QAction("Show collector s&tatus", self, triggered=self.collector.show_status)
+        self.act_collector_settings = QAction("Collector se&ttings…", self, triggered=self.edit_collector_settings)
+        for act, tip in (
+            (self.act_collector_start, "Start openmosixcollector as a daemon on its node (openmosixcollector -d)"),
+            (self.act_collector_stop, "Stop the collector on its node (openmosixcollector -k)"),
+            (self.act_collector_checkpoint, "Mark this moment in the history with a label (openmosixcollector -n)"),
+            (self.act_collector_rotate, "Save the current history to a dated backup and start a new one (-r)"),
+            (self.act_collector_status, "Ask the collector whether it runs (openmosixcollector -s)"),
+            (self.act_collector_settings, "The collector's node, command, history directory and PID file"),
+        ):
+            act.setToolTip(tip)
+            act.setStatusTip(tip)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -166,6 +207,16 @@ class MainWindow(QMainWindow):
         for key, (menu, _label, _subject) in TOOLS.items():
             if key != "run_prog":
                 menus[menu].addAction(self.tools[key])
+        col = menus["Collector"]
+        for act in (self.act_collector_start, self.act_collector_stop, self.act_collector_checkpoint,
+                    self.act_collector_rotate):  # fmt: skip
+            col.addAction(act)
+        col.addSeparator()
+        col.addAction(self.act_collector_status)
+        self.menu_collector_node = col.addMenu("Collector &node")
+        self.menu_collector_node.setToolTipsVisible(True)
+        self.menu_collector_node.aboutToShow.connect(self._fill_collector_node_menu)
+        col.addAction(self.act_collector_settings)
         menus["Help"].addAction(self.act_about)
         self.menus = menus
 
@@ -177,9 +228,11 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_refresh)
         tb.addAction(self.act_all_nodes)
         tb.addSeparator()
+        tb.addAction(self.act_collector_start)
+        tb.addAction(self.act_collector_stop)
         self.collector_status = QLabel(" openMosixcollector status: not monitored ")
-        self.collector_status.setEnabled(False)
-        self.collector_status.setToolTip(NOT_YET.format(what="Collector control"))
+        self.collector_status.setObjectName("collector-status")
+        self.collector_status.setTextFormat(Qt.TextFormat.PlainText)
         tb.addWidget(self.collector_status)
         self.addToolBar(tb)
         self.toolbar = tb
@@ -191,6 +244,120 @@ class MainWindow(QMainWindow):
         act.setToolTip(tooltip)
         act.setStatusTip(tooltip)
         act.setEnabled(True)
+
+    # -- the collector (GUI thread) --
+
+    def _update_collector_status(self) -> None:
+        st = self.collector.status
+        self.collector_status.setText(f" openMosixcollector on {st.node}: {st.text()} ")
+        colour = {CollectorState.RUNNING: "#1b6e2a", CollectorState.UNREACHABLE: "#b41e14",
+                  CollectorState.ERROR: "#9a5a00"}.get(st.state, "")  # fmt: skip
+        self.collector_status.setStyleSheet(f"color: {colour};" if colour else "")
+        tip = [f"openmosixcollector on {st.node} (Collector > Collector node changes it)"]
+        if st.state is CollectorState.RUNNING and st.logdir:
+            tip.append(f"writing to {st.logdir}")
+        elif st.detail and st.state is not CollectorState.RUNNING:
+            tip.append(st.detail)
+        if st.advice:
+            tip.append(st.advice)
+        if st.checked:
+            tip.append("checked at " + time.strftime("%H:%M:%S", time.localtime(st.checked)))
+        self.collector_status.setToolTip("\n".join(tip))
+        self._update_collector_actions()
+
+    def _update_collector_actions(self) -> None:
+        state = self.collector.status.state
+        idle = not self.collector.busy
+        running = state is CollectorState.RUNNING
+        unsure = state in (CollectorState.UNKNOWN, CollectorState.ERROR)
+        self.act_collector_start.setEnabled(idle and (state is CollectorState.NOT_RUNNING or unsure))
+        for act in (self.act_collector_stop, self.act_collector_checkpoint, self.act_collector_rotate):
+            act.setEnabled(idle and (running or unsure))
+
+    @Slot(object)
+    def _on_collector_status(self, _status: CollectorStatus) -> None:
+        self._update_collector_status()
+
+    @Slot(bool)
+    def _on_collector_busy(self, busy: bool) -> None:
+        if busy:
+            self.statusBar().showMessage(f"asking the collector on {self.collector.node}…")
+        self._update_collector_actions()
+
+    @Slot(object)
+    def _on_collector_result(self, result: CommandResult) -> None:
+        self.statusBar().showMessage(result.summary(), 15000)
+        details = "\n".join([
+            f"command: {' '.join(result.argv) or '(not run)'}",
+            f"node: {result.node}, reached as {result.where or '?'}",
+            f"exit status: {result.status if result.status is not None else 'not run'}",
+            f"took {result.elapsed:.1f} s", "", "output:", result.stdout.strip(), "", "errors:", result.stderr.strip(),
+        ])  # fmt: skip
+        if result.action is Action.STATUS:
+            st = self.collector.status
+            if st.state in (CollectorState.RUNNING, CollectorState.NOT_RUNNING):
+                errors.show_info(self, "Collector status", f"openmosixcollector on {result.node}: {st.text()}.",
+                                 details)  # fmt: skip
+                return
+        elif result.ok:
+            return
+        what = {Action.START: "start", Action.STOP: "stop", Action.CHECKPOINT: "write a checkpoint with",
+                Action.ROTATE: "rotate the history of", Action.STATUS: "ask the status of"}[result.action]  # fmt: skip
+        text = f"Could not {what} the collector on {result.node}: {result.first_line()}"
+        if result.advice:
+            text += f"\n\nWhat to do: {result.advice}"
+        errors.show_error(self, "Collector", text, details)
+
+    @Slot()
+    def ask_checkpoint(self) -> None:
+        """Collector > Write checkpoint…: ask for a label, then run openmosixcollector -n LABEL."""
+        label = errors.ask_text(self, "Write checkpoint",
+                                "Label for the checkpoint (a blue line in the analyzer; may be empty):")  # fmt: skip
+        if label is None:
+            return
+        label = label.strip()
+        problem = check_label(label)
+        if problem:
+            errors.show_error(self, "Collector", f"Cannot use this checkpoint label: {problem}.")
+            return
+        self.collector.checkpoint(label)
+
+    @Slot()
+    def _fill_collector_node_menu(self) -> None:
+        menu = self.menu_collector_node
+        menu.clear()
+        group = QActionGroup(menu)
+        choices = [("", f"the entry node ({self.session.entry})")]
+        choices += [(a, a) for a in self.session.addresses() if a != self.session.entry]
+        if self.collector.config.node and all(a != self.collector.config.node for a, _ in choices):
+            choices.append((self.collector.config.node, self.collector.config.node))
+        for address, label in choices:
+            act = QAction(label, menu, checkable=True, checked=address == self.collector.config.node)
+            act.setData(address)
+            act.triggered.connect(self._on_collector_node_triggered)
+            group.addAction(act)
+            menu.addAction(act)
+
+    @Slot()
+    def _on_collector_node_triggered(self) -> None:
+        act = self.sender()
+        if isinstance(act, QAction):
+            self.set_collector_node(str(act.data() or ""))
+
+    def set_collector_node(self, address: str) -> None:
+        """Run (and watch) the collector on ``address``; "" means the entry node. Saved at once."""
+        self.collector.set_config(replace(self.collector.config, node=address))
+        save_config(self.store, self.collector.config)
+        self._update_collector_status()
+        self.statusBar().showMessage(f"the collector is now watched on {self.collector.node}", 10000)
+
+    @Slot()
+    def edit_collector_settings(self) -> None:
+        config = CollectorSettingsDialog.ask(self, self.collector.config, self.session.entry, self.session.addresses())
+        if config is not None:
+            self.collector.set_config(config)
+            save_config(self.store, config)
+            self._update_collector_status()
 
     # -- session signals (GUI thread) --
 
@@ -380,8 +547,15 @@ class MainWindow(QMainWindow):
         self.store.setValue("window/state", self.saveState())
         self.store.sync()
 
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt override)
+        super().showEvent(event)
+        if not self._collector_watched:
+            self._collector_watched = True
+            self.collector.start_monitoring()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
         self.save_geometry()
+        self.collector.shutdown(timeout=5.0)
         super().closeEvent(event)
 
 

@@ -75,6 +75,10 @@ class UnixConnector:
                 f"{', '.join(sorted(self._sockets)) or 'no nodes'}"
             ) from None
 
+    def socket_path(self, address: str) -> str:
+        """The agent socket of ``address`` (raises AgentUnavailable when none is configured)."""
+        return self._path(address)
+
     def open(self, address: str) -> Channel:
         return UnixChannel(self._path(address), connect_timeout=self._connect_timeout)
 

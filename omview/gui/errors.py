@@ -12,7 +12,7 @@ import sys
 import traceback
 from types import TracebackType
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QInputDialog, QMessageBox, QWidget
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ def ask_accept_host_key(parent: QWidget | None, address: str, key_type: str, fin
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
     answer = QMessageBox.question(parent, title, text, defaultButton=QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def ask_text(parent: QWidget | None, title: str, label: str, text: str = "") -> str | None:
+    """A one-line text prompt; None when the admin cancels."""
+    value, ok = QInputDialog.getText(parent, title, label, text=text)
+    return value if ok else None
 
 
 def show_exception(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

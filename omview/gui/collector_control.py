@@ -1,0 +1,635 @@
+"""L4 GUI layer: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
+
+Commands run in one worker thread, never in the GUI thread. On a node reached over SSH they run
+through the control's own SSH connection to that node (opened once, reused). When the GUI reaches
+the node's agent through a local Unix socket, they run here as a local subprocess. Results go
+back to the GUI thread as frozen dataclasses on a queued signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import shiboken6
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QWidget,
+)
+
+from omview.gui.connect import SshConnector, UnixConnector
+from omview.gui.session import classify
+from omview.model.errors import ConfigError, ConnectionLost, OmviewError
+from omview.transport.ssh import SshConnection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND = "openmosixcollector"
+DEFAULT_REFRESH = 5.0
+#: The collector refuses longer labels (omview.collector.daemon.validate_label).
+MAX_LABEL = 200
+
+
+class Action(StrEnum):
+    """What the Collector menu can ask of openmosixcollector."""
+
+    START = "start"
+    STOP = "stop"
+    CHECKPOINT = "checkpoint"
+    ROTATE = "rotate"
+    STATUS = "status"
+
+
+#: Seconds each action may take: -d waits for the daemon to start (up to 30 s), -k for it to
+#: exit (20 s), -r for the files to be moved (the collector allows 120 s).
+TIMEOUTS = {Action.START: 60.0, Action.STOP: 40.0, Action.CHECKPOINT: 30.0, Action.ROTATE: 150.0,
+            Action.STATUS: 15.0}  # fmt: skip
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Where the collector runs and which files it uses; "" means the default."""
+
+    node: str = ""  # "" = the entry node
+    command: str = DEFAULT_COMMAND  # how to run openmosixcollector on the node
+    logdir: str = ""  # "" = the collector's default (/var/log/openmosixcollector)
+    pidfile: str = ""  # "" = the collector's default (/run/openMosixcollector.pid)
+    refresh: float = DEFAULT_REFRESH  # seconds between status checks
+
+    def options(self) -> list[str]:
+        """The file options every command gets, so -s/-k/-n/-r find the daemon -d started."""
+        opts: list[str] = []
+        if self.logdir:
+            opts += ["--logdir", self.logdir]
+        if self.pidfile:
+            opts += ["--pidfile", self.pidfile]
+        return opts
+
+
+_KEYS = ("node", "command", "logdir", "pidfile", "refresh")
+
+
+def load_config(store: QSettings | None) -> CollectorConfig:
+    """The collector settings saved under ``collector/*`` (defaults for what is missing or bad)."""
+    config = CollectorConfig()
+    if store is None:
+        return config
+    values: dict[str, object] = {}
+    for key in _KEYS:
+        if store.contains(f"collector/{key}"):
+            raw = store.value(f"collector/{key}")
+            try:
+                values[key] = float(raw) if key == "refresh" else str(raw or "").strip()  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                log.warning("ignoring bad saved setting collector/%s in %s", key, store.fileName())
+    if not values.get("command"):
+        values.pop("command", None)
+    refresh = values.get("refresh")
+    if isinstance(refresh, float) and not 1.0 <= refresh <= 3600.0:
+        values.pop("refresh")
+    return replace(config, **values)  # type: ignore[arg-type]
+
+
+def save_config(store: QSettings | None, config: CollectorConfig) -> None:
+    if store is None:
+        return
+    for key in _KEYS:
+        store.setValue(f"collector/{key}", getattr(config, key))
+    store.sync()
+
+
+def check_label(label: str) -> str | None:
+    """Why ``label`` cannot be a checkpoint label, or None when it can."""
+    if len(label) > MAX_LABEL:
+        return f"the label is {len(label)} characters long; the collector takes at most {MAX_LABEL}"
+    if not label.isprintable():
+        return "the label must be one line of printable characters"
+    return None
+
+
+# ---- results (frozen, they cross from the worker to the GUI thread) --------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """One openmosixcollector run: exit status and output, or why it could not be run at all."""
+
+    action: Action
+    node: str
+    where: str  # how the node was reached ("root@10.77.0.11:22 over SSH", "this machine")
+    argv: tuple[str, ...]
+    status: int | None  # None: the command did not run (node unreachable, not installed)
+    stdout: str = ""
+    stderr: str = ""
+    unreachable: bool = False
+    problem: str = ""  # why it did not run
+    advice: str = ""  # what to do about a failure
+    elapsed: float = 0.0
+    periodic: bool = False  # a toolbar status refresh, not an admin's action
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def first_line(self) -> str:
+        """The line that says what happened: stdout's last word on success, else stderr's."""
+        if self.problem:
+            return self.problem
+        streams = (self.stdout, self.stderr) if self.ok else (self.stderr, self.stdout)
+        for text in streams:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                # -d first prints the agent probe; the line that matters is the last one
+                line = lines[-1] if self.ok and self.action is Action.START else lines[0]
+                return line.removeprefix("openmosixcollector: ")
+        return f"exit status {self.status}" if self.status is not None else "no output"
+
+    def summary(self) -> str:
+        """The status-bar line."""
+        how = "done" if self.ok else f"failed (exit {self.status})" if self.status is not None else "failed"
+        return f"collector {self.action.value} on {self.node}: {how}: {self.first_line()}"
+
+
+class CollectorState(StrEnum):
+    UNKNOWN = "not checked yet"
+    RUNNING = "running"
+    NOT_RUNNING = "not running"
+    UNREACHABLE = "unreachable"
+    ERROR = "status unknown"
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    """What ``openmosixcollector -s`` said about the collector on ``node``."""
+
+    node: str
+    state: CollectorState = CollectorState.UNKNOWN
+    pid: int | None = None
+    nodes: int | None = None
+    ticks: int | None = None
+    logdir: str = ""
+    detail: str = ""  # the collector's line, or the failure
+    advice: str = ""
+    checked: float = 0.0  # wall time of the check
+
+    def text(self) -> str:
+        if self.state is CollectorState.RUNNING:
+            return f"running (pid {self.pid}, {self.nodes} nodes, {self.ticks} ticks)"
+        return self.state.value
+
+
+_STATUS_LINE = re.compile(r"pid (\d+), (\d+) nodes, (\d+) ticks(?:, writing to (.+))?")
+_NOT_RUNNING = ("no openmosixcollector is running", "does not answer on")
+
+
+def parse_status(result: CommandResult) -> CollectorStatus:
+    """Turn the result of ``-s`` into the toolbar's state."""
+    now = time.time()
+    base = CollectorStatus(result.node, detail=result.first_line(), advice=result.advice, checked=now)
+    if result.unreachable:
+        return replace(base, state=CollectorState.UNREACHABLE)
+    if result.ok:
+        m = _STATUS_LINE.search(result.stdout)
+        if m:
+            return replace(base, state=CollectorState.RUNNING, pid=int(m[1]), nodes=int(m[2]), ticks=int(m[3]),
+                           logdir=(m[4] or "").strip())  # fmt: skip
+        return replace(base, state=CollectorState.ERROR, detail=f"unexpected answer: {result.first_line()}")
+    if result.status == 1 and any(s in result.stderr for s in _NOT_RUNNING):
+        return replace(base, state=CollectorState.NOT_RUNNING, advice="")
+    return replace(base, state=CollectorState.ERROR)
+
+
+# ---- running commands on a node (worker thread; no Qt) ---------------------------------------
+
+
+class CommandRunner(Protocol):
+    """Runs one command on the collector's node."""
+
+    #: extra collector options so it samples the agent the GUI reaches (--node SOCKET locally)
+    node_args: tuple[str, ...]
+
+    def describe(self) -> str: ...
+
+    def command(self, command: str) -> list[str]:
+        """``command`` (the collector setting) as argv for this node."""
+
+    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
+        """Exit status, stdout and stderr; ``idempotent`` commands may be retried once."""
+
+    def close(self) -> None: ...
+
+
+class LocalRunner:
+    """The node is this machine (its agent is reached through a local socket): a subprocess."""
+
+    def __init__(self, agent_socket: str | None = None) -> None:
+        self.node_args = ("--node", agent_socket) if agent_socket else ()
+
+    def describe(self) -> str:
+        return "this machine"
+
+    def command(self, command: str) -> list[str]:
+        argv = shlex.split(command)
+        if argv and "/" not in argv[0]:
+            # prefer the collector installed next to this GUI's Python (same omview version)
+            sibling = Path(sys.executable).parent / argv[0]
+            found = str(sibling) if sibling.is_file() else shutil.which(argv[0])
+            if found:
+                argv[0] = found
+        return argv
+
+    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
+        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return cp.returncode, cp.stdout, cp.stderr
+
+    def close(self) -> None:
+        pass
+
+
+class SshRunner:
+    """The node over SSH: one connection, opened on first use and reused for every command."""
+
+    def __init__(self, connector: SshConnector, address: str) -> None:
+        self.node_args: tuple[str, ...] = ()
+        self._connector = connector
+        self._address = address
+        self._conn: SshConnection | None = None
+
+    def describe(self) -> str:
+        return self._connector.describe(self._address)
+
+    def command(self, command: str) -> list[str]:
+        return shlex.split(command)
+
+    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
+        reused = self._conn is not None and self._conn.alive
+        if not reused:
+            self.close()
+            self._conn = SshConnection(self._connector.target(self._address))
+        assert self._conn is not None
+        try:
+            status, out, err = self._conn.exec(argv, timeout=timeout)
+        except ConnectionLost:
+            self.close()
+            if not (reused and idempotent):
+                # never run -d, -k, -n or -r twice: the first one may have done its work
+                raise
+            # the kept connection went stale (node rebooted, sshd restarted): one fresh try
+            self._conn = SshConnection(self._connector.target(self._address))
+            status, out, err = self._conn.exec(argv, timeout=timeout)
+        return status, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def runner_for(connector: object, address: str) -> CommandRunner:
+    """How to run a command on ``address``, given the connector the session reaches it with."""
+    route = getattr(connector, "connector_for", None)
+    if callable(route):
+        connector = route(address)
+    if isinstance(connector, SshConnector):
+        return SshRunner(connector, address)
+    if isinstance(connector, UnixConnector):
+        return LocalRunner(connector.socket_path(address))
+    raise ConfigError(
+        f"openmosixview cannot run commands on {address} through {type(connector).__name__}; "
+        "connect over SSH or through the node's local agent socket"
+    )
+
+
+#: What to do about a failure, by kind.
+_ADVICE_UNREACHABLE = ("Check that {node} is up and that you can log in to it (File > Test connection, "
+                       "or the row's Test connection).")  # fmt: skip
+_ADVICE_MISSING = ("openmosixcollector is not installed on {node}, or not on the login user's PATH there: "
+                   "install omview on the node, or set the full path in Collector > Collector settings.")  # fmt: skip
+_ADVICE_FAILED = ("The collector's message above says why. Its log is {logdir}/collector.log on {node}; "
+                  "file locations are set in Collector > Collector settings.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Job:
+    action: Action
+    node: str
+    args: tuple[str, ...]
+    config: CollectorConfig
+    periodic: bool = False  # a toolbar refresh, not an admin's action
+
+
+class _Worker:
+    """One thread with a serial queue; keeps one runner (and so one SSH connection) per node."""
+
+    def __init__(self, connector: object, deliver: Callable[[CommandResult | None], bool]) -> None:
+        self._connector = connector
+        #: hands a result to the GUI thread; False once the control is gone (its window was deleted)
+        self._deliver = deliver
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="omview-collector", daemon=True)
+        self._started = False
+        self._runners: dict[str, CommandRunner] = {}
+
+    def submit(self, job: _Job) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        self._queue.put(job)
+
+    def stop(self, timeout: float) -> bool:
+        if not self._started:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                # a window deleted without closing (no shutdown) must not leave this thread behind
+                if self._deliver(None):
+                    continue
+                break
+            if job is None or not self._deliver(self._execute(job)):
+                break
+        for runner in self._runners.values():
+            runner.close()
+
+    def _execute(self, job: _Job) -> CommandResult:
+        started = time.monotonic()
+        node = job.node
+        logdir = job.config.logdir or "/var/log/openmosixcollector"
+        result = CommandResult(job.action, node, "", (), None, periodic=job.periodic)
+        try:
+            runner = self._runners.get(node)
+            if runner is None:
+                runner = self._runners[node] = runner_for(self._connector, node)
+            argv = (*runner.command(job.config.command), *job.args, *job.config.options(), *runner.node_args)
+            result = replace(result, where=runner.describe(), argv=argv)
+            status, out, err = runner.run(argv, TIMEOUTS[job.action], idempotent=job.action is Action.STATUS)
+        except FileNotFoundError as exc:
+            result = replace(result, problem=f"{exc.filename or job.config.command} not found",
+                             advice=_ADVICE_MISSING.format(node=node))  # fmt: skip
+        except subprocess.TimeoutExpired:
+            result = replace(result, problem=f"no answer within {TIMEOUTS[job.action]:.0f} s",
+                             advice=_ADVICE_FAILED.format(node=node, logdir=logdir))  # fmt: skip
+        except (OmviewError, TimeoutError, OSError) as exc:
+            link = classify(exc)
+            result = replace(result, unreachable=True, problem=link.describe(),
+                             advice=link.advice.replace("ADDRESS", node) or _ADVICE_UNREACHABLE.format(node=node))
+        else:
+            advice = ""
+            if status == 127:
+                advice = _ADVICE_MISSING.format(node=node)
+            elif status != 0:
+                advice = _ADVICE_FAILED.format(node=node, logdir=logdir)
+            result = replace(result, status=status, stdout=out, stderr=err, advice=advice)
+        result = replace(result, elapsed=time.monotonic() - started)
+        log.debug("collector %s on %s: %s", job.action, node, result.summary())
+        return result
+
+
+# ---- the control (GUI thread) ----------------------------------------------------------------
+
+
+class CollectorControl(QObject):
+    """Start, stop, checkpoint, rotate and watch the collector on its node (default: the entry node).
+
+    Actions and status checks go to one worker thread; answers arrive as ``sig_result`` (every
+    action, including "Show status"; not the periodic checks) and ``sig_status`` (after every
+    status check of the current node).
+    """
+
+    sig_result = Signal(object)
+    """CommandResult of an action (not of the periodic status checks)."""
+    sig_status = Signal(object)
+    """CollectorStatus after a status check of the current node."""
+    sig_busy = Signal(bool)
+    """True while a start/stop/checkpoint/rotate runs."""
+
+    _sig_done = Signal(object)  # from the worker thread, queued to the GUI thread
+
+    def __init__(self, connector: object, entry: str, config: CollectorConfig | None = None,
+                 parent: QObject | None = None) -> None:  # fmt: skip
+        super().__init__(parent)
+        self.entry = entry
+        self.config = config or CollectorConfig()
+        self.status = CollectorStatus(self.node)
+        self._worker = _Worker(connector, _deliverer(self))
+        self._actions_pending = 0
+        self._checks_queued = 0
+        self._stopped = False
+        self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.check_status)
+
+    @property
+    def node(self) -> str:
+        """The node the collector runs on."""
+        return self.config.node or self.entry
+
+    @property
+    def busy(self) -> bool:
+        return self._actions_pending > 0
+
+    def set_config(self, config: CollectorConfig) -> None:
+        """Use another node, command or files from now on (the status is checked again at once)."""
+        if config == self.config:
+            return
+        self.config = config
+        if self._timer.isActive():
+            self._timer.setInterval(int(config.refresh * 1000))
+        self.status = CollectorStatus(self.node)
+        self.sig_status.emit(self.status)
+        if not self._stopped:
+            self._queue_check()
+
+    def start_monitoring(self) -> None:
+        """Check the status now and then every ``config.refresh`` seconds."""
+        if self._stopped:
+            return
+        self._timer.start(int(self.config.refresh * 1000))
+        self.check_status()
+
+    def stop_monitoring(self) -> None:
+        self._timer.stop()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """End the worker thread (and its SSH connections); waits at most ``timeout``."""
+        self._stopped = True
+        self._timer.stop()
+        if not self._worker.stop(timeout):
+            log.warning("the collector worker did not stop within %.0f s", timeout)
+
+    # -- actions --
+
+    def start(self) -> None:
+        self._submit(Action.START, ("-d",))
+
+    def stop(self) -> None:
+        self._submit(Action.STOP, ("-k",))
+
+    def checkpoint(self, label: str) -> None:
+        problem = check_label(label)
+        if problem:
+            raise ValueError(problem)
+        # a label starting with "-" would be read as an option after a separate -n
+        self._submit(Action.CHECKPOINT, (f"--checkpoint={label}",) if label.startswith("-") else ("-n", label))
+
+    def rotate(self) -> None:
+        self._submit(Action.ROTATE, ("-r",))
+
+    def show_status(self) -> None:
+        """An explicit status request: its result is reported like an action's."""
+        self._submit(Action.STATUS, ("-s",))
+
+    @Slot()
+    def check_status(self) -> None:
+        """A periodic status check; skipped while the previous one still waits or runs."""
+        if self._stopped or self._checks_queued:
+            return
+        self._queue_check()
+
+    def _queue_check(self) -> None:
+        self._checks_queued += 1
+        self._worker.submit(_Job(Action.STATUS, self.node, ("-s",), self.config, periodic=True))
+
+    def _submit(self, action: Action, args: tuple[str, ...]) -> None:
+        if self._stopped:
+            return
+        if action is not Action.STATUS:
+            self._actions_pending += 1
+            if self._actions_pending == 1:
+                self.sig_busy.emit(True)
+        self._worker.submit(_Job(action, self.node, args, self.config))
+        if action is not Action.STATUS:
+            # the toolbar follows at once what the action did (the queue is serial)
+            self._queue_check()
+
+    @Slot(object)
+    def _on_done(self, result: CommandResult) -> None:
+        if self._stopped:
+            return
+        if result.action is Action.STATUS:
+            if result.periodic:
+                self._checks_queued -= 1
+            if result.node == self.node:
+                self.status = parse_status(result)
+                self.sig_status.emit(self.status)
+            if not result.periodic:
+                self.sig_result.emit(result)
+            return
+        self._actions_pending -= 1
+        if self._actions_pending == 0:
+            self.sig_busy.emit(False)
+        self.sig_result.emit(result)
+
+
+def _deliverer(control: CollectorControl) -> Callable[[CommandResult | None], bool]:
+    """The worker's way back to the GUI thread, holding the control only weakly.
+
+    ``None`` only asks whether the control still exists."""
+    ref = weakref.ref(control)
+
+    def deliver(result: CommandResult | None) -> bool:
+        c = ref()
+        if c is None or not shiboken6.isValid(c):
+            return False
+        if result is not None:
+            try:
+                c._sig_done.emit(result)
+            except RuntimeError:  # deleted between the check and the emit
+                return False
+        return True
+
+    return deliver
+
+
+# ---- the settings dialog ---------------------------------------------------------------------
+
+
+class CollectorSettingsDialog(QDialog):
+    """Collector > Collector settings: node, command, log directory, PID file, refresh."""
+
+    def __init__(self, config: CollectorConfig, entry: str, nodes: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Collector settings")
+        self._entry = entry
+        form = QFormLayout(self)
+        self.setMinimumWidth(520)
+        self.node = QComboBox(self)
+        self.node.setEditable(True)
+        self.node.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.node.addItem(f"the entry node ({entry})", "")
+        for address in nodes:
+            self.node.addItem(address, address)
+        if config.node:
+            i = self.node.findData(config.node)
+            if i < 0:
+                self.node.addItem(config.node, config.node)
+                i = self.node.count() - 1
+            self.node.setCurrentIndex(i)
+        self.command = QLineEdit(config.command, self)
+        self.logdir = QLineEdit(config.logdir, self)
+        self.logdir.setPlaceholderText("the collector's default: /var/log/openmosixcollector")
+        self.pidfile = QLineEdit(config.pidfile, self)
+        self.pidfile.setPlaceholderText("the collector's default: /run/openMosixcollector.pid")
+        self.refresh = QDoubleSpinBox(self, minimum=1.0, maximum=3600.0, decimals=0, suffix=" s",
+                                      value=config.refresh)  # fmt: skip
+        form.addRow("Collector runs on:", self.node)
+        form.addRow("Command on the node:", self.command)
+        form.addRow("History directory (--logdir):", self.logdir)
+        form.addRow("PID file (--pidfile):", self.pidfile)
+        form.addRow("Check the status every:", self.refresh)
+        note = QLabel("Empty fields use the collector's defaults. Stop the collector before you change "
+                      "its node or files, or the old one keeps running unwatched.", self)  # fmt: skip
+        note.setWordWrap(True)
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def config(self) -> CollectorConfig:
+        text = self.node.currentText().strip()
+        # a listed choice carries its address ("" = the entry node); anything else was typed in
+        i = self.node.findText(text)
+        node = str(self.node.itemData(i) or "") if i >= 0 else text
+        return CollectorConfig(
+            node=node,
+            command=self.command.text().strip() or DEFAULT_COMMAND,
+            logdir=self.logdir.text().strip(),
+            pidfile=self.pidfile.text().strip(),
+            refresh=float(self.refresh.value()),
+        )
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, config: CollectorConfig, entry: str,
+            nodes: Sequence[str]) -> CollectorConfig | None:  # fmt: skip
+        dlg = cls(config, entry, nodes, parent)
+        return dlg.config() if dlg.exec() == QDialog.DialogCode.Accepted else None
