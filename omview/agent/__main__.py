@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the config, map and key, then print what the agent would use"
     )
     cc.add_argument("--config")
+    ab = sub.add_parser(
+        "mig-abort", help="fence an arriving migration without the agent (used by the source over ssh)"
+    )
+    ab.add_argument("--config")
+    ab.add_argument("mig")
     return p
 
 
@@ -130,7 +136,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "check-config":
         return _check_config(args.config)
+    if args.cmd == "mig-abort":
+        return _mig_abort(args.config, args.mig)
     return 2
+
+
+def _mig_abort(config_path: str | None, mig: str) -> int:
+    """Print 'committed', 'aborted' or 'unknown' for an arriving migration (see omview.agent.migrate)."""
+    from omview.agent import config
+    from omview.agent.jobs import JOBS_DIR
+    from omview.agent.migrate import MigrationError, abort_incoming
+
+    try:
+        cfg = config.load(config_path)
+        _out(abort_incoming(cfg.state_dir, mig, os.path.join(cfg.state_dir, JOBS_DIR)))
+    except (ConfigError, MigrationError) as exc:
+        _err(f"omview-agent mig-abort: {exc}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

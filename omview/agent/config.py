@@ -54,6 +54,8 @@ class AgentConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     #: connections served at once; one more is answered BUSY and closed
     max_clients: int = DEFAULT_MAX_CLIENTS
+    #: MOSIX-like automatic migration of mosrun jobs between nodes (docs/migration.md)
+    balance: bool = True
 
 
 def _describe(value: Any) -> str:
@@ -149,6 +151,7 @@ CHECKS: dict[str, Callable[[_Checker, str], Any]] = {
     "criu": _Checker.path_,
     "request_timeout": lambda c, k: c.float_(k, 0.1, 3600.0),
     "max_clients": lambda c, k: c.int_(k, 1, 10000),
+    "balance": _Checker.bool_,
 }
 
 

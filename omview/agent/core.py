@@ -5,10 +5,14 @@ protocol.OPS. /proc work runs in one worker thread; all state changes happen on 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,24 +20,36 @@ from typing import Any
 
 from omview import __version__
 from omview.agent import calibrate, membership
+from omview.agent.balancer import Balancer
 from omview.agent.config import AgentConfig
 from omview.agent.gossip import Codec, Gossip, load_key
+from omview.agent.jobops import JobOps
+from omview.agent.jobrun import JobManager, become_subreaper
+from omview.agent.jobs import JobStore
 from omview.agent.membership import Membership
+from omview.agent.migrate import Env, Migrator
+from omview.agent.peers import PeerLinks
 from omview.agent.procs import CriuProbe, ProcessLister, real_uid
 from omview.agent.sampler import Sample, Sampler, Scope, read_stat
 from omview.agent.server import Connection, OpFault, Server
 from omview.agent.state import FlagError, StateStore, validate_flag
 from omview.model import protocol
-from omview.model.cluster import Flags, NodeInfo
+from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import ConfigError
 from omview.model.mapfile import MapEntry
 from omview.model.protocol import FaultCode, Request
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("node.up", "node.down", "node.joined", "flags.changed", "map.changed")
+EVENTS = (
+    "node.up", "node.down", "node.joined", "flags.changed", "map.changed",
+    "job.started", "job.output", "job.exit", "job.moved",
+    "migration.started", "migration.done", "migration.failed",
+)  # fmt: skip
 LOCK_PRUNE_EVERY = 10  # ticks
-NOT_YET = "process migration is not part of this omview version yet (another release adds CRIU migration), "
+JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
+#: a graceful stop waits this long for its guests to leave before it stops anyway
+EXPEL_ON_STOP_TIMEOUT = 120.0
 
 
 def initial_membership(cfg: AgentConfig, store: StateStore) -> Membership:
@@ -84,6 +100,25 @@ class Agent:
             log.warning("%s", text)
         self.sample: Sample | None = None
         self.started = time.monotonic()
+        self.nodes_snapshot: dict[int, NodeInfo] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.jobstore = JobStore(cfg.state_dir)
+        self.peers = PeerLinks(self._peer_address, os.path.join(os.path.dirname(cfg.socket), "peers"))
+        self.jobs = JobManager(
+            store=self.jobstore, peers=self.peers, node_id=lambda: self.membership.node_id,
+            publish=self.publish_threadsafe, log_dir=os.path.join(cfg.state_dir, "logs"),
+        )  # fmt: skip
+        self.migrator = Migrator(
+            Env(
+                state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
+                blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
+            ),
+            self.jobstore, self.jobs, self.peers,
+        )  # fmt: skip
+        self.job_pool = ThreadPoolExecutor(8, thread_name_prefix="omview-jobs")
+        self.watch_pool = ThreadPoolExecutor(1, thread_name_prefix="omview-jobwatch")
+        self.balancer = Balancer(self)
         self._stop: asyncio.Event | None = None
         self._ticks = 0
         self._ops = {
@@ -98,13 +133,12 @@ class Agent:
             "map.off": self.op_map_off,
             "flags.get": self.op_flags_get,
             "flags.set": self.op_flags_set,
-            "admin.expel": self.op_admin_expel,
-            "admin.bring": self.op_admin_bring,
             "procs.list": self.op_procs_list,
             "proc.lock": self.op_proc_lock,
             "events.subscribe": self.op_events_subscribe,
             "events.unsubscribe": self.op_events_unsubscribe,
         }
+        self._ops.update(JobOps(self).table())
         missing = set(protocol.OPS) - set(self._ops)
         assert not missing, f"operations without a handler: {missing}"
 
@@ -115,8 +149,81 @@ class Agent:
         if self._stop is not None:
             self._stop.set()
 
+    def _criu_path(self) -> str | None:
+        status = self.criu.status
+        return status.path if status.ok else None
+
+    def _peer_address(self, node: int) -> str | None:
+        info = self.nodes_snapshot.get(node)
+        if info is not None and info.address:
+            return info.address
+        peers = self.membership.peers.get(node)
+        return peers[0] if peers else None
+
+    def publish_threadsafe(self, name: str, data: dict[str, Any]) -> None:
+        """publish() from any thread (migrations and the job watcher run in worker threads)."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self.publish(name, data)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we stopped
+                self._loop.call_soon_threadsafe(self.publish, name, data)
+
+    def _snapshot_nodes(self) -> dict[int, NodeInfo]:
+        self.nodes_snapshot = {n.id: n for n in self.gossip.nodes(self.self_info())}
+        return self.nodes_snapshot
+
+    def fresh_nodes(self) -> dict[int, NodeInfo]:
+        """The cluster table right now, from any thread (the gossip table lives on the loop)."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            return self._snapshot_nodes()
+        fut: concurrent.futures.Future[dict[int, NodeInfo]] = concurrent.futures.Future()
+
+        def take() -> None:
+            try:
+                fut.set_result(self._snapshot_nodes())
+            except Exception as exc:  # pragma: no cover - defensive
+                fut.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(take)
+            return fut.result(timeout=5)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            return self.nodes_snapshot
+
+    async def _job_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(JOB_TICK)
+            try:
+                await loop.run_in_executor(self.watch_pool, self.jobs.tick)
+            except Exception:
+                log.exception("job watcher failed")
+
+    async def _expel_on_stop(self) -> None:
+        """openMosix: a node halted gracefully sends its guests home first."""
+        me = self.membership.node_id
+        if not any(j.where == me and j.home != me and j.state == "running" for j in self.jobstore.all()):
+            return
+        log.info("stopping: sending guest jobs away first")
+        ops = JobOps(self)
+        loop = asyncio.get_running_loop()
+        try:
+            report = await asyncio.wait_for(
+                loop.run_in_executor(self.job_pool, ops.expel_all), EXPEL_ON_STOP_TIMEOUT
+            )
+            log.info("%s", report["message"])
+        except TimeoutError:
+            log.error("guests did not all leave within %.0f s; stopping anyway", EXPEL_ON_STOP_TIMEOUT)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        with contextlib.suppress(OSError):
+            os.chdir("/")  # a daemon's cwd must live in its own mount namespace (CRIU mounts /proc there)
+        if not become_subreaper():
+            log.warning("cannot become a child subreaper; jobs restored here cannot be waited for directly")
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -136,16 +243,24 @@ class Agent:
                 self.cfg.process_scope, self.flags.speed,
             )  # fmt: skip
             self.gossip.tick(self.self_info().to_dict())  # announce to every known peer right away
+            self._snapshot_nodes()
             ticker = asyncio.create_task(self._tick_loop())
+            jobtick = asyncio.create_task(self._job_loop())
+            loop.run_in_executor(self.job_pool, self.migrator.recover)
             await self._stop.wait()
+            await self._expel_on_stop()
             log.info("stopping: telling the cluster this node leaves")
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            for task in (ticker, jobtick):
+                task.cancel()
+            await asyncio.gather(ticker, jobtick, return_exceptions=True)
             self.gossip.announce_leaving()
         finally:
             await self.server.stop()
             self.gossip.close()
             self.worker.shutdown(wait=False, cancel_futures=True)
+            self.watch_pool.shutdown(wait=False, cancel_futures=True)
+            self.job_pool.shutdown(wait=False, cancel_futures=True)
+            self.peers.close()
         log.info("stopped")
 
     async def _tick_loop(self) -> None:
@@ -167,8 +282,10 @@ class Agent:
                 log.exception("sampling failed; keeping the previous measurement")
             try:
                 self.gossip.tick(self.self_info().to_dict())
+                self._snapshot_nodes()
             except Exception:
                 log.exception("gossip tick failed")
+            self.balancer.tick()
 
     def _prune_locks(self) -> None:
         if self.sample is None or not self.locks:
@@ -185,6 +302,8 @@ class Agent:
         if name in ("node.up", "node.down", "node.joined"):
             log.info("%s: node %s (%s)%s", name, data.get("node"), data.get("address"),
                      f", {data['reason']}" if "reason" in data else "")  # fmt: skip
+        if name.startswith("node.") and self._loop is not None:
+            self._snapshot_nodes()  # migrations and launches must not see a node down that just came up
         self.server.publish(name, data)
 
     # records -----------------------------------------------------------------------------
@@ -414,18 +533,6 @@ class Agent:
             )
         return new.to_dict()
 
-    async def op_admin_expel(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return {
-            "moved": [],
-            "note": NOT_YET + "so no guest process from another node runs here; nothing was sent away",
-        }
-
-    async def op_admin_bring(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return {
-            "moved": [],
-            "note": NOT_YET + "so none of this node's processes runs elsewhere; nothing was brought home",
-        }
-
     async def _in_worker(self, fn: Any, *a: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *a)
 
@@ -433,17 +540,51 @@ class Agent:
         pid = args.get("pid")
         cpu = self.sample.cpu if self.sample else {}
         procs = await self._in_worker(
-            lambda: self.lister.list(
-                node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
+            lambda: self._with_jobs(
+                self.lister.list(
+                    node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
+                )
             )
         )
         if pid is not None and not procs:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
         return [p.to_dict() for p in procs]
 
+    def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
+        """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""
+        tasks = self.jobs.local_tasks()
+        if not tasks:
+            return procs
+        me = self.membership.node_id
+        out = []
+        for p in procs:
+            job = tasks.get(p.pid)
+            if job is None:
+                out.append(p)
+                continue
+            deputy = job.home == me and job.home_pid == p.pid and job.where != me
+            out.append(replace(
+                p, job=job.id, home=job.home, where=job.where if deputy else me, lock=job.lock, nmigs=job.nmigs,
+                cantmove="" if not job.lock else f"locked to node {job.where}",
+            ))  # fmt: skip
+        return out
+
     async def op_proc_lock(self, conn: Connection, args: dict[str, Any]) -> Any:
         pid, lock = args["pid"], args["lock"]
         node = self.membership.node_id
+        job = await self._in_worker(self.jobs.job_of_pid, pid) if pid > 0 else None
+        if job is not None:
+            if conn.uid != 0 and job.uid != conn.uid:
+                raise OpFault(
+                    FaultCode.PERMISSION_DENIED,
+                    f"job {job.id} belongs to uid {job.uid}; you (uid {conn.uid}) may only lock your own processes",
+                )
+            await asyncio.get_running_loop().run_in_executor(self.job_pool, self.jobs.set_lock, job.id, lock)
+            procs = await self._in_worker(lambda: self._with_jobs(self.lister.list(
+                node_id=node, cpu={}, locks=frozenset(self.locks), pid=pid)))  # fmt: skip
+            if not procs:
+                raise OpFault(FaultCode.NO_SUCH_PROCESS, f"process {pid} ended meanwhile")
+            return procs[0].to_dict()
 
         def look() -> tuple[Any, int | None]:
             if pid <= 0 or not self.scope.contains(pid):

@@ -109,6 +109,44 @@ OPS: dict[str, OpSpec] = {
     "proc.lock": OpSpec({"pid": Arg(_INT, True), "lock": Arg(_BOOL, True)}, access="own"),
     "events.subscribe": OpSpec({"topics": Arg((list,))}),
     "events.unsubscribe": OpSpec(),
+    # mosrun jobs and migration (docs/migration.md)
+    "job.start": OpSpec(
+        {
+            "argv": Arg((list,), True),
+            "cwd": Arg(_STR),
+            "env": Arg((dict,)),
+            "lock": Arg(_BOOL),
+            "hints": Arg((list,)),
+            "node": Arg(_STR),
+            "nodes": Arg((list,)),
+        },
+        access="own",
+    ),
+    "job.list": OpSpec(),
+    "job.status": OpSpec({"job": Arg(_STR, True)}),
+    "job.signal": OpSpec({"job": Arg(_STR, True), "signal": Arg(_INT, True)}, access="own"),
+    "job.output": OpSpec(
+        {"job": Arg(_STR, True), "stream": Arg(_STR, True), "offset": Arg(_INT, True), "max": Arg(_INT)}
+    ),
+    "proc.migrate": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "target": Arg(_STR, True)}, access="own"),
+    "migration.history": OpSpec({"limit": Arg(_INT)}),
+    # agent-to-agent requests over the SSH bridge (root only)
+    "peer.job.launch": OpSpec({"job": Arg((dict,), True), "env": Arg((dict,))}, access="root"),
+    "peer.job.update": OpSpec(
+        {"job": Arg(_STR, True), "kind": Arg(_STR, True), "data": Arg((dict,), True)}, access="root"
+    ),
+    "peer.job.signal": OpSpec(
+        {"job": Arg(_STR, True), "signal": Arg(_INT, True), "hops": Arg(_INT)}, access="root"
+    ),
+    "peer.job.output": OpSpec(
+        {"job": Arg(_STR, True), "stream": Arg(_STR, True), "offset": Arg(_INT, True), "max": Arg(_INT),
+         "hops": Arg(_INT)},
+        access="root",
+    ),  # fmt: skip
+    "peer.job.migrate": OpSpec({"job": Arg(_STR, True), "target": Arg(_STR, True)}, access="root"),
+    "peer.mig.prepare": OpSpec({"mig": Arg((dict,), True)}, access="root"),
+    "peer.mig.restore": OpSpec({"mig": Arg((dict,), True)}, access="root"),
+    "peer.mig.abort": OpSpec({"mig": Arg(_STR, True)}, access="root"),
 }
 
 

@@ -88,7 +88,8 @@ def test_every_op_round_trips(shared_cluster: Cluster) -> None:
         assert c.set_flags(stay=False).stay is False
         for op in ("admin.expel", "admin.bring"):
             r = c.call(op)
-            assert r["moved"] == [] and "not part of this omview version" in r["note"]
+            # no mosrun jobs on this node: nothing to send away or bring home, and the report says so
+            assert r["moved"] == [] and r["failed"] == [] and " 0 " in r["message"]
         procs = c.processes()
         assert procs and all(isinstance(p, ProcessInfo) for p in procs)
         mine = c.processes(pid=os.getpid())

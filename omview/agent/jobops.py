@@ -1,0 +1,335 @@
+"""L2 agent: the protocol operations of mosrun jobs and migration (job.*, proc.migrate, admin.expel
+and admin.bring, the peer.* requests agents send each other); blocking work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from omview.agent.jobrun import JobError, start_time
+from omview.agent.jobs import HINTS, Job, parse_job_id
+from omview.agent.migrate import MigrationError, best_node
+from omview.agent.peers import PeerError
+from omview.agent.server import Connection, OpFault
+from omview.model.errors import AgentFault
+from omview.model.protocol import FaultCode
+
+if TYPE_CHECKING:
+    from omview.agent.core import Agent
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
+MAX_ARGV = 4096
+SIGNALS = {int(s) for s in signal.Signals}
+
+
+def _fault(exc: JobError) -> OpFault:
+    return OpFault(exc.code, exc.message)
+
+
+class JobOps:
+    """Handlers bound to one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.a = agent
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "job.start": self.job_start,
+            "job.list": self.job_list,
+            "job.status": self.job_status,
+            "job.signal": self.job_signal,
+            "job.output": self.job_output,
+            "proc.migrate": self.proc_migrate,
+            "migration.history": self.migration_history,
+            "admin.expel": self.admin_expel,
+            "admin.bring": self.admin_bring,
+            "peer.job.launch": self.peer_job_launch,
+            "peer.job.update": self.peer_job_update,
+            "peer.job.signal": self.peer_job_signal,
+            "peer.job.output": self.peer_job_output,
+            "peer.job.migrate": self.peer_job_migrate,
+            "peer.mig.prepare": self.peer_mig_prepare,
+            "peer.mig.restore": self.peer_mig_restore,
+            "peer.mig.abort": self.peer_mig_abort,
+        }
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.a.job_pool, fn, *args)
+        except JobError as exc:
+            raise _fault(exc) from None
+
+    @property
+    def me(self) -> int:
+        return self.a.membership.node_id
+
+    def _job(self, job_id: str) -> Job:
+        if parse_job_id(job_id) is None:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"{job_id!r} is not a job id (HOME:HOMEPID, e.g. 1:4242)")
+        job = self.a.jobstore.get(job_id)
+        if job is None:
+            raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no job {job_id} known on node {self.me}")
+        return job
+
+    @staticmethod
+    def _own(conn: Connection, job: Job) -> None:
+        if conn.uid != 0 and conn.uid != job.uid:
+            raise OpFault(
+                FaultCode.PERMISSION_DENIED,
+                f"job {job.id} belongs to uid {job.uid}; you (uid {conn.uid}) may only act on your own jobs",
+            )
+
+    def _node_spec(self, text: str) -> int:
+        try:
+            node = int(text, 0)
+        except ValueError:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"node {text!r} is not a node ID") from None
+        nodes = self.a.fresh_nodes()
+        if node not in nodes:
+            known = ", ".join(str(n) for n in sorted(nodes)) or "none"
+            raise OpFault(FaultCode.NO_SUCH_NODE, f"no node {node} in this cluster (known: {known})")
+        if not nodes[node].up:
+            raise OpFault(FaultCode.NODE_DOWN, f"node {node} is down")
+        if nodes[node].block and node != self.me:
+            raise OpFault(FaultCode.BLOCKED, f"node {node} blocks arriving processes")
+        return node
+
+    # ------------------------------------------------------------------ job.start (the deputy's request)
+    async def job_start(self, conn: Connection, args: dict[str, Any]) -> Any:
+        argv = args["argv"]
+        if not argv or len(argv) > MAX_ARGV or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise OpFault(FaultCode.BAD_ARGUMENT, "job.start: argv must be a non-empty list of strings")
+        if not argv[0]:
+            raise OpFault(FaultCode.BAD_ARGUMENT, "job.start: the command (argv[0]) is empty")
+        cwd = args.get("cwd") or "/"
+        if not os.path.isabs(cwd):
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"job.start: cwd must be an absolute path, not {cwd!r}")
+        env = args.get("env") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
+                   for k, v in env.items()):  # fmt: skip
+            raise OpFault(FaultCode.BAD_ARGUMENT, "job.start: env must map names to strings")
+        hints = args.get("hints") or []
+        bad = [h for h in hints if h not in HINTS]
+        if bad:
+            raise OpFault(
+                FaultCode.BAD_ARGUMENT, f"job.start: unknown hint {bad[0]!r} (hints: {', '.join(HINTS)})"
+            )
+        home_start = start_time(conn.pid)
+        if home_start is None:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"job.start: the calling process {conn.pid} is gone")
+        job_id = f"{self.me}:{conn.pid}"
+        old = self.a.jobstore.get(job_id)
+        if old is not None and old.state == "running" and old.home_start == home_start:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"process {conn.pid} already is the deputy of job {job_id}")
+        where = self.me
+        if args.get("node"):
+            where = self._node_spec(args["node"])
+        elif args.get("nodes"):
+            allowed = set()
+            for n in args["nodes"]:
+                allowed.add(self._node_spec(str(n)))
+            where = best_node(self.a.fresh_nodes(), -1, allowed=allowed)
+            if where == -1:
+                raise OpFault(FaultCode.NODE_DOWN, "none of the nodes given can take the job")
+        try:
+            pw_gid = os.stat(f"/proc/{conn.pid}").st_gid
+        except OSError:
+            pw_gid = conn.gid
+        job = Job(
+            id=job_id, home=self.me, home_pid=conn.pid, home_start=home_start, argv=list(argv), cwd=cwd,
+            uid=conn.uid, gid=conn.gid if conn.gid >= 0 else pw_gid, where=where, lock=bool(args.get("lock")),
+            hints=list(hints), created=round(time.time(), 3),
+        )  # fmt: skip
+        if where == self.me:
+            job = await self._run(self.a.jobs.launch, job, env)
+        else:
+            self.a.jobstore.put(job)
+
+            def remote() -> Any:
+                try:
+                    return self.a.peers.call(where, "peer.job.launch", timeout=30, job=job.to_dict(), env=env)
+                except AgentFault as exc:
+                    raise JobError(FaultCode(exc.code), f"node {where}: {exc.message}") from None
+                except PeerError as exc:
+                    raise JobError(FaultCode.NODE_DOWN, str(exc)) from None
+
+            try:
+                reply = await self._run(remote)
+            except OpFault:
+                self.a.jobstore.remove(job.id)
+                raise
+            job.pid = 0
+            job.where = int(reply.get("where", where))
+            self.a.jobstore.put(job)
+        return job.public()
+
+    async def job_list(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return [j.public() for j in self.a.jobstore.all()]
+
+    async def job_status(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return self._job(args["job"]).public()
+
+    async def job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
+        job = self._job(args["job"])
+        self._own(conn, job)
+        sig = args["signal"]
+        if sig not in SIGNALS:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"job.signal: {sig} is not a signal number")
+        return await self._run(self.a.jobs.signal, job.id, sig)
+
+    async def job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
+        job = self._job(args["job"])
+        self._own(conn, job)
+        return await self._run(
+            self.a.jobs.output, job.id, args["stream"], args["offset"], args.get("max", 1 << 18)
+        )
+
+    # ------------------------------------------------------------------ migration requests
+    async def proc_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
+        target = args["target"].strip()
+        if "job" in args:
+            job = self._job(args["job"])
+        elif "pid" in args:
+            pid = args["pid"]
+            if pid <= 0:
+                raise OpFault(FaultCode.BAD_ARGUMENT, f"proc.migrate: bad PID {pid}")
+            found = await self.a._in_worker(self.a.jobs.job_of_pid, pid)
+            if found is None:
+                if not os.path.exists(f"/proc/{pid}") or not self.a.scope.contains(pid):
+                    raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.me}")
+                raise OpFault(
+                    FaultCode.CANT_MOVE,
+                    f"process {pid} was not started with mosrun: only mosrun jobs migrate in this release "
+                    "(it would need a free PID and no terminal on the target)",
+                )
+            job = found
+        else:
+            raise OpFault(FaultCode.BAD_ARGUMENT, "proc.migrate needs pid or job")
+        self._own(conn, job)
+        if target not in ("home", "best"):
+            try:
+                int(target, 0)
+            except ValueError:
+                raise OpFault(
+                    FaultCode.BAD_ARGUMENT, f"target {target!r} is not a node ID, 'home' or 'best'"
+                ) from None
+        return await self._run(self.migrate_anywhere, job.id, target, "request")
+
+    def migrate_anywhere(self, job_id: str, target: str, reason: str) -> dict[str, Any]:
+        """Migrate a job wherever it runs (forwarded to the hosting agent when that is not us)."""
+        job = self.a.jobstore.get(job_id)
+        if job is None:
+            raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"no job {job_id}")
+        if job.where == self.me:
+            return self.a.migrator.migrate(job_id, target, reason=reason)
+        if job.state != "running":
+            raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job_id} is not running ({job.status})")
+        try:
+            return dict(
+                self.a.peers.call(job.where, "peer.job.migrate", timeout=600, job=job_id, target=target)
+            )
+        except AgentFault as exc:
+            raise MigrationError(FaultCode(exc.code), exc.message) from None
+        except PeerError as exc:
+            raise MigrationError(FaultCode.NODE_DOWN, str(exc)) from None
+
+    async def migration_history(self, conn: Connection, args: dict[str, Any]) -> Any:
+        limit = max(1, min(int(args.get("limit", 50)), 200))
+        return {
+            "node": self.me,
+            "nmigs": self.a.migrator.count,
+            "migrations": self.a.migrator.recent[-limit:],
+        }
+
+    # ------------------------------------------------------------------ node switches
+    def expel_all(self) -> dict[str, Any]:
+        """Send every guest home, or to the best node when home is down or blocked."""
+        moved: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for job in self.a.jobstore.all():
+            if job.where != self.me or job.home == self.me or job.state != "running":
+                continue
+            home = self.a.fresh_nodes().get(job.home)
+            spec = "home" if home is not None and home.up and not home.block else "best"
+            try:
+                rec = self.a.migrator.migrate(job.id, spec, reason="expel")
+                moved.append({"job": job.id, "to": rec["target"]})
+            except JobError as exc:
+                failed.append({"job": job.id, "error": exc.message})
+        return {
+            "message": f"node {self.me}: sent {len(moved)} guest job(s) away"
+            + (f", {len(failed)} could not move" if failed else ""),
+            "moved": moved, "failed": failed,
+        }  # fmt: skip
+
+    async def admin_expel(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.expel_all)
+
+    async def admin_bring(self, conn: Connection, args: dict[str, Any]) -> Any:
+        def bring() -> dict[str, Any]:
+            moved, failed = [], []
+            for job in self.a.jobstore.all():
+                if job.home != self.me or job.where == self.me or job.state != "running":
+                    continue
+                try:
+                    self.migrate_anywhere(job.id, str(self.me), "bring")
+                    moved.append({"job": job.id, "from": job.where})
+                except JobError as exc:
+                    failed.append({"job": job.id, "error": exc.message})
+            return {
+                "message": f"node {self.me}: brought {len(moved)} job(s) home"
+                + (f", {len(failed)} could not come" if failed else ""),
+                "moved": moved, "failed": failed,
+            }  # fmt: skip
+
+        return await self._run(bring)
+
+    # ------------------------------------------------------------------ peer requests
+    async def peer_job_launch(self, conn: Connection, args: dict[str, Any]) -> Any:
+        job = Job.from_dict(args["job"])
+        job.where = self.me
+        if self.a.flags.block:
+            raise OpFault(FaultCode.BLOCKED, f"node {self.me} blocks arriving processes")
+        job = await self._run(self.a.jobs.launch, job, args.get("env") or {})
+        return {"job": job.id, "where": self.me, "pid": job.pid}
+
+    async def peer_job_update(self, conn: Connection, args: dict[str, Any]) -> Any:
+        kind, data = args["kind"], args["data"]
+        if kind == "lock":
+            await self._run(lambda: self.a.jobs.set_lock(args["job"], bool(data.get("lock")), from_peer=True))
+        else:
+            await self._run(self.a.jobs.on_update, args["job"], kind, data)
+        return {"ok": True}
+
+    async def peer_job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.a.jobs.signal, args["job"], args["signal"], args.get("hops", 0))
+
+    async def peer_job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(
+            self.a.jobs.output,
+            args["job"],
+            args["stream"],
+            args["offset"],
+            args.get("max", 1 << 18),
+            args.get("hops", 0),
+        )
+
+    async def peer_job_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.migrate_anywhere, args["job"], args["target"], "request")
+
+    async def peer_mig_prepare(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.a.migrator.prepare, args["mig"])
+
+    async def peer_mig_restore(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.a.migrator.restore, args["mig"])
+
+    async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
+        return await self._run(self.a.migrator.abort, args["mig"])

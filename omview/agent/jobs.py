@@ -1,0 +1,182 @@
+"""L2 agent: mosrun jobs - the job record (home node + home PID identity, where it runs, lock,
+hints, output offsets, history), its persistent store, the shell-free launch argv and the job's
+files (stdout, stderr and the exit status that jobinit writes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from omview.agent.state import atomic_write
+
+log = logging.getLogger(__name__)
+
+JOBS_FILE = "jobs.json"
+JOBS_DIR = "jobs"
+STREAMS = ("out", "err")
+#: run hints accepted from mosrun (openMosix cpujob/iojob and the decay modes)
+HINTS = ("cpujob", "iojob", "nodecay", "slowdecay", "fastdecay")
+JOB_ID = re.compile(r"^([1-9][0-9]{0,4}):([1-9][0-9]{0,9})$")
+#: biggest output chunk one relay or job.output reply carries
+CHUNK = 256 * 1024
+
+
+def parse_job_id(text: str) -> tuple[int, int] | None:
+    """'3:4242' -> (3, 4242), None when it is not a job id."""
+    m = JOB_ID.match(text.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def exit_code(status: str | None) -> int:
+    """jobinit's 'exit N' / 'signal N' as a shell exit code (128+N for a signal)."""
+    if not status:
+        return 255
+    kind, _, num = status.partition(" ")
+    try:
+        n = int(num)
+    except ValueError:
+        return 255
+    return 128 + n if kind == "signal" else n
+
+
+@dataclass
+class Job:
+    """One mosrun job, as its home agent and the agent hosting it record it."""
+
+    id: str
+    home: int
+    home_pid: int
+    argv: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    where: int
+    home_start: int = 0  # start time of the deputy, so a reused PID is never taken for it
+    lock: bool = False
+    hints: list[str] = field(default_factory=list)
+    pid: int = 0  # global PID of the job's namespace init on the node that hosts it
+    pid_start: int = 0
+    nmigs: int = 0
+    state: str = "running"  # running | exited | lost
+    status: str | None = None  # "exit N" / "signal N" once it ended
+    out_sent: int = 0  # bytes of stdout already relayed to the home node
+    err_sent: int = 0
+    exit_reported: bool = False  # the home node has the exit status
+    created: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def dirname(self) -> str:
+        return self.id.replace(":", "-")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def public(self) -> dict[str, Any]:
+        """What job.list / job.status show (no environment, history trimmed)."""
+        d = self.to_dict()
+        d["history"] = self.history[-20:]
+        d["exit_code"] = exit_code(self.status) if self.status else None
+        return d
+
+
+class JobStore:
+    """The jobs this node knows (its own jobs wherever they run, and its guests), in jobs.json."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = state_dir
+        self.jobs_dir = os.path.join(state_dir, JOBS_DIR)
+        os.makedirs(self.jobs_dir, mode=0o755, exist_ok=True)
+        self.lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self._load()
+
+    def _load(self) -> None:
+        path = os.path.join(self.dir, JOBS_FILE)
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read())
+            self.jobs = {d["id"]: Job.from_dict(d) for d in data["jobs"]}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = f"{path}.corrupt"
+            log.error("job records %s unreadable (%s); moved to %s", path, exc, aside)
+            os.replace(path, aside)
+
+    def save(self) -> None:
+        with self.lock:
+            data = {"jobs": [j.to_dict() for j in self.jobs.values()]}
+            atomic_write(os.path.join(self.dir, JOBS_FILE), json.dumps(data, indent=1).encode() + b"\n")
+
+    def get(self, job_id: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get(job_id)
+
+    def put(self, job: Job) -> None:
+        with self.lock:
+            self.jobs[job.id] = job
+            self.save()
+
+    def remove(self, job_id: str) -> None:
+        with self.lock:
+            if self.jobs.pop(job_id, None) is not None:
+                self.save()
+
+    def all(self) -> list[Job]:
+        with self.lock:
+            return list(self.jobs.values())
+
+    def job_dir(self, job: Job) -> str:
+        return os.path.join(self.jobs_dir, job.dirname)
+
+    def file(self, job: Job, name: str) -> str:
+        return os.path.join(self.jobs_dir, job.dirname, name)
+
+
+def launch_argv(job: Job, job_dir: str, python: str = sys.executable) -> list[str]:
+    """unshare + jobinit + the user's argv: no shell ever parses the command."""
+    return [
+        "unshare", "--pid", "--fork", python, "-I", "-m", "omview.agent.jobinit",
+        "--out", os.path.join(job_dir, "out"), "--err", os.path.join(job_dir, "err"),
+        "--status", os.path.join(job_dir, "status"), "--cwd", job.cwd,
+        "--uid", str(job.uid), "--gid", str(job.gid), "--", *job.argv,
+    ]  # fmt: skip
+
+
+def read_chunk(path: str, offset: int, limit: int = CHUNK) -> bytes:
+    """Up to LIMIT bytes of a job output file from OFFSET (empty when nothing new or no file)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(limit)
+    except OSError:
+        return b""
+
+
+def read_status(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"(exit|signal) -?[0-9]+", text) else None
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
