@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from agent_harness import Cluster, make_base
+
+from tests.support.agents import Cluster, make_base
 
 
 @pytest.fixture

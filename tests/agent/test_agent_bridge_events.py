@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from agent_harness import REPO, Cluster, RawConn, fault_code
 
 from omview.agent.server import Connection, Server
 from omview.model import protocol
@@ -19,6 +18,7 @@ from omview.model.channel import PipeChannel
 from omview.model.client import AgentClient
 from omview.model.errors import ConnectionLost
 from omview.model.protocol import FaultCode, Request
+from tests.support.agents import REPO, Cluster, RawConn, fault_code
 
 
 def bridge_argv(socket_path: str | None = None) -> list[str]:

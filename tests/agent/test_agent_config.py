@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from agent_harness import REPO, Cluster
 
 from omview.agent import config
 from omview.agent.gossip import load_key
 from omview.agent.membership import default_route_interface
 from omview.agent.state import atomic_write
 from omview.model.errors import ConfigError
+from tests.support.agents import REPO, Cluster
 
 
 def run_agent(

@@ -9,9 +9,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from agent_harness import Cluster, wait_for
 
 from omview.model.mapfile import node_id_from_ipv4
+from tests.support.agents import Cluster, wait_for
 
 
 def sh(*args: str) -> None:

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_harness import Cluster, RawConn, fault_code, make_base
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omview.model import protocol
 from omview.model.protocol import MAX_LINE, OPS, FaultCode
+from tests.support.agents import Cluster, RawConn, fault_code, make_base
 
 FUZZ = settings(
     max_examples=600,

@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any
 
-from agent_harness import Cluster, wait_for
+from tests.support.agents import Cluster, wait_for
 
 MAGIC = b"OMV1"
 

@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from agent_harness import Cluster, wait_for
 
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from tests.support.agents import Cluster, wait_for
 
 GIB = 1 << 30
 BURN = "import time\nwhile True: pass\n"

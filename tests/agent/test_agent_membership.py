@@ -9,10 +9,10 @@ import subprocess
 import time
 
 import pytest
-from agent_harness import Cluster, wait_for
 
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from tests.support.agents import Cluster, wait_for
 
 
 def statuses(agent) -> dict[int, str]:  # type: ignore[no-untyped-def]

@@ -7,11 +7,10 @@ import os
 import subprocess
 from typing import Any
 
-from agent_harness import Cluster
-
 from omview.model.client import AgentClient
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from tests.support.agents import Cluster
 
 NOBODY = 65534
 

@@ -8,12 +8,12 @@ import stat
 import time
 
 import pytest
-from agent_harness import Cluster, RawConn, fault_code, wait_for
 
 from omview.model import protocol
 from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import AgentFault
 from omview.model.protocol import MAX_LINE, FaultCode
+from tests.support.agents import Cluster, RawConn, fault_code, wait_for
 
 
 def test_socket_permissions(shared_cluster: Cluster) -> None:
@@ -241,7 +241,7 @@ def test_stale_socket_is_replaced_and_live_one_refused(cluster_factory, tmp_path
     # a second agent on the same socket must refuse to start, not steal it
     import subprocess
 
-    from agent_harness import PY, REPO
+    from tests.support.agents import PY, REPO
 
     res = subprocess.run(
         [PY, "-m", "omview.agent", "run", "--config", a.config],

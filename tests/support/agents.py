@@ -1,7 +1,8 @@
-"""Test harness for agent tests: real ``omview-agent run`` processes on loopback addresses.
+"""Test support: real ``omview-agent run`` processes on loopback addresses (127.0.0.2, ...).
 
-Every agent gets its own temp dir (config, state, socket); all share one cluster key, one map
-and one random UDP port. Teardown stops every agent this module started, by PID.
+Used by the agent, CLI and collector tests. Every agent gets its own temp dir (config, state,
+socket); all share one cluster key, one map and one random UDP port. Callers stop every agent they
+started, by PID (``Cluster.stop``).
 """
 
 from __future__ import annotations
