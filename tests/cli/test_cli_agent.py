@@ -13,11 +13,9 @@ import pty
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import time
 from collections.abc import Iterator
@@ -27,94 +25,30 @@ import pytest
 
 from omview.model import mapfile
 from omview.model.client import AgentClient
-from omview.model.errors import OmviewError
+from tests.support.agents import Cluster, make_base
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = "127.0.0.2"
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((ADDRESS, 0))
-        return int(s.getsockname()[1])
-
-
 class Agent:
-    """A running agent and the environment that points the CLI at it."""
+    """A running agent (tests.support.agents, node 1 on 127.0.0.2) and the CLI's environment for it."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.etc = root / "etc"
-        self.state = root / "state"
-        self.etc.mkdir()
-        self.state.mkdir()
-        # the socket lives in its own world-traversable dir (tmp_path is 0700) so non-root runs can reach it
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="omview-cli-test-", dir="/tmp"))
-        self.sock_dir.chmod(0o755)
-        self.sock = self.sock_dir / "agent.sock"
-        self.map = self.etc / "openmosix.map"
-        self.map.write_text(f"1 {ADDRESS} 1\n")
-        self.env = dict(os.environ)
-        self.env.update(
-            OMVIEW_SOCKET=str(self.sock), OMVIEW_CONFIG_DIR=str(self.etc), OMVIEW_STATE_DIR=str(self.state)
-        )
-        key = self.etc / "cluster.key"
-        subprocess.run(
-            [sys.executable, "-m", "omview.agent", "genkey", str(key)],
-            env=self.env,
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        self.config = self.etc / "agent.toml"
-        self.config.write_text(
-            f'address = "{ADDRESS}"\n'
-            f'map_file = "{self.map}"\n'
-            f'key_file = "{key}"\n'
-            'process_scope = "all"\n'
-            f"port = {_free_udp_port()}\n"
-            f'socket = "{self.sock}"\n'
-            f'state_dir = "{self.state}"\n'
-        )
-        self.log = open(root / "agent.log", "wb")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "omview.agent", "run", "--config", str(self.config)],
-            env=self.env,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log_text()}")
-            try:
-                with AgentClient.local(str(self.sock), timeout=2) as client:
-                    client.call("ping")
-                return
-            except (OmviewError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"agent did not answer within 20 s: {self.log_text()}")
+    def __init__(self) -> None:
+        # make_base() is world-traversable (tmp_path is 0700), so non-root runs reach the socket
+        self.cluster = Cluster(make_base(), 1)
+        self.proc = self.cluster.agents[0]
+        self.cluster.start()
+        self.env = self.proc.env
+        self.sock = Path(self.proc.socket)
+        self.map = Path(self.cluster.map_path)
 
     def log_text(self) -> str:
-        self.log.flush()
-        return (self.root / "agent.log").read_text(errors="replace")[-2000:]
+        return self.proc.log()[-2000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
-        shutil.rmtree(self.sock_dir, ignore_errors=True)
+        self.cluster.stop()
+        shutil.rmtree(self.cluster.base, ignore_errors=True)
 
     def run(
         self, tool: str, *args: str, extra_env: dict[str, str] | None = None
@@ -138,8 +72,8 @@ class Agent:
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = Agent(tmp_path_factory.mktemp("cli-agent"))
+def agent() -> Iterator[Agent]:
+    a = Agent()
     try:
         yield a
     finally:

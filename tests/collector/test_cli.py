@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from omview.collector import control
 from omview.model import records
+from tests.support.agents import Cluster, make_base
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,35 +271,13 @@ def test_openmetrics_endpoint(paths: dict[str, Path]) -> None:
         assert cli("-k", *args).returncode == 0
 
 
-def test_with_a_real_agent_on_loopback(paths: dict[str, Path], tmp_path: Path) -> None:
+def test_with_a_real_agent_on_loopback(paths: dict[str, Path]) -> None:
     """The collector samples a real omview agent process (node 1 on 127.0.0.2)."""
-    etc, state, run = tmp_path / "etc", tmp_path / "state", tmp_path / "agentrun"
-    for d in (etc, state, run):
-        d.mkdir()
-    env = dict(os.environ)
-    env.update(OMVIEW_SOCKET=str(run / "agent.sock"), OMVIEW_CONFIG_DIR=str(etc), OMVIEW_STATE_DIR=str(state))
-    subprocess.run(
-        [PY, "-m", "omview.agent", "genkey", str(etc / "cluster.key")],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    (etc / "openmosix.map").write_text("1 127.0.0.2 1\n")
-    (etc / "agent.toml").write_text(
-        f'node_id = 1\naddress = "127.0.0.2"\nmap_file = "{etc}/openmosix.map"\n'
-        f'key_file = "{etc}/cluster.key"\nprocess_scope = "all"\nport = {_free_port(socket.SOCK_DGRAM, "127.0.0.2")}\n'
-        f'socket = "{run}/agent.sock"\nstate_dir = "{state}"\n'
-    )
-    agent_log = (tmp_path / "agent.log").open("w")
-    agent = subprocess.Popen(
-        [PY, "-m", "omview.agent", "run", "--config", str(etc / "agent.toml")],
-        env=env,
-        stdout=agent_log,
-        stderr=agent_log,
-    )
+    agents = Cluster(make_base(), 1)
+    env = agents.agents[0].env
     args = common(paths)
     try:
-        wait_for(lambda: (run / "agent.sock").exists(), timeout=30, what="the agent's socket")
+        agents.start()
         r = cli("-d", *args, "--interval", "0.25", env=env)
         assert r.returncode == 0, r.stderr
         assert "the agent answers: 1 nodes" in r.stdout
@@ -306,13 +286,8 @@ def test_with_a_real_agent_on_loopback(paths: dict[str, Path], tmp_path: Path) -
         wait_for(lambda: ticks_in(paths["logdir"]) >= 6, timeout=30, what="more samples")
         assert cli("-k", *args, env=env).returncode == 0
     finally:
-        agent.terminate()
-        try:
-            agent.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
-        agent_log.close()
+        agents.stop()
+        shutil.rmtree(agents.base, ignore_errors=True)
     h = records.History.open(str(paths["logdir"]))
     assert h.problems == []
     assert h.node_ids() == [1] and h.nodes[1].address == "127.0.0.2"
