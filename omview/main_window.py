@@ -1,9 +1,9 @@
 """L6 main window of openmosixview: cluster header, node table, menus, toolbar and status bar.
 
-The window only talks to ``ClusterSession`` and ``CollectorControl`` (never to a client or
-transport) and only reacts to their GUI-thread signals. Sub-windows that are separate issues
-(process box, analyzer, history, migmon, advanced execution) are plugged in with
-``register_tool``; until then their actions are present but disabled, with a tooltip saying so.
+The window only talks to ``ClusterSession``, ``CollectorControl`` and ``JobControl`` (never to a
+client or transport) and only reacts to their GUI-thread signals. Sub-windows that are separate
+issues (process box, analyzer, history, migmon) are plugged in with ``register_tool``; until then
+their actions are present but disabled, with a tooltip saying so.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QStyle, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QStyle, QToolBar, QVBoxLayout, QWidget
 
 from omview import __version__
 from omview.gui import errors
@@ -33,8 +33,10 @@ from omview.gui.collector_control import (
 )
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.jobs import JobControl, JobsView
 from omview.gui.node_dialog import NodeConfigDialog
 from omview.gui.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
+from omview.gui.run_dialog import RunDialog
 from omview.gui.session import ClusterSession, ConnectionReport, LinkState, LinkStatus, SpeedReport
 from omview.gui.settings import GuiSettings
 from omview.gui.settings import save as save_settings
@@ -92,10 +94,22 @@ class MainWindow(QMainWindow):
 
         self.tools: dict[str, QAction] = {}
         self._collector_watched = False
+        # advanced execution: jobs started through mosrun, listed with their output in a dock
+        self.jobs = JobControl(session.connector, self)
+        self.jobs_view = JobsView(self.jobs)
+        self.jobs_dock = QDockWidget("Jobs", self)
+        self.jobs_dock.setObjectName("jobs-dock")
+        self.jobs_dock.setWidget(self.jobs_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs_dock)
+        self.jobs_dock.hide()
+        self.run_dialog: RunDialog | None = None
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
         self.statusBar().showMessage(f"connecting to entry node {session.entry}…")
+        self.register_tool("run_prog", self.open_run_dialog,
+                           "Start a program on the cluster with mosrun (advanced execution)")  # fmt: skip
+        self.jobs.sig_message.connect(self._on_session_message)
 
         # totals are recomputed once per event-loop pass, however many rows changed
         self._totals_timer = QTimer(self)
@@ -200,6 +214,10 @@ class MainWindow(QMainWindow):
             group.addAction(act)
             interval.addAction(act)
         menus["View"].addSeparator()
+        act_jobs = self.jobs_dock.toggleViewAction()
+        act_jobs.setText("&Jobs (advanced execution)")
+        act_jobs.setStatusTip("The jobs started from this window and their output")
+        menus["View"].addAction(act_jobs)
         menus["Config"].addAction(self.act_all_nodes)
         menus["Config"].addAction(self.act_connection)
         menus["Config"].addAction(self.act_ssh)
@@ -528,6 +546,47 @@ class MainWindow(QMainWindow):
             "per-node speed, load and memory, node switches and cluster-wide settings, over SSH.",
         )
 
+    # -- advanced execution --
+
+    @Slot()
+    def open_run_dialog(self) -> RunDialog:
+        """File > Run program / the toolbar's run-prog: the advanced-execution dialog (one, reused)."""
+        if self.run_dialog is None or not _alive(self.run_dialog):
+            dlg = RunDialog(self.jobs, self.session.table, self.session.entry, self)
+            dlg.sig_started.connect(self._on_jobs_started)
+            self.session.sig_cluster_updated.connect(dlg.set_nodes)
+            self.run_dialog = dlg
+        self.run_dialog.show()
+        self.run_dialog.raise_()
+        return self.run_dialog
+
+    @Slot(object)
+    def _on_jobs_started(self, keys: list[int]) -> None:
+        if not self.jobs_dock.isVisible():
+            self.jobs_dock.show()
+            # room for the jobs and their output, the node table keeps the rest
+            self.resizeDocks([self.jobs_dock], [max(260, self.height() // 2)], Qt.Orientation.Vertical)
+        if keys:
+            self.jobs_view.select(keys[-1])
+
+    def _close_jobs(self) -> bool:
+        """Jobs started here run as long as their deputies (mosrun in this window's channels): ask
+        before ending them. False when the admin keeps the window open."""
+        running = self.jobs.running()
+        if running:
+            if not errors.ask_yes_no(
+                self, "Running jobs",
+                f"{len(running)} job(s) started from this window still run. Their deputies (mosrun) run in "
+                "this window's connections, and a job ends when its deputy ends, as in openMosix.\n\n"
+                "End them and close openmosixview?",
+            ):  # fmt: skip
+                return False
+            self.statusBar().showMessage(f"ending {len(running)} job(s)…")
+        left = self.jobs.shutdown(stop_jobs=True, timeout=15.0)
+        if left:
+            log.warning("jobs %s did not confirm their end; their channels are closed now", left)
+        return True
+
     # -- geometry --
 
     def restore_geometry(self) -> None:
@@ -554,6 +613,9 @@ class MainWindow(QMainWindow):
             self.collector.start_monitoring()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        if not self._close_jobs():
+            event.ignore()
+            return
         self.save_geometry()
         self.collector.shutdown(timeout=5.0)
         super().closeEvent(event)

@@ -11,20 +11,13 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import shlex
-import shutil
 import subprocess
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
-from typing import Protocol
 
-import shiboken6
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
@@ -37,10 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.connect import SshConnector, UnixConnector
+from omview.gui.node_exec import CommandRunner, deliverer, runner_for
 from omview.gui.session import classify
-from omview.model.errors import ConfigError, ConnectionLost, OmviewError
-from omview.transport.ssh import SshConnection
+from omview.model.errors import OmviewError
 
 log = logging.getLogger(__name__)
 
@@ -224,104 +216,7 @@ def parse_status(result: CommandResult) -> CollectorStatus:
 
 # ---- running commands on a node (worker thread; no Qt) ---------------------------------------
 
-
-class CommandRunner(Protocol):
-    """Runs one command on the collector's node."""
-
-    #: extra collector options so it samples the agent the GUI reaches (--node SOCKET locally)
-    node_args: tuple[str, ...]
-
-    def describe(self) -> str: ...
-
-    def command(self, command: str) -> list[str]:
-        """``command`` (the collector setting) as argv for this node."""
-
-    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
-        """Exit status, stdout and stderr; ``idempotent`` commands may be retried once."""
-
-    def close(self) -> None: ...
-
-
-class LocalRunner:
-    """The node is this machine (its agent is reached through a local socket): a subprocess."""
-
-    def __init__(self, agent_socket: str | None = None) -> None:
-        self.node_args = ("--node", agent_socket) if agent_socket else ()
-
-    def describe(self) -> str:
-        return "this machine"
-
-    def command(self, command: str) -> list[str]:
-        argv = shlex.split(command)
-        if argv and "/" not in argv[0]:
-            # prefer the collector installed next to this GUI's Python (same omview version)
-            sibling = Path(sys.executable).parent / argv[0]
-            found = str(sibling) if sibling.is_file() else shutil.which(argv[0])
-            if found:
-                argv[0] = found
-        return argv
-
-    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
-        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return cp.returncode, cp.stdout, cp.stderr
-
-    def close(self) -> None:
-        pass
-
-
-class SshRunner:
-    """The node over SSH: one connection, opened on first use and reused for every command."""
-
-    def __init__(self, connector: SshConnector, address: str) -> None:
-        self.node_args: tuple[str, ...] = ()
-        self._connector = connector
-        self._address = address
-        self._conn: SshConnection | None = None
-
-    def describe(self) -> str:
-        return self._connector.describe(self._address)
-
-    def command(self, command: str) -> list[str]:
-        return shlex.split(command)
-
-    def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
-        reused = self._conn is not None and self._conn.alive
-        if not reused:
-            self.close()
-            self._conn = SshConnection(self._connector.target(self._address))
-        assert self._conn is not None
-        try:
-            status, out, err = self._conn.exec(argv, timeout=timeout)
-        except ConnectionLost:
-            self.close()
-            if not (reused and idempotent):
-                # never run -d, -k, -n or -r twice: the first one may have done its work
-                raise
-            # the kept connection went stale (node rebooted, sshd restarted): one fresh try
-            self._conn = SshConnection(self._connector.target(self._address))
-            status, out, err = self._conn.exec(argv, timeout=timeout)
-        return status, out.decode(errors="replace"), err.decode(errors="replace")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def runner_for(connector: object, address: str) -> CommandRunner:
-    """How to run a command on ``address``, given the connector the session reaches it with."""
-    route = getattr(connector, "connector_for", None)
-    if callable(route):
-        connector = route(address)
-    if isinstance(connector, SshConnector):
-        return SshRunner(connector, address)
-    if isinstance(connector, UnixConnector):
-        return LocalRunner(connector.socket_path(address))
-    raise ConfigError(
-        f"openmosixview cannot run commands on {address} through {type(connector).__name__}; "
-        "connect over SSH or through the node's local agent socket"
-    )
-
+# (the runners live in omview.gui.node_exec, shared with advanced execution)
 
 #: What to do about a failure, by kind.
 _ADVICE_UNREACHABLE = ("Check that {node} is up and that you can log in to it (File > Test connection, "
@@ -440,7 +335,7 @@ class CollectorControl(QObject):
         self.entry = entry
         self.config = config or CollectorConfig()
         self.status = CollectorStatus(self.node)
-        self._worker = _Worker(connector, _deliverer(self))
+        self._worker = _Worker(connector, deliverer(self, "_sig_done"))
         self._actions_pending = 0
         self._checks_queued = 0
         self._stopped = False
@@ -548,26 +443,6 @@ class CollectorControl(QObject):
         if self._actions_pending == 0:
             self.sig_busy.emit(False)
         self.sig_result.emit(result)
-
-
-def _deliverer(control: CollectorControl) -> Callable[[CommandResult | None], bool]:
-    """The worker's way back to the GUI thread, holding the control only weakly.
-
-    ``None`` only asks whether the control still exists."""
-    ref = weakref.ref(control)
-
-    def deliver(result: CommandResult | None) -> bool:
-        c = ref()
-        if c is None or not shiboken6.isValid(c):
-            return False
-        if result is not None:
-            try:
-                c._sig_done.emit(result)
-            except RuntimeError:  # deleted between the check and the emit
-                return False
-        return True
-
-    return deliver
 
 
 # ---- the settings dialog ---------------------------------------------------------------------

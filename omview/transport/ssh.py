@@ -10,6 +10,7 @@ an explicit ``accept_host_key`` call adds a key.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import socket
 import threading
@@ -178,6 +179,22 @@ class SshConnection:
         except (paramiko.SSHException, OSError) as exc:
             raise ConnectionLost(f"{self.target.host}: {exc}") from exc
 
+    def start(self, argv: Sequence[str], *, announce_pid: bool = False) -> SshProcess:
+        """Start one command (argv, quoted here) on its own exec channel and return at once.
+
+        With ``announce_pid`` the login shell first prints its PID and then execs the command, so
+        ``SshProcess.pid`` is the command's PID on the node (the shell must be POSIX: sh, bash).
+        """
+        command = shlex.join(argv)
+        if announce_pid:
+            command = f"echo $$; exec {command}"
+        try:
+            chan = self._client.get_transport().open_session(timeout=self.target.connect_timeout)  # type: ignore[union-attr]
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, AttributeError) as exc:
+            raise ConnectionLost(f"{self.target.host}: cannot start {argv[0] if argv else 'a command'}: {exc}") from exc
+        return SshProcess(chan, announce_pid)
+
     def open_bridge(self) -> SshChannel:
         """Start ``omview-agent bridge`` on the node as one long-lived channel."""
         try:
@@ -245,6 +262,69 @@ class SshChannel:
                 self._chan.status_event.wait(1.0)
                 raise self._lost("the agent channel closed")
             self._buf.feed(chunk)
+
+    def close(self) -> None:
+        self._chan.close()
+
+
+class SshProcess:
+    """A command running on its own exec channel: its output as it comes, then its exit status.
+
+    Used from one thread at a time (the job thread that started it)."""
+
+    def __init__(self, chan: paramiko.Channel, announce_pid: bool) -> None:
+        self._chan = chan
+        self._head: bytearray | None = bytearray() if announce_pid else None
+        self.pid: int | None = None
+
+    def read(self, timeout: float, limit: int = 1 << 20) -> tuple[bytes, bytes]:
+        """Wait up to ``timeout`` for output; return what stdout and stderr have (either may be empty)."""
+        chan = self._chan
+        if not (chan.recv_ready() or chan.recv_stderr_ready() or chan.closed):
+            select.select([chan], [], [], timeout)
+        out, err = bytearray(), bytearray()
+        try:
+            while len(out) + len(err) < limit and (chan.recv_ready() or chan.recv_stderr_ready()):
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+        except (OSError, paramiko.SSHException) as exc:
+            raise ConnectionLost(f"the command's channel broke: {exc}") from exc
+        if self._head is not None and (out or self.finished):
+            # the first line is the PID the shell printed before exec
+            self._head += out
+            out = bytearray()
+            if b"\n" in self._head or self.finished:
+                line, _, rest = bytes(self._head).partition(b"\n")
+                self._head = None
+                if line.strip().isdigit():
+                    self.pid = int(line)
+                    out = bytearray(rest)
+                else:
+                    out = bytearray(line + (b"\n" if rest else b"") + rest)
+        return bytes(out), bytes(err)
+
+    @property
+    def finished(self) -> bool:
+        """The command ended and all its output was read."""
+        chan = self._chan
+        if chan.recv_ready() or chan.recv_stderr_ready():
+            return False
+        return (chan.exit_status_ready() and chan.eof_received) or chan.closed or self.lost
+
+    @property
+    def lost(self) -> bool:
+        """The SSH connection went away before the command ended."""
+        transport = self._chan.get_transport()
+        return not self._chan.exit_status_ready() and (transport is None or not transport.is_active())
+
+    @property
+    def exit_status(self) -> int | None:
+        """Its exit status once it ended (-1 when the node gave none, e.g. the connection broke)."""
+        if self._chan.exit_status_ready():
+            return self._chan.recv_exit_status()
+        return -1 if self._chan.closed or self.lost else None
 
     def close(self) -> None:
         self._chan.close()
