@@ -1,88 +1,57 @@
-"""Test support: real omview agents on loopback addresses (127.0.0.x), each in its own temp dir.
+"""Test support for the GUI tests: real agents on 127.0.0.2.., addressed by IP as the GUI does.
 
-Every agent is ``python -m omview.agent run --config FILE`` with its own socket and state dir,
-one shared map file and one cluster key (``omview-agent genkey``), process_scope "all". They gossip
-over UDP on a port chosen per cluster. Agents are stopped by PID, never by name.
+A thin view over tests.support.agents (the shared loopback-agent harness): node agents with 2
+CPUs and 2 GiB each, down after 2 s of silence, stopped by PID.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from omview.model.client import AgentClient
 from omview.model.errors import OmviewError
+from tests.support.agents import AgentProc, Cluster
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
 class RealAgents:
-    """N agents on 127.0.0.2, 127.0.0.3, ...; ``sockets`` maps address -> socket path."""
+    """N agents on 127.0.0.2, 127.0.0.3, ...; files live under ``directory``."""
 
-    directory: Path
-    count: int = 3
-    port: int = field(default_factory=_free_udp_port)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    def __init__(self, directory: Path, count: int = 3) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.count = count
+        self.cluster = Cluster(str(directory), count, cpus=2, memory=2 << 30, down_after=2.0)
+        self._by_address = dict(zip(self.cluster.addresses, self.cluster.agents, strict=True))
 
     @property
     def addresses(self) -> list[str]:
-        return [f"127.0.0.{i + 2}" for i in range(self.count)]
+        return self.cluster.addresses
+
+    def _agent(self, address: str) -> AgentProc:
+        return self._by_address[address]
 
     def socket_of(self, address: str) -> str:
-        return str(self.directory / address / "agent.sock")
+        return self._agent(address).socket
 
     def start(self, timeout: float = 30.0) -> RealAgents:
-        d = self.directory
-        d.mkdir(parents=True, exist_ok=True)
-        key = d / "cluster.key"
-        if not key.exists():
-            subprocess.run([sys.executable, "-m", "omview.agent", "genkey", str(key)], check=True, capture_output=True)
-        (d / "openmosix.map").write_text(f"1 {self.addresses[0]} {self.count}\n")
         for address in self.addresses:
             self.start_one(address)
         self.wait_all_up(timeout)
         return self
 
     def start_one(self, address: str) -> None:
-        nd = self.directory / address
-        nd.mkdir(exist_ok=True)
-        conf = nd / "agent.toml"
-        conf.write_text(
-            f'address = "{address}"\nmap_file = "{self.directory / "openmosix.map"}"\n'
-            f'key_file = "{self.directory / "cluster.key"}"\nsocket = "{self.socket_of(address)}"\n'
-            f'state_dir = "{nd / "state"}"\nprocess_scope = "all"\ncpus = 2\nmemory = 2147483648\n'
-            f"port = {self.port}\ndown_after = 2.0\n"
-        )
-        env = dict(os.environ, OMVIEW_SOCKET=self.socket_of(address), OMVIEW_STATE_DIR=str(nd / "state"),
-                   OMVIEW_CONFIG_DIR=str(nd))  # fmt: skip
-        log = open(nd / "agent.log", "ab")  # noqa: SIM115 (the child owns it)
-        self.procs[address] = subprocess.Popen(
-            [sys.executable, "-m", "omview.agent", "run", "--config", str(conf)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        self._agent(address).start(wait=False)
 
     def wait_all_up(self, timeout: float) -> None:
         """Poll until the first agent lists every node as up (the agents start in parallel)."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            for address, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"agent {address} exited: {self.log(address)}")
+            for agent in self.cluster.agents:
+                if agent.proc is not None and agent.proc.poll() is not None:
+                    raise RuntimeError(f"agent {agent.name} exited: {agent.log()}")
             try:
-                with AgentClient.local(self.socket_of(self.addresses[0]), timeout=2.0) as c:
+                with self._agent(self.addresses[0]).client(timeout=2.0) as c:
                     nodes = c.nodes()
                 if sum(n.up for n in nodes) == self.count:
                     return
@@ -93,23 +62,11 @@ class RealAgents:
         raise RuntimeError(f"agents not all up after {timeout:.0f} s: {last}\n{self.log(self.addresses[0])}")
 
     def log(self, address: str) -> str:
-        p = self.directory / address / "agent.log"
-        return p.read_text(errors="replace")[-2000:] if p.exists() else ""
+        return self._agent(address).log()[-2000:]
 
     def kill(self, address: str) -> None:
         """SIGKILL one agent (a crash) by its PID."""
-        proc = self.procs.pop(address)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self._agent(address).stop(signal.SIGKILL)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
+        self.cluster.stop()
