@@ -253,7 +253,8 @@ class HistoryWriter:
         notices.append(f"continuing the history in {self.logdir} at tick {self.tick}")
         return notices
 
-    def _resume_node(self, nid: int, path: str, notices: list[str]) -> int:
+    def _read_own(self, path: str, notices: list[str], then: str) -> tuple[bytes, int] | None:
+        """A file of this history and where its records start; a foreign or broken one is moved aside."""
         with open(path, "rb") as f:
             buf = f.read()
         try:
@@ -263,8 +264,15 @@ class HistoryWriter:
         except records.HistoryFormatError as exc:
             aside = f"{path}.bad-{uuid.uuid4().hex[:6]}"
             os.rename(path, aside)
-            notices.append(f"{exc}; renamed it to {aside} and starting a new file for node {nid}")
+            notices.append(f"{exc}; renamed it to {aside}{then}")
+            return None
+        return buf, start
+
+    def _resume_node(self, nid: int, path: str, notices: list[str]) -> int:
+        own = self._read_own(path, notices, f" and starting a new file for node {nid}")
+        if own is None:
             return -1
+        buf, start = own
         key = records.last_key_offset(buf, start)
         dec = records.NodeDecoder()
         last = -1
@@ -286,17 +294,10 @@ class HistoryWriter:
         return last
 
     def _resume_procs(self, path: str, notices: list[str]) -> None:
-        with open(path, "rb") as f:
-            buf = f.read()
-        try:
-            meta, start = records.decode_header(buf, path)
-            if meta.get("history") != self.history_id:
-                raise records.HistoryFormatError("belongs to another history", path=path)
-        except records.HistoryFormatError as exc:
-            aside = f"{path}.bad-{uuid.uuid4().hex[:6]}"
-            os.rename(path, aside)
-            notices.append(f"{exc}; renamed it to {aside}")
+        own = self._read_own(path, notices, "")
+        if own is None:
             return
+        buf, start = own
         _, res = records.scan_frames(buf, start)
         self._procs = _File(path)
         if res.end < len(buf):
