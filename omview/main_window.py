@@ -34,7 +34,7 @@ from omview.gui.collector_control import (
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
 from omview.gui.jobs import JobControl, JobsView
-from omview.gui.node_dialog import NodeConfigDialog
+from omview.gui.node_dialog import AgentControl, NodeConfigDialog
 from omview.gui.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
 from omview.gui.run_dialog import RunDialog
 from omview.gui.session import ClusterSession, ConnectionReport, LinkState, LinkStatus, SpeedReport
@@ -79,6 +79,9 @@ class MainWindow(QMainWindow):
         if collector is None:
             collector = CollectorControl(session.connector, session.entry, load_config(store), self)
         self.collector = collector
+        #: "start agent" / "stop agent" of the node dialogs: omview-agent start|stop on the node, in
+        #: worker threads; outcomes reach the status bar even after the dialog was closed
+        self.agents = AgentControl(session.connector, self)
 
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
@@ -110,6 +113,7 @@ class MainWindow(QMainWindow):
         self.register_tool("run_prog", self.open_run_dialog,
                            "Start a program on the cluster with mosrun (advanced execution)")  # fmt: skip
         self.jobs.sig_message.connect(self._on_session_message)
+        self.agents.sig_message.connect(self._on_session_message)
 
         # totals are recomputed once per event-loop pass, however many rows changed
         self._totals_timer = QTimer(self)
@@ -462,7 +466,7 @@ class MainWindow(QMainWindow):
     def open_node_dialog(self, address: str) -> NodeConfigDialog:
         dlg = self.dialogs.get(address)
         if dlg is None or not dlg.isVisible():
-            dlg = NodeConfigDialog(self.session, [address], self)
+            dlg = NodeConfigDialog(self.session, [address], self, self.agents)
             dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
             dlg.destroyed.connect(self._on_dialog_destroyed)
             self.dialogs[address] = dlg
@@ -476,7 +480,7 @@ class MainWindow(QMainWindow):
         if not addresses:
             self.statusBar().showMessage("no nodes known yet", 5000)
             return None
-        dlg = NodeConfigDialog(self.session, addresses, self)
+        dlg = NodeConfigDialog(self.session, addresses, self, self.agents)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         return dlg
@@ -618,6 +622,7 @@ class MainWindow(QMainWindow):
             return
         self.save_geometry()
         self.collector.shutdown(timeout=5.0)
+        self.agents.shutdown(timeout=5.0)
         super().closeEvent(event)
 
 

@@ -1,4 +1,4 @@
-"""L2 agent entry point: ``omview-agent run|bridge|genkey|calibrate|check-config``."""
+"""L2 agent entry point: ``omview-agent run|start|stop|status|bridge|genkey|calibrate|check-config``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 
 from omview import __version__
+from omview.agent import daemon
 from omview.model import paths
 from omview.model.errors import AgentUnavailable, ConfigError
 
@@ -41,6 +42,29 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="config file (default: $OMVIEW_CONFIG_DIR/agent.toml or /etc/omview/agent.toml)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    st = sub.add_parser(
+        "start",
+        help="start the agent in the background (systemctl when systemd manages it) and wait until it answers",
+    )
+    st.add_argument("--config", help="config file (given: never systemd, which uses /etc/omview/agent.toml)")
+    st.add_argument("--log", help="log file of a self-started agent (default: STATE_DIR/agent.log)")
+    st.add_argument(
+        "--timeout", type=float, default=daemon.START_TIMEOUT, help="seconds to wait for the socket"
+    )
+    st.add_argument(
+        "--socket", help="fail unless the config's socket is this one (the GUI passes the socket it uses)"
+    )
+    st.add_argument("--no-systemd", action="store_true", help="daemonize even when systemd manages the agent")
+    sp = sub.add_parser("stop", help="stop the running agent (it sends its guest jobs home first) and wait")
+    sp.add_argument("--config")
+    sp.add_argument("--socket", help="the agent socket (default: the config's)")
+    sp.add_argument(
+        "--timeout", type=float, default=daemon.STOP_TIMEOUT, help="seconds to wait for the agent to exit"
+    )
+    sp.add_argument("--no-systemd", action="store_true", help="signal the agent even when systemd runs it")
+    ss = sub.add_parser("status", help="say whether an agent runs and answers, with its PID")
+    ss.add_argument("--config")
+    ss.add_argument("--socket", help="the agent socket (default: the config's)")
     br = sub.add_parser("bridge", help="join stdin/stdout to the agent socket (for ssh)")
     br.add_argument("--socket", help="agent socket (default: $OMVIEW_SOCKET or /run/omview/agent.sock)")
     gk = sub.add_parser("genkey", help="create a new cluster key file (mode 0600)")
@@ -63,14 +87,61 @@ def _run(config_path: str | None, verbose: bool) -> int:
     from omview.agent import config
     from omview.agent.core import Agent
 
+    pidfile: daemon.PidFile | None = None
     try:
         cfg = config.load(config_path)
         agent = Agent(cfg)
+        # every agent keeps a PID file, however it was started: `omview-agent stop|status` find it
+        pidfile = daemon.PidFile(daemon.pid_file_for(cfg.socket), cfg.socket)
+        pidfile.acquire()
+        if pidfile.replaced:
+            log.warning("replaced the stale PID file %s (%s)", pidfile.path, pidfile.replaced)
         asyncio.run(agent.run())
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        if pidfile is not None:
+            pidfile.release()
     return 0
+
+
+def _socket_of(config_path: str | None, socket: str | None) -> str:
+    """The socket start/stop/status mean: --socket, else the config's (raises ConfigError)."""
+    if socket:
+        return os.path.abspath(socket)
+    from omview.agent import config
+
+    return config.load(config_path).socket
+
+
+def _control(args: argparse.Namespace) -> int:
+    """start / stop / status; exit codes in omview.agent.daemon (0 done, 1 failed, 3 nothing to do)."""
+    from omview.agent import config
+
+    try:
+        if args.cmd == "start":
+            cfg = config.load(args.config)
+            if args.socket and os.path.abspath(args.socket) != os.path.abspath(cfg.socket):
+                _err(f"omview-agent start: {cfg.path} makes the agent serve {cfg.socket}, not {args.socket}; "
+                     "name the config of that agent with --config")  # fmt: skip
+                return daemon.EXIT_FAILED
+            return daemon.start(cfg, args.config, log_path=args.log, timeout=args.timeout,
+                                no_systemd=args.no_systemd, out=_flush_out, err=_err)  # fmt: skip
+        sock = _socket_of(args.config, args.socket)
+        if args.cmd == "stop":
+            return daemon.stop(sock, timeout=args.timeout, no_systemd=args.no_systemd, config_path=args.config,
+                               out=_flush_out, err=_err)  # fmt: skip
+        return daemon.status(sock, _out)
+    except ConfigError as exc:
+        _err(f"omview-agent {args.cmd}: {exc}")
+        return daemon.EXIT_FAILED
+
+
+def _flush_out(text: str) -> None:
+    """Progress lines must reach an ssh channel (or the GUI) as they happen, not at exit."""
+    _out(text)
+    sys.stdout.flush()
 
 
 def _check_config(config_path: str | None) -> int:
@@ -105,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "run":
         return _run(args.config, args.verbose)
+    if args.cmd in ("start", "stop", "status"):
+        return _control(args)
     if args.cmd == "bridge":
         from omview.agent.bridge import bridge
 
