@@ -1,9 +1,12 @@
 """Benchmark: live migration of mosrun jobs of about 10 MB, 100 MB and 1 GB resident memory on a
 2-node namespace cluster (root), side by side with a raw copy of the same bytes over the same SSH path.
 
-For each size: total migration time (agent record), frozen time seen from inside the job (largest
-wall-clock gap of a 1 ms loop), and the raw `tar | ssh node2 tar -x` copy of an equally big file,
-with the ratio total/raw. Usage: sudo .venv/bin/python bench/migrate.py [--sizes 10,100,1000] [--runs 3]
+For each size: the method the agent chose, total migration time (until the source is no longer
+needed: for post-copy, until every page has arrived), when the job resumed on the target, the frozen
+time seen from inside the job (largest wall-clock gap of a 1 ms loop), and the raw copy of as many
+bytes (images, or metadata + resident memory for post-copy) from the source's tmpfs to the target's,
+through the agent's own multiplexed SSH connection, with the ratio total/raw and PASS/MISS per target.
+Usage: sudo .venv/bin/python bench/migrate.py [--sizes 10,100,1000] [--runs 3] [--method auto]
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from pathlib import Path
+from typing import Any
 
 from omview.cluster import Cluster, teardown
 from omview.model.channel import UnixChannel
@@ -38,6 +43,9 @@ GAPJOB = textwrap.dedent(
     """
 )
 
+#: issue 3 targets: (size MiB, what, limit)
+TARGETS = [(10, "frozen", 0.150), (100, "ratio", 2.0), (1000, "ratio", 2.0), (1000, "frozen", 0.200)]
+
 
 def gaps_since(path: str, offset: int) -> tuple[list[float], int]:
     with open(path, "rb") as fh:
@@ -46,10 +54,37 @@ def gaps_since(path: str, offset: int) -> tuple[list[float], int]:
     return [float(x) for x in re.findall(rb"GAP ([0-9.]+)", data)], offset + len(data)
 
 
+def raw_copy(cluster: Cluster, src: int, dst: int, nbytes: int) -> float:
+    """Copy NBYTES of random data from the source's tmpfs to the target's through the agent's SSH master."""
+    blob, out = f"/dev/shm/omview-bench-raw-{src}", f"/dev/shm/omview-bench-raw-{dst}-in"
+    cluster.exec(src, ["sh", "-c", f"head -c {nbytes} /dev/urandom > {blob}"], check=True)
+    ssh = ("ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPersist=no -o ControlPath=/run/omview/peers/ssh-%C "
+           f"-c aes128-gcm@openssh.com -l root {cluster.node(dst).address}")  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        cluster.exec(src, ["sh", "-c", f"cat {blob} | {ssh} 'cat > {out}'"], check=True)
+        return time.monotonic() - t0
+    finally:
+        for p in (blob, out):
+            Path(p).unlink(missing_ok=True)
+
+
+def set_method(cluster: Cluster, method: str) -> None:
+    for n in cluster.nodes:
+        d = Path(f"/proc/{n.holder_pid}/root/var/lib/omview/faults")
+        d.mkdir(exist_ok=True)
+        if method == "auto":
+            (d / "method").unlink(missing_ok=True)
+        else:
+            (d / "method").write_text(method)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,100,1000", help="ballast MiB per job (comma list)")
     ap.add_argument("--runs", type=int, default=3, help="migrations per size (A->B->A...), median reported")
+    ap.add_argument("--method", default="auto", choices=("auto", "images", "lazy"),
+                    help="force a method (default: what the agent chooses by size)")  # fmt: skip
     ns = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/migrate.py needs root (it builds a namespace cluster)", file=sys.stderr)
@@ -59,9 +94,10 @@ def main() -> int:
     with open(job_py, "w") as fh:
         fh.write(GAPJOB)
     cluster = Cluster.up(os.path.join(work, "cluster"), 2, cpus_per_node=1)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         time.sleep(2)  # gossip: both nodes up everywhere
+        set_method(cluster, ns.method)
         for mb in [int(x) for x in ns.sizes.split(",")]:
             out_path = os.path.join(work, f"job{mb}.out")
             with open(out_path, "wb") as out:
@@ -74,49 +110,62 @@ def main() -> int:
                 time.sleep(0.2)
             time.sleep(1.0)
             _, offset = gaps_since(out_path, 0)
-            totals, frozen, raw, sizes, parts = [], [], [], [], []
+            runs: list[dict[str, Any]] = []
             for run in range(ns.runs):
                 target = 2 if run % 2 == 0 else 1
                 with AgentClient(UnixChannel(cluster.agent_socket(1)), timeout=600) as c:
                     rec = c.call("proc.migrate", pid=dep.pid, target=str(target), timeout=600)
                 time.sleep(1.0)  # let the job print its gap
                 g, offset = gaps_since(out_path, offset)
-                totals.append(rec["total_s"])
-                frozen.append(max(g) if g else 0.0)
-                sizes.append(rec["bytes"])
-                parts.append((rec["dump_s"], rec["transfer_s"], rec["restore_s"]))
-                # raw copy of as many bytes over the same path (node -> node ssh, same options)
-                src, dst = (1, 2) if target == 2 else (2, 1)
-                blob = f"/var/lib/omview/bench-{mb}.bin"
-                cluster.exec(src, ["sh", "-c", f"head -c {rec['bytes']} /dev/urandom > {blob}"], check=True)
-                # the agent's own multiplexed connection to that node (its peer link holds the master)
-                ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o", "ControlPersist=no",
-                       "-o", "ControlPath=/run/omview/peers/ssh-%C", "-c", "aes128-gcm@openssh.com", "-l", "root",
-                       cluster.node(dst).address]  # fmt: skip
-                t0 = time.monotonic()
-                cluster.exec(src, ["sh", "-c", f"tar -C /var/lib/omview -cf - bench-{mb}.bin | "
-                                   f"{' '.join(ssh)} 'tar -C /var/lib/omview -xf -'"], check=True)  # fmt: skip
-                raw.append(time.monotonic() - t0)
-                for n in (1, 2):
-                    cluster.exec(n, ["rm", "-f", blob])
+                moved = rec["bytes"] + (rec.get("rss", 0) if rec["method"] == "lazy" else 0)
+                src = 1 if target == 2 else 2
+                raw = raw_copy(cluster, src, target, moved)
+                runs.append({"rec": rec, "frozen": max(g) if g else 0.0, "moved": moved, "raw": raw})
+                time.sleep(0.5)
             dep.kill()
             dep.wait(30)
             med = statistics.median
-            rows.append((mb, med(sizes) / 1e6, med(totals), med(frozen), med(raw),
-                         med([p[0] for p in parts]), med([p[1] for p in parts]), med([p[2] for p in parts])))  # fmt: skip
+
+            def m(key: str, rs: list[dict[str, Any]] = runs) -> float:
+                return statistics.median([r["rec"][key] for r in rs])
+
+            phases = sorted({k for r in runs for k in r["rec"].get("phases", {})})
+            rows.append({
+                "mb": mb, "method": "/".join(sorted({r["rec"]["method"] for r in runs})),
+                "moved": med([r["moved"] for r in runs]) / 1e6, "total": m("total_s"),
+                "resumed": m("resumed_s"), "frozen": med([r["frozen"] for r in runs]),
+                "raw": med([r["raw"] for r in runs]),
+                "ratio": med([r["rec"]["total_s"] / r["raw"] for r in runs]),
+                "phases": {p: med([r["rec"].get("phases", {}).get(p, 0.0) for r in runs]) for p in phases},
+                "notes": sorted({r["rec"].get("note", "") for r in runs} - {""}),
+            })  # fmt: skip
     finally:
         teardown(os.path.join(work, "cluster"))
         shutil.rmtree(work, ignore_errors=True)
-    print(f"omview migration benchmark: 2 netns nodes on one host, method 'images' (dump -> tar|ssh -> restore), "
-          f"median of {ns.runs} runs")  # fmt: skip
-    print(f"{'job MiB':>8} {'image MB':>9} {'total s':>8} {'frozen s':>9} {'raw copy s':>11} {'total/raw':>10}"
-          f" {'dump s':>7} {'copy s':>7} {'restore s':>9}")  # fmt: skip
-    for mb, size, total, fr, rw, d, t, r in rows:
-        print(
-            f"{mb:>8} {size:>9.1f} {total:>8.3f} {fr:>9.3f} {rw:>11.3f} {total / rw:>10.2f} {d:>7.3f} {t:>7.3f} {r:>9.3f}"
-        )
+    print(f"omview migration benchmark: 2 netns nodes on one host, {ns.runs} runs per size (A->B, B->A, ...), "
+          f"medians; method {ns.method}")  # fmt: skip
+    print(f"{'job MiB':>7} {'method':>6} {'moved MB':>8} {'total s':>7} {'resumed s':>9} {'frozen s':>8} "
+          f"{'raw copy s':>10} {'total/raw':>9}  phases (s)")  # fmt: skip
+    for r in rows:
+        ph = " ".join(f"{k}={v:.3f}" for k, v in sorted(r["phases"].items(), key=lambda kv: ORDER.get(kv[0], 9)))
+        print(f"{r['mb']:>7} {r['method']:>6} {r['moved']:>8.1f} {r['total']:>7.3f} {r['resumed']:>9.3f} "
+              f"{r['frozen']:>8.3f} {r['raw']:>10.3f} {r['ratio']:>9.2f}  {ph}")  # fmt: skip
+        for note in r["notes"]:
+            print(f"        note: {note}")
+    print("targets:")
+    for mb, what, limit in TARGETS:
+        row = next((r for r in rows if r["mb"] == mb), None)
+        if row is None:
+            continue
+        got = row["frozen"] if what == "frozen" else row["ratio"]
+        unit = " s" if what == "frozen" else "x raw"
+        label = "frozen" if what == "frozen" else "total/raw"
+        print(f"  {mb:>5} MiB {label:<9} <= {limit:g}{unit}: {got:.3f}{unit}  "
+              f"{'PASS' if got <= limit else 'MISS'}")  # fmt: skip
     return 0
 
+
+ORDER = {"prepare": 0, "streams": 1, "dump": 2, "transfer": 3, "restore": 4}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,12 +5,19 @@ tree on timeout, image checksums, and /proc helpers to find, stop and resume a j
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
+import logging
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: a truncated image makes `criu restore` spin forever (feasibility §2.3): every run is bounded
 DUMP_TIMEOUT = 120.0
@@ -176,3 +183,159 @@ def log_tail(path: str, lines: int = 6) -> str:
         return ""
     errors = [ln.strip() for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
     return " | ".join((errors or [ln.strip() for ln in text])[-lines:])
+
+
+# ---------------------------------------------------------------------------------- post-copy
+
+def lazy_dump_argv(criu: str, pid: int, images: str, ps_fd: int) -> list[str]:
+    """Dump the tree's state but serve its memory on demand over the connected socket PS_FD; -v3
+    because "Starting lazy pages server" (the metadata is complete) is an info line."""
+    return [criu, "dump", "-t", str(pid), "-D", images, "--leave-stopped", "--lazy-pages",
+            "--ps-socket", str(ps_fd), "-o", "dump.log", "-v3"]  # fmt: skip
+
+
+def lazy_pages_argv(criu: str, images: str, ps_fd: int, status_fd: int) -> list[str]:
+    """The target's page daemon: pulls the pages from the source over PS_FD (also ahead of faults)."""
+    return [criu, "lazy-pages", "--page-server", "--ps-socket", str(ps_fd), "-D", images,
+            "-o", "lazy.log", "--status-fd", str(status_fd)]  # fmt: skip
+
+
+LAZY_READY = b"Starting lazy pages server"
+_uffd_cache: dict[str, bool] = {}
+_uffd_lock = threading.Lock()
+
+
+def lazy_supported(criu: str) -> bool:
+    """`criu check --feature uffd-noncoop` (cached per binary): post-copy needs userfaultfd."""
+    with _uffd_lock:
+        if criu not in _uffd_cache:
+            try:
+                res = subprocess.run([criu, "check", "--feature", "uffd-noncoop"], capture_output=True,
+                                     timeout=30, stdin=subprocess.DEVNULL, cwd="/")  # fmt: skip
+                _uffd_cache[criu] = res.returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                _uffd_cache[criu] = False
+        return _uffd_cache[criu]
+
+
+# The page-serving side of post-copy tees page pipes into pipes it grows past fs.pipe-max-size
+# (1 MiB). That needs CAP_SYS_RESOURCE; a sandbox whose bounding set lacks it gets "tee: 65536:
+# Operation not permitted" (feasibility §2.7). So, only when a test pipe shows the need, the limit
+# is raised while a post-copy runs and put back after; holders are shared host-wide (nodes of a
+# test cluster share one kernel) under a lock in /dev/shm.
+PIPE_MAX_FILE = "/proc/sys/fs/pipe-max-size"
+LAZY_PIPE_SIZE = 64 << 20
+LEASE_DIR = "/dev/shm"
+LEASE_LOCK = "omview-pipe-max-size.lock"
+LEASE_FILE = "omview-pipe-max-size.json"
+F_SETPIPE_SZ = 1031
+
+
+def big_pipes_allowed(size: int = LAZY_PIPE_SIZE) -> bool:
+    """Can this process grow a pipe to SIZE? (False: no CAP_SYS_RESOURCE and the limit is lower.)"""
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, size)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _read_int(path: str) -> int:
+    with open(path, encoding="ascii") as fh:
+        return int(fh.read().strip())
+
+
+def _write_int(path: str, value: int) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(f"{value}\n")
+
+
+@contextlib.contextmanager
+def _lease_state() -> Iterator[dict[str, Any]]:
+    fd = os.open(os.path.join(LEASE_DIR, LEASE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = os.path.join(LEASE_DIR, LEASE_FILE)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            state = {}
+        before = json.dumps(state, sort_keys=True)
+        yield state
+        if json.dumps(state, sort_keys=True) != before:
+            if state.get("holders"):
+                with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                    json.dump(state, fh)
+                os.replace(path + ".tmp", path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    finally:
+        os.close(fd)
+
+
+def _proc_start(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        f = raw[raw.rindex(b")") + 2 :].split()
+        return None if f[0] in (b"Z", b"X") else int(f[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _settle(state: dict[str, Any]) -> None:
+    """Drop holders whose processes are all gone; with none left, put the original limit back."""
+    holders = [h for h in state.get("holders", []) if any(_proc_start(p) == s for p, s in h.get("pids", []))]
+    state["holders"] = holders
+    if not holders and "original" in state:
+        with contextlib.suppress(OSError, ValueError):
+            if _read_int(PIPE_MAX_FILE) != int(state["original"]):
+                _write_int(PIPE_MAX_FILE, int(state["original"]))
+                log.info("fs.pipe-max-size back to %d", int(state["original"]))
+        state.clear()
+
+
+def pipe_lease_acquire(token: str, size: int = LAZY_PIPE_SIZE) -> bool:
+    """Make pipes of SIZE possible for this post-copy; True when the host limit had to be raised
+    (then pipe_lease_release(token) must follow). Raises OSError when it cannot be raised."""
+    if big_pipes_allowed(size):
+        return False
+    with _lease_state() as state:
+        _settle(state)
+        current = _read_int(PIPE_MAX_FILE)
+        state.setdefault("original", current)
+        if current < size:
+            _write_int(PIPE_MAX_FILE, size)
+            log.warning("raised fs.pipe-max-size %d -> %d for post-copy (no CAP_SYS_RESOURCE here)", current,
+                        size)  # fmt: skip
+        state.setdefault("holders", []).append({"token": token, "pids": [[os.getpid(), _proc_start(os.getpid())]]})
+    return True
+
+
+def pipe_lease_add_pid(token: str, pid: int) -> None:
+    """Also count PID (the serving criu) as holding TOKEN's lease, so it outlives a crashed agent."""
+    with _lease_state() as state:
+        for h in state.get("holders", []):
+            if h.get("token") == token:
+                h["pids"].append([pid, _proc_start(pid)])
+
+
+def pipe_lease_release(token: str) -> None:
+    with _lease_state() as state:
+        state["holders"] = [h for h in state.get("holders", []) if h.get("token") != token]
+        _settle(state)
+
+
+def pipe_lease_settle() -> None:
+    """Agent start: put the limit back if a crashed agent left it raised with nobody using it."""
+    if not os.path.exists(os.path.join(LEASE_DIR, LEASE_FILE)):
+        return
+    with contextlib.suppress(OSError):
+        with _lease_state() as state:
+            _settle(state)

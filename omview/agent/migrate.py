@@ -1,10 +1,13 @@
 """L2 agent: live migration of a mosrun job with CRIU, both ends.
 
-Source: pre-flight -> `criu dump --leave-stopped` -> images + the job's files to the target over one
-`tar | ssh` stream -> target verifies sha256 and restores under a timeout -> on success the source
-tree is killed, on any failure it is resumed (SIGCONT to every task). A journal per migration lets a
-restarted source finish the decision, and `omview-agent mig-abort` fences a target over plain SSH
-when its agent does not answer: under a lock it either reports "committed" or aborts for good.
+Source: pre-flight -> `criu dump --leave-stopped` into a tmpfs -> images + the job's files stream to
+the target agent through the SSH master (sha256 while streaming) -> target restores under a timeout
+-> on success the source tree is killed, on any failure it is resumed (SIGCONT to every task). Big
+jobs use post-copy instead: the dump serves the pages (`--lazy-pages`) while the job already runs on
+the target, and the source is ended only once every page has arrived; any failure before the target
+resumed falls back to copying images. A journal per migration lets a restarted source finish the
+decision, and `omview-agent mig-abort` fences a target over plain SSH when its agent does not
+answer: under a lock it either reports "committed" or aborts for good.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import fcntl
 import json
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from omview.agent import criu as criumod
+from omview.agent import migstream
 from omview.agent.jobrun import JobError, JobManager, alive, start_time
 from omview.agent.jobs import Job, JobStore
 from omview.agent.peers import PeerError, PeerLinks
-from omview.agent.state import atomic_write
 from omview.model.cluster import STD_SPEED, NodeInfo
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
@@ -38,6 +43,18 @@ MIG_DIR = "mig"
 INCOMING_DIR = "incoming"
 FAULT_DIR = "faults"
 TRANSFER_TIMEOUT = 600.0
+#: the longest a post-copy may take to move every page once the job runs on the target
+PAGES_TIMEOUT = 600.0
+METHOD_IMAGES = "images"
+METHOD_LAZY = "lazy"
+#: post-copy from this resident size on (bench/migrate.py: from ~100 MB it beats copying images in
+#: frozen and in total time; small jobs copy images and never depend on two nodes)
+LAZY_MIN_BYTES = 64 << 20
+#: images go to a tmpfs when it and the memory have room for them (plus these margins)
+TMPFS = "/dev/shm"
+TMPFS_MARGIN = 64 << 20
+MEM_MARGIN = 512 << 20
+STREAM_SOCKET = "mig.sock"
 #: how long a source keeps trying to fence a target that stopped answering mid-restore
 FENCE_WINDOW = 30.0
 HISTORY_FILE = "migrations.jsonl"
@@ -45,6 +62,14 @@ HISTORY_FILE = "migrations.jsonl"
 
 class MigrationError(JobError):
     """A migration was refused or failed; the job kept running where it was (message says why)."""
+
+
+class _FallBack(Exception):
+    """Post-copy failed before the job resumed on the target: the source copy is intact, copy images."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,69 @@ def _pause(state_dir: str, name: str) -> None:
         time.sleep(min(secs, 120.0))
 
 
+def _mark(path: str, text: str) -> None:
+    """Write a small state file atomically. No fsync: these guard against a crashed *process*; a
+    crashed host takes the stopped or restored job down with it anyway, and fsyncs cost milliseconds
+    while the job is frozen."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _mem_available() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return 0
+
+
+def image_dir(link: str, name: str, need: int) -> str:
+    """Make LINK the directory for NEED bytes of images: a fresh directory in the tmpfs (LINK is then a
+    symlink to it) when the tmpfs and the memory have room, else a plain directory. Returns where."""
+    try:
+        st = os.statvfs(TMPFS)
+        room = st.f_bavail * st.f_frsize >= need + TMPFS_MARGIN and _mem_available() >= need + MEM_MARGIN
+    except OSError:
+        room = False
+    if room:
+        real = os.path.join(TMPFS, name)
+        os.makedirs(real, mode=0o700)
+        os.symlink(real, link)
+        return real
+    os.makedirs(link, mode=0o700, exist_ok=True)
+    return link
+
+
+def remove_images(link: str) -> None:
+    """Remove an image directory made by image_dir (the tmpfs copy too)."""
+    if os.path.islink(link):
+        real = os.path.realpath(link)
+        if real.startswith(TMPFS + "/omview-"):
+            shutil.rmtree(real, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+    else:
+        shutil.rmtree(link, ignore_errors=True)
+
+
+def drop_images(link: str, keep_dir: str) -> None:
+    """A failed or aborted migration: keep CRIU's logs in KEEP_DIR, free the images (tmpfs memory)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(link):
+            if name.endswith(".log"):
+                shutil.copy(os.path.join(link, name), os.path.join(keep_dir, name))
+    remove_images(link)
+
+
+def remove_tree(path: str) -> None:
+    """rmtree PATH, including tmpfs image directories its 'images' symlink points to."""
+    remove_images(os.path.join(path, "images"))
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------- target side
 
 
@@ -143,7 +231,7 @@ class Incoming:
         return os.path.exists(self.path(name))
 
     def mark(self, name: str, text: str = "") -> None:
-        atomic_write(self.path(name), text.encode())
+        _mark(self.path(name), text)
 
     def read_pid(self, name: str) -> tuple[int, int] | None:
         try:
@@ -164,15 +252,17 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
         if inc.marker("committed"):
             return "committed"
         inc.mark("aborted")
-        crit = inc.read_pid("criu.pid")
-        if crit and start_time(crit[0]) == crit[1]:
-            criumod.kill_tree(crit[0])
+        for name in ("criu.pid", "lazy.pid"):
+            crit = inc.read_pid(name)
+            if crit and start_time(crit[0]) == crit[1]:
+                criumod.kill_tree(crit[0])
         restored = inc.read_pid("restored.pid")
         if restored and start_time(restored[0]) is not None:
             criumod.kill_tree(restored[0])
         moved = inc.read_pid("moved")  # not a pid: presence means the job dir was moved in
         if moved is not None and jobs_dir:
             _move_job_dir_back(inc, jobs_dir)
+        drop_images(inc.images, inc.dir)
     return "aborted"
 
 
@@ -205,6 +295,14 @@ class Migrator:
         self.lock = threading.Lock()
         self.count = 0
         self.recent: list[dict[str, Any]] = self._load_history()
+        self._streams_lock = threading.Lock()
+        self._page_socks: dict[str, socket.socket] = {}
+        criumod.pipe_lease_settle()
+        self.listener: migstream.Listener | None = None
+        try:
+            self.listener = migstream.Listener(os.path.join(peers.sock_dir, STREAM_SOCKET), self._on_stream)
+        except OSError as exc:
+            log.error("cannot listen for migration streams (%s): arrivals will fail", exc)
 
     # ------------------------------------------------------------------ history
     def _load_history(self) -> list[dict[str, Any]]:
@@ -303,45 +401,62 @@ class Migrator:
                     self.jobs.signal(job.id, sig)
 
     def _migrate(self, job: Job, target: int, reason: str) -> dict[str, Any]:
+        rss = self.job_rss(job)
+        forced = fault_hook(self.env.state_dir, "method")  # tests: force "images" or "lazy"
+        method = forced if forced in (METHOD_IMAGES, METHOD_LAZY) else (
+            METHOD_LAZY if rss >= LAZY_MIN_BYTES else METHOD_IMAGES)  # fmt: skip
+        t0 = time.monotonic()
+        note = ""
+        if method == METHOD_LAZY:
+            try:
+                return self._attempt(job, target, reason, METHOD_LAZY, rss, t0)
+            except _FallBack as fb:
+                note = f"post-copy failed before the job resumed on node {target} ({fb.why}); copied images"
+                log.warning("migration of job %s: %s", job.id, note)
+        return self._attempt(job, target, reason, METHOD_IMAGES, rss, t0, note=note)
+
+    def _attempt(self, job: Job, target: int, reason: str, method: str, rss: int, t0: float, *,
+                 note: str = "") -> dict[str, Any]:  # fmt: skip
         me = self.env.node_id()
         criu = self.env.criu()
         assert criu is not None
         mig_id = f"{me}-{target}-{int(time.time() * 1000)}-{job.home_pid}"
         work = os.path.join(self.mig_dir, mig_id)
-        images = os.path.join(work, "images")
-        os.makedirs(images, mode=0o700)
+        os.makedirs(work, mode=0o700)
         rec: dict[str, Any] = {
             "id": mig_id, "job": job.id, "pid": job.home_pid, "source": me, "target": target, "reason": reason,
             "started": round(time.time(), 3), "bytes": 0, "dump_s": 0.0, "transfer_s": 0.0, "restore_s": 0.0,
-            "frozen_s": 0.0, "total_s": 0.0, "result": "running", "method": "images", "error": "",
+            "frozen_s": 0.0, "resumed_s": 0.0, "pages_s": 0.0, "total_s": 0.0, "result": "running",
+            "method": method, "error": "", "note": note, "phases": {}, "rss": rss,
         }  # fmt: skip
         journal = os.path.join(work, "journal.json")
+        lazy = method == METHOD_LAZY
+        address = self.peers.address(target)
 
-        def phase(name: str) -> None:
-            atomic_write(
-                journal,
-                json.dumps(
-                    {
-                        "phase": name,
-                        "job": job.id,
-                        "target": target,
-                        "address": self.peers.address(target),
-                        "mig": mig_id,
-                    }
-                ).encode(),
-            )
+        def phase(name: str, **extra: Any) -> None:
+            _mark(journal, json.dumps({"phase": name, "job": job.id, "target": target, "address": address,
+                                       "mig": mig_id, "method": method, **extra}))  # fmt: skip
 
-        t0 = time.monotonic()
+        def lap(name: str, since: float) -> float:
+            now = time.monotonic()
+            rec["phases"][name] = round(now - since, 4)
+            return now
+
         self.env.publish("migration.started", dict(rec))
-        log.info("migration %s: job %s node %d -> %d (%s)", mig_id, job.id, me, target, reason)
+        log.info("migration %s: job %s node %d -> %d (%s, %s)", mig_id, job.id, me, target, reason, method)
         dumped = False
         prepared = False
+        resumed_there = False
+        dump: subprocess.Popen[bytes] | None = None
+        lease = False
+        data: socket.socket | None = None
+        images = os.path.join(work, "images")
         try:
             phase("prepare")
-            rss = self.job_rss(job)
+            t = time.monotonic()
             try:
-                self.peers.call(target, "peer.mig.prepare", purpose="mig", timeout=30, mig={
-                    "id": mig_id, "job": job.id, "uid": job.uid, "bytes": rss + (1 << 20),
+                reply = self.peers.call(target, "peer.mig.prepare", purpose="mig", timeout=30, mig={
+                    "id": mig_id, "job": job.id, "uid": job.uid, "bytes": rss + (1 << 20), "method": method,
                     "cpu_flags": sorted(criumod.cpu_flags()),
                 })  # fmt: skip
             except AgentFault as exc:
@@ -349,32 +464,80 @@ class Migrator:
             except PeerError as exc:
                 raise MigrationError(FaultCode.NODE_DOWN, str(exc)) from None
             prepared = True
+            t = lap("prepare", t)
+            if lazy and not (reply.get("lazy") and criumod.lazy_supported(criu)):
+                raise _FallBack("userfaultfd post-copy is not available on both nodes")
+            # the streams go through the SSH master before the freeze, so their set-up costs no frozen time
+            remote = os.path.join(self.peers.sock_dir, STREAM_SOCKET)
+            pages: socket.socket | None = None
+            try:
+                data = self.peers.stream(target, remote)
+                migstream.send_line(data, {"mig": mig_id, "kind": "images"})
+                if lazy:
+                    pages = self.peers.stream(target, remote)
+                    migstream.send_line(pages, {"mig": mig_id, "kind": "pages"})
+                    ack = migstream.recv_line(pages)
+                    if not ack.get("ok"):
+                        raise _FallBack(f"node {target} did not take the page channel: {ack.get('error')}")
+                    pages.settimeout(None)  # CRIU gets this fd: it must be a plain blocking socket
+            except (PeerError, OSError, migstream.StreamError) as exc:
+                if pages is not None:
+                    pages.close()
+                if lazy:
+                    raise _FallBack(f"no page channel: {exc}") from None
+                raise MigrationError(FaultCode.MIGRATION_FAILED, f"no stream to node {target}: {exc}") from None
+            image_dir(images, f"omview-out-{mig_id}", 4 << 20 if lazy else rss + (8 << 20))
+            if lazy:
+                try:
+                    lease = criumod.pipe_lease_acquire(mig_id)
+                except OSError as exc:
+                    raise _FallBack(f"cannot raise fs.pipe-max-size for post-copy: {exc}") from None
+            t = lap("streams", t)
             self.jobs.relay_output(job)  # what the job printed so far goes out before it freezes
             phase("dump")
-            frozen_at = time.monotonic()
-            rc, rec["dump_s"], out = criumod.run_bounded(
-                criumod.dump_argv(criu, job.pid, images), timeout=criumod.DUMP_TIMEOUT
-            )
-            dumped = True
-            if rc != 0:
-                why = "timed out" if rc == -9 else f"exit {rc}"
-                raise MigrationError(
-                    FaultCode.MIGRATION_FAILED,
-                    f"criu dump {why}: {criumod.log_tail(os.path.join(images, 'dump.log'))} "
-                    f"(log kept in {images}/dump.log)",
+            t = frozen_at = time.monotonic()
+            if lazy:
+                assert pages is not None
+                dump = subprocess.Popen(
+                    criumod.lazy_dump_argv(criu, job.pid, images, pages.fileno()), cwd="/",
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    pass_fds=[pages.fileno()], start_new_session=True,
+                )  # fmt: skip
+                pages.close()
+                dumped = True
+                phase("dump", dump_pid=dump.pid, dump_start=start_time(dump.pid) or -1)
+                if lease:
+                    criumod.pipe_lease_add_pid(mig_id, dump.pid)
+                self._await_lazy_server(dump, images)
+            else:
+                rc, _, _ = criumod.run_bounded(
+                    criumod.dump_argv(criu, job.pid, images), timeout=criumod.DUMP_TIMEOUT
                 )
-            sums = criumod.checksums(images)
+                dumped = True
+                if rc != 0:
+                    why = "timed out" if rc == -9 else f"exit {rc}"
+                    raise MigrationError(
+                        FaultCode.MIGRATION_FAILED,
+                        f"criu dump {why}: {criumod.log_tail(os.path.join(images, 'dump.log'))}",
+                    )
+            t = lap("dump", t)
+            rec["dump_s"] = rec["phases"]["dump"]
             rec["bytes"] = criumod.image_bytes(images)
-            self.jobs.relay_output(job)  # frozen now: the files are final until it runs again
-            phase("transfer")
-            rec["transfer_s"] = self._transfer(job, target, mig_id, work)
-            phase("restore")
+            sums = self._send_images(data, job, target, images)
+            data.close()  # an open forwarded channel would keep the SSH master from noticing a lost peer
+            data = None
+            t = lap("transfer", t)
+            rec["transfer_s"] = rec["phases"]["transfer"]
             _pause(self.env.state_dir, "pause-before-restore-call")
-            payload = {"id": mig_id, "sums": sums, "job": job.to_dict()}
+            payload = {"id": mig_id, "sums": sums, "job": job.to_dict(), "method": method}
+            call_at = time.monotonic()
             try:
                 reply = self.peers.call(target, "peer.mig.restore", purpose="mig", retry=False,
-                                        timeout=criumod.RESTORE_TIMEOUT + 30, mig=payload)  # fmt: skip
+                                        timeout=criumod.RESTORE_TIMEOUT + (PAGES_TIMEOUT if lazy else 30),
+                                        mig=payload)  # fmt: skip
             except AgentFault as exc:
+                if lazy and "after the job resumed" not in exc.message:
+                    raise _FallBack(f"node {target}: {exc.message}") from None
                 raise MigrationError(FaultCode(exc.code), f"node {target}: {exc.message}") from None
             except PeerError as exc:
                 # the target may or may not have restored it: fence it before deciding anything
@@ -385,11 +548,28 @@ class Migrator:
                         f"node {target} stopped answering during the restore ({exc}); fenced: {outcome}",
                     ) from None
                 reply = {"pid": 0, "restore_s": 0.0, "fenced": True}
+            done_at = time.monotonic()
+            lap("restore", t)
             rec["restore_s"] = float(reply.get("restore_s", 0.0))
-            rec["frozen_s"] = round(time.monotonic() - frozen_at, 3)
+            resumed_at = call_at + float(reply["resumed_after"]) if reply.get("resumed_after") else done_at
+            resumed_at = min(resumed_at, done_at)
+            resumed_there = True
+            rec["frozen_s"] = round(resumed_at - frozen_at, 3)
+            rec["resumed_s"] = round(resumed_at - t0, 3)
+            if lazy:
+                rec["pages_s"] = round(done_at - resumed_at, 3)
+                assert dump is not None
+                try:  # every page is on the target: the dump ends by itself
+                    rc = dump.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    criumod.kill_tree(dump.pid)
+                    rc = dump.wait()
+                if rc != 0:
+                    log.warning("migration %s: criu dump exit %d after the target had every page (%s)", mig_id,
+                                rc, criumod.log_tail(os.path.join(images, "dump.log")))  # fmt: skip
             self._finish_source(job, target, rec)
             phase("done")
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             rec["result"] = "ok"
             rec["total_s"] = round(time.monotonic() - t0, 3)
             for k in ("dump_s", "transfer_s", "restore_s"):
@@ -398,90 +578,97 @@ class Migrator:
             self._record(rec)
             self.jobs.deliver(job, "moved", {"where": target, "nmigs": job.nmigs, "record": rec})
             self.env.publish("migration.done", dict(rec))
-            log.info("migration %s done: %.3f s total, %.3f s frozen, %d bytes", mig_id, rec["total_s"],
-                     rec["frozen_s"], rec["bytes"])  # fmt: skip
+            log.info("migration %s done (%s): %.3f s total, %.3f s frozen, %d bytes", mig_id, method,
+                     rec["total_s"], rec["frozen_s"], rec["bytes"])  # fmt: skip
             return rec
         except Exception as exc:
-            err = exc if isinstance(exc, MigrationError) else MigrationError(
-                FaultCode.MIGRATION_FAILED, f"{type(exc).__name__}: {exc}")  # fmt: skip
+            fallback = isinstance(exc, _FallBack)
+            if isinstance(exc, MigrationError):
+                err = exc
+            elif fallback:
+                err = MigrationError(FaultCode.MIGRATION_FAILED, exc.why)  # type: ignore[attr-defined]
+            else:
+                err = MigrationError(FaultCode.MIGRATION_FAILED, f"{type(exc).__name__}: {exc}")
             if prepared:
                 with contextlib.suppress(PeerError, AgentFault):
                     self.peers.call(target, "peer.mig.abort", purpose="mig", timeout=30, mig=mig_id)
+            if dump is not None and dump.poll() is None:
+                criumod.kill_tree(dump.pid)  # the target copy is fenced: stop serving pages
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    dump.wait(timeout=10)
             if dumped:
                 n = criumod.resume(criumod.namespace_tasks(job.pid))
                 log.warning("migration %s failed; resumed %d task(s) of job %s here", mig_id, n, job.id)
                 with contextlib.suppress(OSError):
                     phase("failed")
+                # keep CRIU's log, free the (tmpfs) images
+                with contextlib.suppress(OSError):
+                    shutil.copy(os.path.join(images, "dump.log"), os.path.join(work, "dump.log"))
+                remove_images(images)
             else:
-                shutil.rmtree(work, ignore_errors=True)
-            rec["result"] = "failed"
+                remove_tree(work)
+            rec["result"] = "fell back" if fallback and not resumed_there else "failed"
             rec["error"] = err.message + ("" if not dumped else f"; CRIU logs kept in {work}")
+            if resumed_there:
+                rec["error"] += "; the job had resumed on the target and went on from the frozen state here"
             rec["total_s"] = round(time.monotonic() - t0, 3)
             self._record(rec)
             log.warning("migration %s failed: %s", mig_id, rec["error"])
             self.env.publish("migration.failed", dict(rec))
+            if fallback and not resumed_there:
+                raise _FallBack(rec["error"]) from None
             raise MigrationError(err.code, rec["error"]) from None
+        finally:
+            if data is not None:
+                data.close()
+            if lease:
+                if dump is not None and dump.poll() is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        dump.wait(timeout=10)
+                criumod.pipe_lease_release(mig_id)
 
-    def _transfer(self, job: Job, target: int, mig_id: str, work: str) -> float:
-        """images/ and the job's directory, in one tar stream over SSH into the target's incoming dir."""
-        t0 = time.monotonic()
-        dest = os.path.join(self.incoming_dir, mig_id)  # same state_dir layout on every node
-        tar = ["tar", "-c", "-f", "-", "-C", work, "images", "-C", self.store.jobs_dir, job.dirname]
-        remote = self.peers.ssh_argv(target, "tar", "-x", "-f", "-", "-C", dest)
+    def _await_lazy_server(self, dump: subprocess.Popen[bytes], images: str) -> None:
+        """Wait until the lazy dump has written every image but the pages and serves those."""
+        log_path = os.path.join(images, "dump.log")
+        deadline = time.monotonic() + criumod.DUMP_TIMEOUT
+        seen = 0
+        while True:
+            with contextlib.suppress(OSError):
+                with open(log_path, "rb") as fh:
+                    fh.seek(max(0, seen - len(criumod.LAZY_READY)))
+                    chunk = fh.read()
+                    if criumod.LAZY_READY in chunk:
+                        return
+                    seen = fh.tell()
+            if dump.poll() is not None:
+                raise _FallBack(f"criu dump --lazy-pages exit {dump.returncode}: {criumod.log_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise _FallBack(f"criu dump --lazy-pages did not get ready in {criumod.DUMP_TIMEOUT:g} s")
+            time.sleep(0.001)
+
+    def _send_images(self, data: socket.socket | None, job: Job, target: int, images: str) -> dict[str, str]:
+        """images/ and the job's directory over the stream; the target checks every sha256."""
+        assert data is not None
         stall = fault_hook(self.env.state_dir, "stall-transfer")
-        p1 = subprocess.Popen(tar, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
-        assert p1.stdout is not None
-        if stall is None:
-            p2 = subprocess.Popen(
-                remote, stdin=p1.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/"
-            )
-            p1.stdout.close()
-        else:
-            p2 = subprocess.Popen(remote, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  cwd="/")  # fmt: skip
-            self._stalling_copy(p1, p2, float(stall or "5"))  # returns when the stream has ended
-            with contextlib.suppress(OSError, ValueError):
-                p2.stdin.close()  # type: ignore[union-attr]
-            p2.stdin = None  # communicate() below must not flush a pipe the copy already closed
         try:
-            _, err2 = p2.communicate(timeout=TRANSFER_TIMEOUT)
-            _, err1 = p1.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            for p in (p1, p2):
-                p.kill()
-                p.wait()
+            data.settimeout(TRANSFER_TIMEOUT)
+            files = migstream.collect(images, self.store.jobs_dir, job.dirname, set(criumod.LOG_NAMES))
+            sums = migstream.send_files(data, files, stall=float(stall or "5") if stall is not None else None)
+            answer = migstream.recv_line(data)
+        except (OSError, migstream.StreamError) as exc:
             raise MigrationError(
-                FaultCode.MIGRATION_FAILED, f"copy to node {target} took over {TRANSFER_TIMEOUT:g} s"
+                FaultCode.MIGRATION_FAILED, f"copying the images to node {target} failed: {exc}"
             ) from None
-        if p1.returncode != 0 or p2.returncode != 0:
-            msg = (err2 or b"").decode(errors="replace").strip() or (err1 or b"").decode(
-                errors="replace"
-            ).strip()
+        if answer.get("problems"):
             raise MigrationError(
                 FaultCode.MIGRATION_FAILED,
-                f"copying the images to node {target} failed (tar {p1.returncode}, ssh {p2.returncode}): {msg[-300:]}",
+                f"images arrived damaged on node {target}: {', '.join(answer['problems'][:5])}; nothing was restored",
             )
-        return time.monotonic() - t0
-
-    @staticmethod
-    def _stalling_copy(p1: subprocess.Popen[bytes], p2: subprocess.Popen[bytes], secs: float) -> None:
-        """Fault hook stall-transfer: pass half a megabyte, then hold the stream open for SECS."""
-        assert p1.stdout is not None and p2.stdin is not None
-        sent = 0
-        stalled = False
-        try:
-            while chunk := p1.stdout.read(65536):
-                p2.stdin.write(chunk)
-                sent += len(chunk)
-                if not stalled and sent >= 512 * 1024:
-                    p2.stdin.flush()
-                    stalled = True
-                    log.warning("fault hook stall-transfer: holding the stream for %.1f s", secs)
-                    time.sleep(secs)
-            p2.stdin.close()
-        except (BrokenPipeError, OSError, ValueError):
-            with contextlib.suppress(OSError):
-                p1.kill()
+        if not answer.get("ok"):
+            raise MigrationError(
+                FaultCode.MIGRATION_FAILED, f"copying the images to node {target} failed: {answer.get('error')}"
+            )
+        return sums
 
     def _finish_source(self, job: Job, target: int, rec: dict[str, Any]) -> None:
         """The target owns the job now: end the stopped copy here, keep a forwarding record."""
@@ -544,22 +731,64 @@ class Migrator:
             outcome = "aborted"
             if j.get("phase") in ("transfer", "restore", "prepare", "dump"):
                 outcome = self.fence(target, mig_id)
+            dump_pid = int(j.get("dump_pid", 0))
+            if dump_pid and start_time(dump_pid) == j.get("dump_start"):
+                if outcome != "committed":
+                    criumod.kill_tree(dump_pid)  # a post-copy source still serving pages to a fenced target
+                else:
+                    with contextlib.suppress(OSError):  # committed: the target has every page already
+                        os.kill(dump_pid, signal.SIGKILL)
+            remove_images(os.path.join(self.mig_dir, mig_id, "images"))
             if job is not None and outcome == "committed":
                 self._finish_source(job, target, {"id": mig_id, "result": "ok", "recovered": True})
                 self.jobs.deliver(job, "moved", {"where": target, "nmigs": job.nmigs})
             elif job is not None and job.pid:
                 n = criumod.resume(criumod.namespace_tasks(job.pid))
                 log.warning("resumed %d task(s) of job %s after the interrupted migration", n, job.id)
-            atomic_write(
-                path, json.dumps({**j, "phase": "failed" if outcome != "committed" else "done"}).encode()
-            )
+            _mark(path, json.dumps({**j, "phase": "failed" if outcome != "committed" else "done"}))
 
     # ------------------------------------------------------------------ target side
+    def _on_stream(self, conn: socket.socket, head: dict[str, Any]) -> bool:
+        """A stream from a source agent (through its SSH master): images, or a page channel to keep."""
+        me = self.env.node_id()
+        inc = Incoming(self.env.state_dir, str(head.get("mig", "")))
+        if not os.path.isdir(inc.dir) or inc.marker("aborted"):
+            migstream.send_line(conn, {"ok": False, "error": f"migration {head.get('mig')} is not prepared on "
+                                                             f"node {me}"})  # fmt: skip
+            return False
+        if head.get("kind") == "pages":
+            conn.settimeout(None)  # CRIU gets this fd: it must be a plain blocking socket
+            with self._streams_lock:
+                self._page_socks[os.path.basename(inc.dir)] = conn
+            migstream.send_line(conn, {"ok": True})
+            return True
+        if head.get("kind") != "images":
+            return False
+        conn.settimeout(TRANSFER_TIMEOUT)
+        damage = fault_hook(self.env.state_dir, "corrupt-image") is not None
+        try:
+            res = migstream.receive_files(conn, inc.images, inc.dir, damage_largest=damage, node=me)
+        except (OSError, migstream.StreamError) as exc:
+            log.warning("migration %s: image stream broke: %s", head.get("mig"), exc)
+            return False
+        try:
+            inc.mark("received.json", json.dumps(res))
+        except OSError as exc:
+            res["ok"] = False
+            res["error"] = res["error"] or f"cannot write in {inc.dir} on node {me}: {exc.strerror}"
+        migstream.send_line(conn, {k: res[k] for k in ("ok", "error", "problems", "bytes")})
+        return False
+
+    def _take_page_sock(self, mig_id: str) -> socket.socket | None:
+        with self._streams_lock:
+            return self._page_socks.pop(mig_id, None)
+
     def prepare(self, mig: dict[str, Any]) -> dict[str, Any]:
         me = self.env.node_id()
         if self.env.blocked():
             raise MigrationError(FaultCode.BLOCKED, f"node {me} blocks arriving processes")
-        if self.env.criu() is None:
+        criu = self.env.criu()
+        if criu is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me}")
         missing = sorted(set(mig.get("cpu_flags", [])) - criumod.cpu_flags())
         if missing:
@@ -567,33 +796,56 @@ class Migrator:
                 FaultCode.CANT_MOVE,
                 f"the CPU of node {me} lacks features the process may use: {' '.join(missing[:8])}",
             )
+        lazy = mig.get("method") == METHOD_LAZY
         need = int(mig.get("bytes", 0))
-        st = os.statvfs(self.incoming_dir)
-        free = st.f_bavail * st.f_frsize
-        if free < need + (8 << 20):
-            raise MigrationError(
-                FaultCode.MIGRATION_FAILED,
-                f"not enough space on node {me}: {free >> 20} MiB free in {self.incoming_dir}, "
-                f"need about {need >> 20} MiB",
-            )
         existing = self.store.get(str(mig.get("job")))
         if existing is not None and existing.where == me and existing.state == "running":
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"job {existing.id} already runs on node {me}")
         inc = Incoming(self.env.state_dir, str(mig["id"]))
-        os.makedirs(inc.images, mode=0o700, exist_ok=True)
-        return {"incoming": inc.dir}
+        os.makedirs(inc.dir, mode=0o700, exist_ok=True)
+        where = image_dir(inc.images, f"omview-in-{mig['id']}", 4 << 20 if lazy else need)
+        # the images need room where they go; the job's own files always go next to the jobs dir
+        checks = [(where, 0 if lazy else need), (self.incoming_dir, 0)]
+        for path, want in checks:
+            st = os.statvfs(path)
+            free = st.f_bavail * st.f_frsize
+            if free < want + (8 << 20):
+                remove_tree(inc.dir)
+                raise MigrationError(
+                    FaultCode.MIGRATION_FAILED,
+                    f"not enough space on node {me}: {free >> 20} MiB free in {path}, need about {want >> 20} MiB",
+                )
+        return {"incoming": inc.dir, "images": where, "lazy": lazy and criumod.lazy_supported(criu)}
 
     def restore(self, mig: dict[str, Any]) -> dict[str, Any]:
         me = self.env.node_id()
         criu = self.env.criu()
+        t_call = time.monotonic()
         inc = Incoming(self.env.state_dir, str(mig["id"]))
         job = Job.from_dict(mig["job"])
+        lazy = mig.get("method") == METHOD_LAZY
+        pages = self._take_page_sock(str(mig["id"])) if lazy else None
+        try:
+            return self._restore(mig, inc, job, criu, me, t_call, pages)
+        except MigrationError:
+            if os.path.isdir(inc.dir):
+                drop_images(inc.images, inc.dir)
+            raise
+        finally:
+            if pages is not None:
+                pages.close()
+
+    def _restore(self, mig: dict[str, Any], inc: Incoming, job: Job, criu: str | None, me: int, t_call: float,
+                 pages: socket.socket | None) -> dict[str, Any]:  # fmt: skip
+        lazy = mig.get("method") == METHOD_LAZY
         if not os.path.isdir(inc.dir):
             raise MigrationError(
                 FaultCode.BAD_ARGUMENT, f"migration {mig['id']} was not prepared on node {me}"
             )
         if criu is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me}")
+        if lazy and pages is None:
+            raise MigrationError(FaultCode.MIGRATION_FAILED, f"no page channel for {mig['id']} on node {me}")
         _pause(self.env.state_dir, "pause-before-restore")
         with inc.locked():
             if inc.marker("aborted"):
@@ -602,14 +854,24 @@ class Migrator:
                 raise MigrationError(
                     FaultCode.BLOCKED, f"node {me} blocks arriving processes (set after the pre-flight)"
                 )
-        if fault_hook(self.env.state_dir, "corrupt-image") is not None:
-            _corrupt_largest(inc.images)
-        problems = criumod.verify(inc.images, dict(mig["sums"]))
+        # the receiver hashed every byte as it arrived and compared with the source's sums
+        try:
+            with open(inc.path("received.json"), encoding="utf-8") as fh:
+                got = json.load(fh)
+        except (OSError, ValueError):
+            raise MigrationError(FaultCode.MIGRATION_FAILED, f"the images did not arrive on node {me}") from None
+        expected = dict(mig["sums"])
+        problems = list(got.get("problems", []))
+        if not problems and got.get("sums") != expected:
+            problems = [f"{k.split(':', 1)[1]} differs (sha256)" for k in sorted(expected)
+                        if got.get("sums", {}).get(k) != expected[k]] or ["the file set differs"]  # fmt: skip
         if problems:
             raise MigrationError(
                 FaultCode.MIGRATION_FAILED,
                 f"images arrived damaged on node {me}: {', '.join(problems[:5])}; nothing was restored",
             )
+        if not got.get("ok"):
+            raise MigrationError(FaultCode.MIGRATION_FAILED, f"the images did not arrive whole: {got.get('error')}")
         dest = self.store.job_dir(job)
         src = os.path.join(inc.dir, job.dirname)
         if not os.path.isdir(src):
@@ -623,16 +885,34 @@ class Migrator:
             os.replace(src, dest)  # CRIU reopens the job's files at the very same path
             inc.mark("moved", "1")
         pidfile = inc.path("restored.pid.criu")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pidfile)
         extra: list[str] = []
         script = fault_hook(self.env.state_dir, "restore-action-script")
         if script:
             extra = ["--action-script", script]
+        lazyd: subprocess.Popen[bytes] | None = None
+        if lazy:
+            assert pages is not None
+            extra.append("--lazy-pages")
+            lazyd = self._start_lazy_daemon(criu, inc, pages)
         t0 = time.monotonic()
         proc = subprocess.Popen(
             criumod.restore_argv(criu, inc.images, pidfile, extra=extra), cwd="/", stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         inc.mark("criu.pid", f"{proc.pid} {start_time(proc.pid) or -1}")
+        restoring = threading.Event()
+        restoring.set()
+        if lazyd is not None:
+            # a page daemon that dies while the restore waits for it leaves the restore hanging
+            def watch(daemon: subprocess.Popen[bytes] = lazyd) -> None:
+                daemon.wait()
+                if restoring.is_set() and daemon.returncode != 0:
+                    log.warning("criu lazy-pages exit %s during the restore; stopping the restore", daemon.returncode)
+                    criumod.kill_tree(proc.pid)
+
+            threading.Thread(target=watch, name="lazy-watch", daemon=True).start()
         try:
             proc.communicate(timeout=criumod.RESTORE_TIMEOUT)
             rc = proc.returncode
@@ -640,7 +920,9 @@ class Migrator:
             criumod.kill_tree(proc.pid)
             proc.communicate()
             rc = -9
+        restoring.clear()
         restore_s = time.monotonic() - t0
+        resumed_after = time.monotonic() - t_call
         new_pid = 0
         with contextlib.suppress(OSError, ValueError):
             with open(pidfile, encoding="ascii") as fh:
@@ -648,11 +930,14 @@ class Migrator:
         new_start = start_time(new_pid) if new_pid else None
         if new_start is not None:
             inc.mark("restored.pid", f"{new_pid} {new_start}")
-        logpath = os.path.join(inc.images, "restore.log")
+        logpath = os.path.join(inc.dir, "restore.log")  # where drop_images keeps it after a failure
 
         def undo(why: str) -> MigrationError:
             if new_pid and new_start is not None:
                 criumod.kill_tree(new_pid)
+            if lazyd is not None and lazyd.poll() is None:
+                criumod.kill_tree(lazyd.pid)
+                lazyd.wait()
             with inc.locked():
                 _move_job_dir_back(inc, self.store.jobs_dir)
             return MigrationError(FaultCode.MIGRATION_FAILED, f"restore on node {me} failed: {why}")
@@ -663,7 +948,25 @@ class Migrator:
                 if rc == -9
                 else f"criu restore exit {rc}"
             )
-            raise undo(f"{why}: {criumod.log_tail(logpath)} (log kept in {logpath})")
+            tail = criumod.log_tail(os.path.join(inc.images, "restore.log"))
+            raise undo(f"{why}: {tail} (log kept in {logpath})")
+        pages_s = 0.0
+        if lazyd is not None:
+            # the job runs here now, but its memory is still arriving: it needs both nodes until the
+            # daemon has every page. Only then is the migration committed (and the source ended).
+            try:
+                lrc = lazyd.wait(timeout=PAGES_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                criumod.kill_tree(lazyd.pid)
+                lrc = lazyd.wait()
+            pages_s = time.monotonic() - t0 - restore_s
+            if lrc != 0:
+                lazylog = os.path.join(inc.images, "lazy.log")
+                with contextlib.suppress(OSError):
+                    shutil.copy(lazylog, os.path.join(inc.dir, "lazy.log"))
+                lazylog = os.path.join(inc.dir, "lazy.log")
+                raise undo(f"post-copy failed after the job resumed (criu lazy-pages exit {lrc}: "
+                           f"{criumod.log_tail(lazylog)}); the copy here was killed")  # fmt: skip
         _pause(self.env.state_dir, "pause-after-restore")
         with inc.locked():
             if inc.marker("aborted"):
@@ -682,35 +985,49 @@ class Migrator:
             raise MigrationError(
                 FaultCode.MIGRATION_FAILED, f"migration {mig['id']} was aborted during the restore"
             )
-        shutil.rmtree(inc.images, ignore_errors=True)
-        log.info(
-            "job %s arrived (migration %s): init pid %d, restore %.3f s",
-            job.id,
-            mig["id"],
-            new_pid,
-            restore_s,
-        )
-        return {"pid": new_pid, "restore_s": round(restore_s, 3), "node": me}
+        remove_images(inc.images)
+        log.info("job %s arrived (migration %s): init pid %d, restore %.3f s, pages %.3f s", job.id, mig["id"],
+                 new_pid, restore_s, pages_s)  # fmt: skip
+        return {"pid": new_pid, "restore_s": round(restore_s, 3), "node": me,
+                "resumed_after": round(resumed_after, 4), "pages_s": round(pages_s, 3)}  # fmt: skip
+
+    def _start_lazy_daemon(self, criu: str, inc: Incoming, pages: socket.socket) -> subprocess.Popen[bytes]:
+        """`criu lazy-pages` on the page channel; returns once it is ready for the restore."""
+        r, w = os.pipe()
+        try:
+            lazyd = subprocess.Popen(
+                criumod.lazy_pages_argv(criu, inc.images, pages.fileno(), w), cwd="/", stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=[pages.fileno(), w],
+                start_new_session=True,
+            )  # fmt: skip
+            os.close(w)
+            w = -1
+            inc.mark("lazy.pid", f"{lazyd.pid} {start_time(lazyd.pid) or -1}")
+            ready, _, _ = select.select([r], [], [], 30.0)
+            if not ready or os.read(r, 1) != b"\0":
+                criumod.kill_tree(lazyd.pid)
+                lazyd.wait()
+                raise MigrationError(
+                    FaultCode.MIGRATION_FAILED,
+                    f"criu lazy-pages did not start: {criumod.log_tail(os.path.join(inc.images, 'lazy.log'))}",
+                )
+            return lazyd
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
 
     def abort(self, mig_id: str) -> str:
+        sock = self._take_page_sock(mig_id)
+        if sock is not None:
+            sock.close()
         return abort_incoming(self.env.state_dir, mig_id, self.store.jobs_dir)
 
     def cleanup_incoming(self, max_age: float = 3600.0) -> None:
-        """Drop arrival directories of finished or abandoned migrations."""
+        """Drop arrival directories (and tmpfs images) of finished or abandoned migrations."""
         now = time.time()
         for name in os.listdir(self.incoming_dir):
             path = os.path.join(self.incoming_dir, name)
             with contextlib.suppress(OSError):
                 if now - os.path.getmtime(path) > max_age:
-                    shutil.rmtree(path, ignore_errors=True)
-
-
-def _corrupt_largest(images: str) -> None:
-    """Fault hook corrupt-image: truncate the largest image (a short copy; the worst case for CRIU)."""
-    files = [os.path.join(images, n) for n in os.listdir(images)]
-    files = [f for f in files if os.path.isfile(f)]
-    if files:
-        big = max(files, key=os.path.getsize)
-        log.warning("fault hook corrupt-image: truncating %s", big)
-        with open(big, "r+b") as fh:
-            fh.truncate(max(0, os.path.getsize(big) // 2))
+                    remove_tree(path)

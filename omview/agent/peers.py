@@ -5,8 +5,11 @@ multiplexed (ControlMaster) for the bulk streams and fencing commands of migrati
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +40,11 @@ class PeerLinks:
         self._locks: dict[tuple[int, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
+    @property
+    def sock_dir(self) -> str:
+        """The agent's socket directory (run_dir is its peers/ subdirectory); the same on every node."""
+        return os.path.dirname(self.run_dir.rstrip("/"))
+
     def address(self, node: int) -> str:
         addr = self.resolve(node)
         if not addr:
@@ -52,6 +60,46 @@ class PeerLinks:
             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-c", CIPHERS,
             "-l", "root", self.address(node), *command,
         ]  # fmt: skip
+
+    def control_argv(self, node: int, *args: str) -> list[str]:
+        """`ssh -O ...` against the master connection to NODE (forward, cancel, check)."""
+        return ["ssh", "-o", "BatchMode=yes", "-o", f"ControlPath={self.run_dir}/ssh-%C", *args,
+                "-l", "root", self.address(node)]  # fmt: skip
+
+    def stream(self, node: int, remote_path: str, *, timeout: float = 10.0) -> socket.socket:
+        """A connection to the Unix socket REMOTE_PATH on NODE, through the SSH master: a local socket
+        forwarded with `ssh -O forward -L` (root-only, set up once per master and reused). Needs a
+        live master, i.e. a peer link to NODE (call() makes one)."""
+        local = os.path.join(self.run_dir, f"fwd-{node}.sock")
+        with self._lock((node, "forward")):
+            return self._stream(node, local, remote_path, timeout)
+
+    def _stream(self, node: int, local: str, remote_path: str, timeout: float) -> socket.socket:
+        for attempt in (1, 2):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(local)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if attempt == 2:
+                    raise PeerError(f"node {node}: no stream through ssh ({exc.strerror or exc})") from exc
+            # no forward yet, or one of a master that is gone: (re)make it on the current master
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(local)
+            old = os.umask(0o177)
+            try:
+                res = subprocess.run(self.control_argv(node, "-O", "forward", "-L", f"{local}:{remote_path}"),
+                                     capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/")  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise PeerError(f"node {node}: ssh -O forward failed: {exc}") from exc
+            finally:
+                os.umask(old)
+            if res.returncode != 0:
+                msg = res.stderr.decode(errors="replace").strip()[-200:]
+                raise PeerError(f"node {node}: ssh -O forward failed (exit {res.returncode}): {msg}")
+        raise AssertionError("not reached")
 
     def _lock(self, key: tuple[int, str]) -> threading.Lock:
         with self._guard:
@@ -80,7 +128,8 @@ class PeerLinks:
                         )  # fmt: skip
                         self._links[key] = client
                     return client.call(op, timeout=timeout, **args)
-                except (TransportError, AgentUnavailable, TimeoutError, OSError) as exc:
+                except (TransportError, AgentUnavailable, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
+                    # TimeoutExpired: the remote end closed but ssh lingers (a multiplexed stream is still open)
                     self._drop(key)
                     # only a broken *connection* is retried; a timeout may mean the peer is still working
                     if attempt == 2 or not retry or isinstance(exc, TimeoutError):

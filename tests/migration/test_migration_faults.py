@@ -76,6 +76,26 @@ def pids_with_cmdline(prefix: bytes) -> list[int]:
     return out
 
 
+def descendants(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            kids.setdefault(_ppid_or_0(int(p)), []).append(int(p))
+    out, todo = [], list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += kids.get(pid, [])
+    return out
+
+
+def _ppid_or_0(pid: int) -> int:
+    try:
+        return ppid(pid)
+    except (OSError, ValueError):
+        return 0
+
+
 def ppid(pid: int) -> int:
     raw = Path(f"/proc/{pid}/stat").read_bytes()
     return int(raw[raw.rindex(b")") + 2 :].split()[1])
@@ -116,17 +136,23 @@ def test_target_agent_killed_mid_restore_and_ssh_cut_mid_transfer(make_cluster: 
     all_up(cluster)
     assert len(copies(dep.job)) == 1
 
-    # 2. the SSH session carrying the images is cut in the middle of the copy
+    # 2. the SSH connection carrying the images is cut in the middle of the copy
     hook(cluster, 1, "stall-transfer", "4")
+    earlier = set(incoming(cluster, 2))
     mig = start_migrate(cluster, 1, dep.pid, 2)
 
-    def remote_tar() -> list[int]:
+    def images_arriving() -> bool:
         if mig.poll() is not None:
             raise AssertionError(f"migrate ended early: {mig.communicate()}")
-        return pids_with_cmdline(b"tar\0-x\0-f\0-\0-C\0/var/lib/omview/incoming/")
+        return any(f.stat().st_size > 0 for d in set(incoming(cluster, 2)) - earlier for f in d.glob("images/*"))
 
-    tars = wait(remote_tar, 30, "the remote tar")
-    os.kill(ppid(tars[0]), 9)  # the sshd session process: the connection is gone
+    wait(images_arriving, 30, "the images to start arriving on node 2")
+    # every sshd process serving a connection to node 2: the streams, the peer links, the master
+    sessions = [p for p in descendants(cluster.node(2).sshd_pid)
+                if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sshd: ")]  # fmt: skip
+    assert sessions
+    for pid in sessions:
+        os.kill(pid, 9)
     out, err = mig.communicate(timeout=120)
     assert mig.returncode == 3 and "copying the images to node 2 failed" in err, (out, err)
     (state(cluster, 1) / "faults" / "stall-transfer").unlink()

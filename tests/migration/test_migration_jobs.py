@@ -169,6 +169,8 @@ def test_refusals_are_clear(make_cluster: Callable[..., Cluster]) -> None:
         # a process that was not started with mosrun (a plain one with a terminal-less life)
         plain = cluster.popen(1, ["sleep", "60"], stdin=subprocess.DEVNULL)
         try:
+            # nsenter joins the node's namespaces, then execs sleep: until then it is not node 1's process
+            wait(lambda: open(f"/proc/{plain.pid}/comm").read().strip() == "sleep", 10, "sleep to start in node 1")
             with client(cluster, 1) as c, pytest.raises(AgentFault) as e:
                 c.call("proc.migrate", pid=plain.pid, target="2")
             assert e.value.code == FaultCode.CANT_MOVE and "not started with mosrun" in e.value.message
