@@ -117,6 +117,7 @@ def finish_intact(cluster: Cluster, dep: Deputy, where: int) -> None:
 def test_target_agent_killed_mid_restore_and_ssh_cut_mid_transfer(make_cluster: Callable[..., Cluster],
                                                                    tmp_path: Path) -> None:  # fmt: skip
     cluster = all_up(make_cluster(2))
+    hook(cluster, 1, "method", "images")  # the copy path; post-copy faults: test_migration_postcopy.py
     # 1. the target's agent dies while criu restore is half way (paused in its pre-resume action)
     script = tmp_path / "pause.sh"
     script.write_text('#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] && sleep 3\nexit 0\n')
@@ -165,6 +166,7 @@ def test_target_agent_killed_mid_restore_and_ssh_cut_mid_transfer(make_cluster: 
 
 def test_disk_full_corrupt_image_and_block_before_restore(make_cluster: Callable[..., Cluster]) -> None:
     cluster = all_up(make_cluster(2))
+    hook(cluster, 1, "method", "images")  # the copy path; post-copy faults: test_migration_postcopy.py
     dep = Deputy(cluster, 1, [PY, COUNTER, str(N), "0.05", "24"])  # ~24 MiB of random ballast
     dep.wait_started()
     # 1. the target's disk fills up while the images are on their way
@@ -204,6 +206,7 @@ def test_disk_full_corrupt_image_and_block_before_restore(make_cluster: Callable
 
 def test_source_agent_restarted_during_a_migration(make_cluster: Callable[..., Cluster]) -> None:
     cluster = all_up(make_cluster(2))
+    hook(cluster, 1, "method", "images")  # the copy path; post-copy faults: test_migration_postcopy.py
     dep = Deputy(cluster, 1, [PY, COUNTER, str(N), "0.05"])  # node 1 is source, home and the deputy's agent
     dep.wait_started()
     hook(cluster, 1, "stall-transfer", "3")
