@@ -82,6 +82,7 @@ class Agent:
         self.sampler = Sampler(self.scope, cpus=cfg.cpus, memory=cfg.memory)
         self.criu = CriuProbe(cfg.criu)
         self.lister = ProcessLister(self.scope, self.criu)
+        self._pid_check_backoff = 0.0
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
         self.server = Server(
             cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients
@@ -540,15 +541,58 @@ class Agent:
         pid = args.get("pid")
         cpu = self.sample.cpu if self.sample else {}
         procs = await self._in_worker(
-            lambda: self._with_jobs(
+            lambda: self._away_rows(self._with_jobs(self._pid_reasons(
                 self.lister.list(
                     node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
                 )
-            )
+            )), pid)
         )
         if pid is not None and not procs:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
         return [p.to_dict() for p in procs]
+
+    def _pid_reasons(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
+        """A process outside a PID namespace of its own moves only where all its PIDs are free: ask the
+        first other node that is up (one batched peer.proc.check), and say which PID is taken there."""
+        checks = dict(self.lister.pid_checks)
+        me = self.membership.node_id
+        if not checks or time.monotonic() < self._pid_check_backoff:
+            return procs
+        others = sorted(n for n, info in self.fresh_nodes().items() if n != me and info.up and not info.block)
+        if not others:
+            return procs
+        node = others[0]
+        wanted = sorted({p for pids in checks.values() for p in pids})
+        try:
+            taken = self.peers.call(node, "peer.proc.check", timeout=5, pids=wanted, files=[], source=me)
+        except Exception as exc:  # noqa: BLE001 - a list must not fail because a peer does not answer
+            log.info("cannot ask node %d which PIDs are in use (%s)", node, exc)
+            self._pid_check_backoff = time.monotonic() + 10.0
+            return procs
+        used = {int(x.split()[1]) for x in taken.get("problems", []) if x.startswith("pid ")}
+        out = []
+        for p in procs:
+            clash = [x for x in checks.get(p.pid, []) if x in used]
+            out.append(replace(p, cantmove=f"pid {clash[0]} in use on node {node}") if clash and not p.cantmove
+                       else p)  # fmt: skip
+        return out
+
+    def _away_rows(self, procs: list[ProcessInfo], pid: int | None) -> list[ProcessInfo]:
+        """Adopted processes of this node running elsewhere have no deputy here: a row from the record."""
+        me = self.membership.node_id
+        have = {p.pid for p in procs}
+        for job in self.jobstore.all():
+            if not (job.adopted and job.home == me and job.where != me and job.state == "running"):
+                continue
+            if job.home_pid in have or (pid is not None and pid != job.home_pid):
+                continue
+            procs.append(ProcessInfo(
+                pid=job.home_pid, ppid=0, uid=job.uid, user=self.lister.user(job.uid), state="R", nice=0,
+                cpu=0.0, rss=0, threads=1, name=os.path.basename(job.argv[0])[:15] if job.argv else "?",
+                cmdline=tuple(job.argv), home=me, where=job.where, lock=job.lock, nmigs=job.nmigs,
+                cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id,
+            ))  # fmt: skip
+        return procs
 
     def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""

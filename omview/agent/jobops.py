@@ -5,17 +5,22 @@ and admin.bring, the peer.* requests agents send each other); blocking work runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from omview.agent import adopt
 from omview.agent.jobrun import JobError, start_time
 from omview.agent.jobs import HINTS, Job, parse_job_id
 from omview.agent.migrate import MigrationError, best_node
 from omview.agent.peers import PeerError
+from omview.agent.procs import real_uid
+from omview.agent.sampler import read_stat
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
@@ -59,6 +64,7 @@ class JobOps:
             "peer.mig.prepare": self.peer_mig_prepare,
             "peer.mig.restore": self.peer_mig_restore,
             "peer.mig.abort": self.peer_mig_abort,
+            "peer.proc.check": self.peer_proc_check,
         }
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -205,11 +211,15 @@ class JobOps:
             if found is None:
                 if not os.path.exists(f"/proc/{pid}") or not self.a.scope.contains(pid):
                     raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.me}")
-                raise OpFault(
-                    FaultCode.CANT_MOVE,
-                    f"process {pid} was not started with mosrun: only mosrun jobs migrate in this release "
-                    "(it would need a free PID and no terminal on the target)",
-                )
+                uid = real_uid(pid)
+                if uid is None:
+                    raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.me}")
+                if conn.uid != 0 and conn.uid != uid:
+                    raise OpFault(
+                        FaultCode.PERMISSION_DENIED,
+                        f"process {pid} belongs to uid {uid}; you (uid {conn.uid}) may only move your own",
+                    )
+                return await self._run(self.migrate_plain, pid, target)
             job = found
         else:
             raise OpFault(FaultCode.BAD_ARGUMENT, "proc.migrate needs pid or job")
@@ -222,6 +232,105 @@ class JobOps:
                     FaultCode.BAD_ARGUMENT, f"target {target!r} is not a node ID, 'home' or 'best'"
                 ) from None
         return await self._run(self.migrate_anywhere, job.id, target, "request")
+
+    def migrate_plain(self, pid: int, spec: str) -> dict[str, Any]:
+        """A process not started with mosrun: check it here and on the target, then adopt it as a job
+        (home = this node, home PID = PID) and move it like one; on failure it stays a plain process."""
+        me = self.me
+        lister = self.a.lister
+        cache: dict[Any, set[str]] = {}
+        st = read_stat(pid)
+        why = lister.blocked(st, cache) if st is not None else f"process {pid} ended meanwhile"
+        f = None
+        if not why:
+            f = adopt.facts(pid, my_ns=lister.agent_ns, blocked=lambda p: lister.blocked_pid(p, cache))
+            why = f.reason
+        if why or f is None:
+            raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {why}")
+        if spec == "home":
+            raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on its home node {me}")
+        nodes = self.a.fresh_nodes()
+        if spec == "best":
+            target = best_node(nodes, me)
+            if target == me:
+                raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on the best node ({me})")
+        else:
+            try:
+                target = int(spec, 0)
+            except ValueError:
+                raise MigrationError(
+                    FaultCode.BAD_ARGUMENT, f"target {spec!r} is not a node ID, 'home' or 'best'"
+                ) from None
+        info = nodes.get(target)
+        if target == me:
+            raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on node {me}")
+        if info is None:
+            known = ", ".join(str(n) for n in sorted(nodes)) or "none"
+            raise MigrationError(FaultCode.NO_SUCH_NODE, f"no node {target} in this cluster (known: {known})")
+        if not info.up:
+            raise MigrationError(FaultCode.NODE_DOWN, f"node {target} is down")
+        if info.block:
+            raise MigrationError(FaultCode.BLOCKED, f"node {target} blocks arriving processes")
+        if self.a.criu.status.path is None or not self.a.criu.status.ok:
+            raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
+        try:
+            reply = self.a.peers.call(target, "peer.proc.check", timeout=30, pids=f.pids, files=f.files,
+                                      source=me)  # fmt: skip
+        except AgentFault as exc:
+            raise MigrationError(FaultCode(exc.code), f"node {target}: {exc.message}") from None
+        except PeerError as exc:
+            raise MigrationError(FaultCode.NODE_DOWN, str(exc)) from None
+        problems = list(reply.get("problems", []))
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {'; '.join(problems[:3])}{more}")
+        if not f.ns_init:
+            # its PIDs are free there (a real multi-kernel cluster); restoring a tree of the root PID
+            # namespace with its own PIDs is not implemented: only namespace inits are adopted
+            raise MigrationError(
+                FaultCode.CANT_MOVE,
+                f"process {pid} cannot move: it is not the init of its own PID namespace (this release moves "
+                "plain processes only as such a tree, e.g. started with `unshare --pid --fork setsid CMD`)",
+            )
+        job = self._adopt(pid)
+        try:
+            return self.a.migrator.migrate(job.id, str(target), reason="request")
+        except JobError:
+            cur = self.a.jobstore.get(job.id)
+            if cur is not None and cur.where == me:
+                self.a.jobstore.remove(job.id)  # rolled back: a plain process again
+                shutil.rmtree(self.a.jobstore.job_dir(job), ignore_errors=True)
+            raise
+
+    def _adopt(self, pid: int) -> Job:
+        me = self.me
+        pid_start = start_time(pid)
+        if pid_start is None:
+            raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"process {pid} ended meanwhile")
+        raw = b""
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                raw = fh.read()
+        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a] or [f"pid {pid}"]
+        cwd = "/"
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        st = os.stat(f"/proc/{pid}")
+        job = Job(
+            id=f"{me}:{pid}", home=me, home_pid=pid, home_start=pid_start, argv=argv, cwd=cwd, uid=st.st_uid,
+            gid=st.st_gid, where=me, pid=pid, pid_start=pid_start, created=round(time.time(), 3), adopted=True,
+        )  # fmt: skip
+        d = self.a.jobstore.job_dir(job)
+        if os.path.isdir(d):
+            os.replace(d, f"{d}.old-{int(time.time())}")
+        os.makedirs(d, mode=0o755)
+        # the process's output stays where its fds point; the job's directory (which travels with it)
+        # only says where it came from
+        with open(os.path.join(d, "adopted"), "w", encoding="utf-8") as fh:
+            fh.write(f"{me}:{pid} {pid_start} {' '.join(argv)[:1000]}\n")
+        self.a.jobstore.put(job)
+        log.info("adopted process %d as job %s (%s)", pid, job.id, " ".join(argv)[:200])
+        return job
 
     def migrate_anywhere(self, job_id: str, target: str, reason: str) -> dict[str, Any]:
         """Migrate a job wherever it runs (forwarded to the hosting agent when that is not us)."""
@@ -330,6 +439,14 @@ class JobOps:
 
     async def peer_mig_restore(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(self.a.migrator.restore, args["mig"])
+
+    async def peer_proc_check(self, conn: Connection, args: dict[str, Any]) -> Any:
+        pids = [int(p) for p in args["pids"] if isinstance(p, int) and p > 0]
+        files = [f for f in args["files"] if isinstance(f, dict)]
+        problems = await self._run(adopt.check_here, self.me, pids, files, int(args.get("source", 0)))
+        if self.a.flags.block:
+            problems.insert(0, f"node {self.me} blocks arriving processes")
+        return {"node": self.me, "problems": problems}
 
     async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(self.a.migrator.abort, args["mig"])

@@ -88,6 +88,8 @@ class JobManager:
         #: jobs being migrated from here: job id -> signals that arrived meanwhile
         self.migrating: dict[str, list[int]] = {}
         self._backoff: dict[int, float] = {}
+        #: wait statuses of reaped children (restored trees are ours: their exit status is only here)
+        self.reaped: dict[int, int] = {}
         self._tick_lock = threading.Lock()
 
     # ------------------------------------------------------------------ launch
@@ -209,7 +211,7 @@ class JobManager:
                     self._watch(job)
                 elif job.where == me and job.state in ("exited", "lost") and not job.exit_reported:
                     self._report_exit(job)
-                if job.home == me and job.state == "running" and job.home_start:
+                if job.home == me and job.state == "running" and job.home_start and not job.adopted:
                     if not alive(job.home_pid, job.home_start):
                         self._deputy_gone(job)
         except Exception:
@@ -223,8 +225,15 @@ class JobManager:
         for pid in self._zombie_children():
             if pid in mine:
                 continue
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+            self._reap(pid)
+
+    def _reap(self, pid: int) -> None:
+        with contextlib.suppress(ChildProcessError, OSError):
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                self.reaped[got] = status
+                while len(self.reaped) > 256:
+                    del self.reaped[next(iter(self.reaped))]
 
     def _zombie_children(self) -> list[int]:
         me = os.getpid()
@@ -262,8 +271,7 @@ class JobManager:
         if proc is not None:
             proc.poll()  # reaps unshare when the job ends
         if job.pid and criumod.proc_state(job.pid) == "Z":
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(job.pid, os.WNOHANG)
+            self._reap(job.pid)
         before = (job.out_sent, job.err_sent)
         self.relay_output(job)
         if alive(job.pid, job.pid_start):
@@ -273,6 +281,9 @@ class JobManager:
         # ended: its files are final now; the exit status is what jobinit wrote (absent: init was killed)
         self.relay_output(job)
         status = read_status(self.store.file(job, "status"))
+        raw = self.reaped.pop(job.pid, None)
+        if status is None and raw is not None:  # no jobinit (an adopted tree): the wait status we reaped
+            status = f"signal {os.WTERMSIG(raw)}" if os.WIFSIGNALED(raw) else f"exit {os.WEXITSTATUS(raw)}"
         with self.store.lock:
             job.state = "exited"
             job.status = status or "signal 9"
@@ -380,8 +391,14 @@ class JobManager:
             if job.where == me and job.pid and ns is not None and criumod.pidns_of(job.pid) == ns:
                 return job
         for job in self.store.all():  # a deputy whose start time was not recorded
-            if job.home == me and job.home_pid == pid and job.state == "running":
+            if job.home == me and job.home_pid == pid and job.state == "running" and not job.adopted:
                 return job
+        if start_time(pid) is None:
+            # an adopted process keeps its original PID as its name on its home node once that PID is
+            # gone there (it moved away, or came back with a new global PID)
+            for job in self.store.all():
+                if job.adopted and job.home == me and job.home_pid == pid and job.state == "running":
+                    return job
         return None
 
     def local_tasks(self) -> dict[int, Job]:
@@ -396,7 +413,7 @@ class JobManager:
                 ns = criumod.pidns_of(job.pid)
                 if ns is not None:
                     by_ns[ns] = job
-            if job.home == me:
+            if job.home == me and not job.adopted:  # an adopted job's home PID is not a deputy
                 out[job.home_pid] = job
         if by_ns:
             for pid in criumod.all_pids():

@@ -71,6 +71,8 @@ class Job:
     exit_reported: bool = False  # the home node has the exit status
     created: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: not started with mosrun: adopted when it first migrated (home PID = its PID then; no deputy)
+    adopted: bool = False
 
     @property
     def dirname(self) -> str:

@@ -12,6 +12,8 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
+from omview.agent import adopt
+from omview.agent import criu as criumod
 from omview.agent.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, read_stat
 from omview.model.cluster import ProcessInfo
 
@@ -142,6 +144,11 @@ class ProcessLister:
         self.criu = criu
         self.agent_pid = os.getpid()
         self._users: dict[int, str] = {}
+        self.agent_ns = criumod.pidns_of(self.agent_pid)
+        #: filled by list(): movable-so-far roots outside a PID namespace of their own -> the PIDs and
+        #: TIDs a target must have free (the caller asks a peer, see Agent.op_procs_list)
+        self.pid_checks: dict[int, list[int]] = {}
+        self._children: dict[int, list[int]] | None = None
 
     def user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -187,8 +194,8 @@ class ProcessLister:
                 return True
         return False
 
-    def cantmove(self, st: ProcStat, cache: dict[tuple[int, int] | None, set[str]]) -> str:
-        """The first reason this process cannot migrate, or "" when it could."""
+    def blocked(self, st: ProcStat, cache: dict[tuple[int, int] | None, set[str]]) -> str:
+        """The reasons that concern one process by itself."""
         if st.kernel_thread or st.pid == 2 or st.ppid == 2:
             return "kernel thread"
         if st.pid == 1:
@@ -199,12 +206,30 @@ class ProcessLister:
             return f"attached to terminal {tty_name(st.tty_nr)}"
         if self._has_tcp_connection(st.pid, cache):
             return "open TCP connection"
+        return ""
+
+    def blocked_pid(self, pid: int, cache: dict[tuple[int, int] | None, set[str]]) -> str:
+        st = read_stat(pid)
+        return "" if st is None else self.blocked(st, cache)
+
+    def cantmove(self, st: ProcStat, cache: dict[tuple[int, int] | None, set[str]]) -> str:
+        """The first reason this process cannot migrate that can be seen here, or "" when none. The
+        target's part (PIDs free there) is asked separately for the roots in pid_checks."""
+        why = self.blocked(st, cache)
+        if why:
+            return why
         status = self.criu.status
         if not status.checked:
             return "CRIU check has not finished yet"
         if not status.ok:
             return CRIU_MISSING
-        return ""
+        if self._children is None:
+            self._children = adopt.children_map()
+        f = adopt.facts(st.pid, my_ns=self.agent_ns, blocked=lambda p: self.blocked_pid(p, cache),
+                        children=self._children, maps=False)  # fmt: skip
+        if not f.reason and f.pids:
+            self.pid_checks[st.pid] = f.pids
+        return f.reason
 
     def info(
         self,
@@ -250,6 +275,8 @@ class ProcessLister:
     ) -> list[ProcessInfo]:
         """This node's processes (or the one with ``pid``, if it is on this node)."""
         cache: dict[tuple[int, int] | None, set[str]] = {}
+        self.pid_checks = {}
+        self._children = None
         pids = [pid] if pid is not None else sorted(self.scope.pids())
         out: list[ProcessInfo] = []
         for p in pids:

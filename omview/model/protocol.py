@@ -147,6 +147,10 @@ OPS: dict[str, OpSpec] = {
     "peer.mig.prepare": OpSpec({"mig": Arg((dict,), True)}, access="root"),
     "peer.mig.restore": OpSpec({"mig": Arg((dict,), True)}, access="root"),
     "peer.mig.abort": OpSpec({"mig": Arg(_STR, True)}, access="root"),
+    # target pre-flight for a process not started with mosrun: are these PIDs free, these files here?
+    "peer.proc.check": OpSpec(
+        {"pids": Arg((list,), True), "files": Arg((list,), True), "source": Arg(_INT)}, access="root"
+    ),
 }
 
 

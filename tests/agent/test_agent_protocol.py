@@ -274,7 +274,9 @@ def _cantmove(agent, pid: int) -> str:  # type: ignore[no-untyped-def]
 def test_criu_location_and_check_decide_cantmove(cluster_factory) -> None:  # type: ignore[no-untyped-def]
     import subprocess
 
-    sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, start_new_session=True)
+    # stdio not inherited from pytest: its capture file is deleted, a reason of its own (open file deleted)
+    sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         cl = cluster_factory(1, criu="/bin/false")  # "criu check" fails
         a = cl.agents[0].start()
@@ -287,7 +289,7 @@ def test_criu_location_and_check_decide_cantmove(cluster_factory) -> None:  # ty
         a.stop()
         a.settings["criu"] = "/bin/true"  # passes "criu check"
         a.start()
-        assert _cantmove(a, sleeper.pid) == ""  # nothing else stops a plain sleeper
+        assert _cantmove(a, sleeper.pid) == ""  # nothing else stops a plain sleeper (no other node here)
         a.stop()
         a.settings["criu"] = "/nonexistent/criu"
         a.start()

@@ -1,0 +1,261 @@
+"""L2 agent: processes not started with mosrun - whether CRIU can move a process tree unchanged (the
+local rules here, the target's `peer.proc.check` for PIDs and files there), and the facts a migration
+needs to adopt a movable tree as a job (docs/migration.md, "Processes not started with mosrun").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omview.agent import criu as criumod
+
+#: fd targets CRIU recreates itself (no file by that path needed on the target)
+_VIRTUAL = ("socket:", "pipe:", "anon_inode:", "/memfd:", "/dev/shm/omview-")
+#: mapped "files" that are kernel objects, not paths
+_PSEUDO_MAPS = ("[", "/memfd:", "/dev/zero", "/SYSV")
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The /proc/PID/stat fields the tree rules need (in the agent's PID namespace)."""
+
+    ppid: int
+    pgrp: int
+    session: int
+    tty_nr: int
+
+
+def read_ids(pid: int) -> Ids | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        f = raw[raw.rindex(b")") + 2 :].split()
+        return Ids(int(f[1]), int(f[2]), int(f[3]), int(f[4]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def nspid(pid: int) -> list[int]:
+    """NSpid of /proc/PID/status: the PID in each namespace from the agent's down to the process's own."""
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def own_pidns_init(pid: int) -> bool:
+    """PID is PID 1 of a PID namespace below the agent's: CRIU restores it with fresh global PIDs."""
+    ids = nspid(pid)
+    return len(ids) > 1 and ids[-1] == 1
+
+
+def namespace_init(pid: int, my_ns: int | None) -> int | None:
+    """The global PID of the init of PID's namespace when PID lives in a namespace below ours."""
+    ns = criumod.pidns_of(pid)
+    if ns is None or ns == my_ns:
+        return None
+    cur = pid
+    for _ in range(64):  # bounded: nesting depth
+        ids = read_ids(cur)
+        if ids is None or criumod.pidns_of(ids.ppid) != ns:
+            return cur
+        cur = ids.ppid
+    return cur
+
+
+def children_map() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid in criumod.all_pids():
+        ids = read_ids(pid)
+        if ids is not None:
+            out.setdefault(ids.ppid, []).append(pid)
+    return out
+
+
+def tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """ROOT and every process below it - what `criu dump -t ROOT` takes."""
+    if children is None:
+        return [root, *criumod.descendants(root)]
+    out, todo = [root], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tids(pid: int) -> list[int]:
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except (OSError, ValueError):
+        return [pid]
+
+
+def foreign_cwd(pid: int) -> bool:
+    """PID's cwd is on a mount that is not in PID's mount namespace (e.g. a directory opened before a
+    setns, as `nsenter --wd` does): CRIU's parasite mounts its private /proc under the cwd and fails
+    with `mount failed (-22)`."""
+    try:
+        fd = os.open(f"/proc/{pid}/cwd", os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as fh:
+            mnt = next((line.split()[1] for line in fh if line.startswith("mnt_id:")), "")
+        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as fh:
+            ids = {line.split(None, 1)[0] for line in fh}
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(mnt) and mnt not in ids
+
+
+@dataclass
+class Facts:
+    """What moving the tree rooted at ROOT needs; REASON is the first local obstacle ("" = none)."""
+
+    root: int
+    pids: list[int] = field(default_factory=list)  # the tree's global PIDs and TIDs
+    ns_init: bool = False
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, kind (file/dir/other), size or -1
+    reason: str = ""
+
+
+def _fd_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
+    """Add PID's open files to FILES; returns a reason when one of them cannot be reopened by path."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return ""
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(_VIRTUAL) or not target.startswith("/"):
+            continue
+        if target.endswith(" (deleted)"):
+            return f"open file {target[:-10]} was deleted (CRIU reopens files by path)"
+        writing = True
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("flags:"):
+                        writing = int(line.split()[1], 8) & 3 != 0
+        _add(files, target, st, writing)
+    return ""
+
+
+def _add(files: dict[str, dict[str, Any]], path: str, st: os.stat_result, writing: bool) -> None:
+    kind = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
+    # a file the tree writes to changes size while it runs: only its presence can be checked before the
+    # freeze (CRIU's restore compares its size with the frozen one and the migration rolls back if not)
+    size = st.st_size if kind == "file" and not writing else -1
+    old = files.get(path)
+    if old is None or (old["size"] >= 0 and size < 0):
+        files[path] = {"path": path, "kind": kind, "size": size}
+
+
+def _map_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split(None, 5)
+                if len(parts) < 6:
+                    continue
+                path = parts[5].strip()
+                if not path.startswith("/") or path.startswith(_PSEUDO_MAPS) or path in files:
+                    continue
+                if path.endswith(" (deleted)"):
+                    return f"mapped file {path[:-10]} was deleted (CRIU reopens files by path)"
+                with contextlib.suppress(OSError):
+                    _add(files, path, os.stat(path), "w" in parts[1] and parts[1][3] == "s")
+    return ""
+
+
+def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
+          children: dict[int, list[int]] | None = None, maps: bool = True) -> Facts:  # fmt: skip
+    """Local eligibility of the tree rooted at ROOT. BLOCKED(pid) is the per-process check (kernel
+    thread, agent, terminal, TCP...) that is applied to every process of the tree. CHILDREN: a
+    children_map() to reuse; MAPS=False skips the mapped files (a quick look for process lists)."""
+    f = Facts(root)
+    init = namespace_init(root, my_ns)
+    if init is not None and init != root:
+        f.reason = (
+            f"it runs inside the PID namespace of process {init} (migrate {init}, that namespace's init)"
+        )
+        return f
+    f.ns_init = own_pidns_init(root)
+    members = tree(root, children)
+    inside = set(members)
+    for pid in members:
+        why = blocked(pid)
+        if why:
+            f.reason = why if pid == root else f"its child {pid}: {why}"
+            return f
+        ids = read_ids(pid)
+        if ids is None:
+            continue
+        # CRIU (without --shell-job) restores sessions and groups only from leaders it dumped itself
+        if ids.session not in inside:
+            f.reason = (f"session leader {ids.session} is outside its process tree (CRIU needs the whole "
+                        "session: start it with setsid)")  # fmt: skip
+            return f
+        if ids.pgrp not in inside:
+            f.reason = f"process group leader {ids.pgrp} is outside its process tree"
+            return f
+    files: dict[str, dict[str, Any]] = {}
+    for pid in members:
+        why = _fd_files(pid, files) or (_map_files(pid, files) if maps else "")
+        if why:
+            f.reason = why
+            return f
+        for link in ("cwd", "root"):
+            with contextlib.suppress(OSError):
+                path = os.readlink(f"/proc/{pid}/{link}")
+                if path.endswith(" (deleted)"):
+                    f.reason = f"its working directory {path[:-10]} was deleted"
+                    return f
+                files.setdefault(path, {"path": path, "kind": "dir", "size": -1})
+        if foreign_cwd(pid):
+            f.reason = (f"working directory of {pid} is on a mount of another mount namespace (CRIU cannot "
+                        "dump it; cd into it from inside the namespace)")  # fmt: skip
+            return f
+        with contextlib.suppress(OSError):
+            exe = os.readlink(f"/proc/{pid}/exe")
+            if exe.endswith(" (deleted)"):
+                f.reason = f"its program {exe[:-10]} was deleted"
+                return f
+            _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
+    f.files = sorted(files.values(), key=lambda d: d["path"])
+    if not f.ns_init:
+        f.pids = sorted({t for pid in members for t in tids(pid)})
+    return f
+
+
+def check_here(node: int, pids: list[int], files: list[dict[str, Any]], source: int) -> list[str]:
+    """The target's pre-flight (`peer.proc.check`): PIDs taken here, files missing or different."""
+    problems = [f"pid {pid} in use on node {node}" for pid in pids if os.path.exists(f"/proc/{pid}")]
+    for item in files:
+        path = str(item.get("path", ""))
+        try:
+            st = os.stat(path)
+        except OSError:
+            problems.append(f"{path} does not exist on node {node}")
+            continue
+        want = str(item.get("kind", "other"))
+        have = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
+        if want != have:
+            problems.append(f"{path} is not a {'directory' if want == 'dir' else want} on node {node}")
+        elif want == "file" and int(item.get("size", -1)) >= 0 and st.st_size != int(item["size"]):
+            problems.append(f"{path} has {st.st_size} bytes on node {node}, {item['size']} on node {source}")
+    return problems
