@@ -47,6 +47,7 @@ EVENTS = (
     "migration.started", "migration.done", "migration.failed",
 )  # fmt: skip
 LOCK_PRUNE_EVERY = 10  # ticks
+PID_CHECK_TTL = 10.0  # seconds a peer's answer about PIDs in use is reused by procs.list
 JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
 #: a graceful stop waits this long for its guests to leave before it stops anyway
 EXPEL_ON_STOP_TIMEOUT = 120.0
@@ -83,6 +84,7 @@ class Agent:
         self.criu = CriuProbe(cfg.criu)
         self.lister = ProcessLister(self.scope, self.criu)
         self._pid_check_backoff = 0.0
+        self._pid_check_cache: tuple[float, int, set[int], set[int]] = (0.0, 0, set(), set())
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
         self.server = Server(
             cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients
@@ -563,13 +565,18 @@ class Agent:
             return procs
         node = others[0]
         wanted = sorted({p for pids in checks.values() for p in pids})
-        try:
-            taken = self.peers.call(node, "peer.proc.check", timeout=5, pids=wanted, files=[], source=me)
-        except Exception as exc:  # noqa: BLE001 - a list must not fail because a peer does not answer
-            log.info("cannot ask node %d which PIDs are in use (%s)", node, exc)
-            self._pid_check_backoff = time.monotonic() + 10.0
-            return procs
-        used = {int(x.split()[1]) for x in taken.get("problems", []) if x.startswith("pid ")}
+        at, asked_node, asked, used = self._pid_check_cache
+        # a collector lists processes every second: reuse a recent answer instead of a peer round trip
+        # each time (the migration itself checks the target afresh, so a stale reason costs nothing)
+        if not (asked_node == node and set(wanted) <= asked and time.monotonic() - at < PID_CHECK_TTL):
+            try:
+                taken = self.peers.call(node, "peer.proc.check", timeout=5, pids=wanted, files=[], source=me)
+            except Exception as exc:  # noqa: BLE001 - a list must not fail because a peer does not answer
+                log.info("cannot ask node %d which PIDs are in use (%s)", node, exc)
+                self._pid_check_backoff = time.monotonic() + 10.0
+                return procs
+            used = {int(x.split()[1]) for x in taken.get("problems", []) if x.startswith("pid ")}
+            self._pid_check_cache = (time.monotonic(), node, set(wanted), used)
         out = []
         for p in procs:
             clash = [x for x in checks.get(p.pid, []) if x in used]
