@@ -37,9 +37,24 @@ class CriuStatus:
     ok: bool
     path: str | None
     detail: str
+    version: str = ""  # what `criu --version` says, e.g. "4.1.1"
 
     def to_dict(self) -> dict[str, object]:
-        return {"checked": self.checked, "ok": self.ok, "path": self.path, "detail": self.detail}
+        return {"checked": self.checked, "ok": self.ok, "path": self.path, "detail": self.detail,
+                "version": self.version}  # fmt: skip
+
+
+def criu_version(path: str, timeout: float = 10.0) -> str:
+    """The version a criu binary reports ("" when it does not say)."""
+    try:
+        res = subprocess.run([path, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=timeout, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in res.stdout.decode(errors="replace").splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 class CriuProbe:
@@ -89,11 +104,12 @@ class CriuProbe:
                     )
                     last = (res.stdout + res.stderr).decode(errors="replace").strip().splitlines()
                     tail = last[-1] if last else ""
+                    version = criu_version(path)
                     if res.returncode == 0:
-                        status = CriuStatus(True, True, path, tail or "criu check passed")
+                        status = CriuStatus(True, True, path, tail or "criu check passed", version)
                     else:
                         status = CriuStatus(
-                            True, False, path, f"'{path} check' failed (exit {res.returncode}): {tail}"
+                            True, False, path, f"'{path} check' failed (exit {res.returncode}): {tail}", version
                         )
                 except subprocess.TimeoutExpired:
                     status = CriuStatus(True, False, path, f"'{path} check' did not finish in {timeout:g} s")

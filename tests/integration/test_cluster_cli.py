@@ -78,6 +78,19 @@ def test_every_mosctl_verb_round_trips(make_cluster: Callable[..., Cluster]) -> 
     assert rc == 3 and "NO_SUCH_NODE" in err
 
 
+def test_status_reports_criu(cluster3: Cluster) -> None:
+    """mosctl status names the CRIU the node uses, its version, and that `criu check` passed."""
+    def checked() -> bool:
+        return bool(status(cluster3, 1)["criu"].get("checked"))
+
+    _wait(checked, 60, "the agent's criu check")
+    criu = status(cluster3, 1)["criu"]
+    assert criu["ok"] is True and criu["version"].startswith("4."), criu
+    rc, out, _ = mosctl(cluster3, 1, "status")
+    line = next(x for x in out.splitlines() if x.strip().lower().startswith("criu"))
+    assert "available" in line and f"version {criu['version']}" in line, line
+
+
 def test_a_non_root_caller_reads_but_cannot_change(cluster3: Cluster) -> None:
     rc, out, _ = mosctl(cluster3, 2, "getspeed", user=65534)
     assert rc == 0 and out.isdigit()
