@@ -143,6 +143,27 @@ class PidFile:
         self._mine = False
 
 
+def read_request(listener: socket.socket, end: bytes, limit: int, timeout: float) -> tuple[socket.socket, bytes] | None:
+    """Accept one waiting client of a non-blocking listener and read its request up to END (at most
+    LIMIT bytes); None when nobody was waiting. The caller answers on, and closes, the connection."""
+    try:
+        conn, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    conn.settimeout(timeout)
+    data = b""
+    try:
+        while end not in data and len(data) < limit:
+            chunk = conn.recv(limit)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        conn.close()
+        raise
+    return conn, data
+
+
 class ControlServer:
     """The daemon's end of the control socket; ``handle`` serves one pending request."""
 
@@ -170,24 +191,21 @@ class ControlServer:
 
     def handle(self) -> None:
         try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
+            got = read_request(self.sock, b"\n", _MAX_REQUEST, 2.0)
+        except OSError as exc:
+            log.warning("control request failed: %s", exc)
             return
+        if got is None:
+            return
+        conn, data = got
         with conn:
-            conn.settimeout(2.0)
+            line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            verb, _, arg = line.partition(" ")
             try:
-                data = b""
-                while b"\n" not in data and len(data) < _MAX_REQUEST:
-                    chunk = conn.recv(_MAX_REQUEST)
-                    if not chunk:
-                        break
-                    data += chunk
-                line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-                verb, _, arg = line.partition(" ")
-                try:
-                    reply = "ok " + self._handler(verb, arg)
-                except CollectorError as exc:
-                    reply = f"error {exc}"
+                reply = "ok " + self._handler(verb, arg)
+            except CollectorError as exc:
+                reply = f"error {exc}"
+            try:
                 conn.sendall(reply.replace("\n", " ").encode() + b"\n")
             except OSError as exc:
                 log.warning("control request failed: %s", exc)

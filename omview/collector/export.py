@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
+from omview.collector.control import read_request
 from omview.collector.writer import CollectorError
 from omview.model import records
 from omview.model.cluster import NodeInfo
@@ -130,18 +131,15 @@ class MetricsServer:
 
     def handle(self) -> None:
         try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
+            got = read_request(self.sock, b"\r\n\r\n", 8192, 1.0)
+        except OSError as exc:
+            log.debug("metrics request failed: %s", exc)
             return
+        if got is None:
+            return
+        conn, req = got
         with conn:
-            conn.settimeout(1.0)
             try:
-                req = b""
-                while b"\r\n\r\n" not in req and len(req) < 8192:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    req += chunk
                 if not req.startswith(b"GET "):
                     conn.sendall(
                         b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
