@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from omview.agent import adopt
 from omview.agent.jobrun import JobError, start_time
 from omview.agent.jobs import HINTS, Job, parse_job_id
-from omview.agent.migrate import MigrationError, best_node
+from omview.agent.migrate import MigrationError, best_node, check_target
 from omview.agent.peers import PeerError
 from omview.agent.procs import real_uid
 from omview.agent.sampler import read_stat
@@ -261,16 +261,9 @@ class JobOps:
                 raise MigrationError(
                     FaultCode.BAD_ARGUMENT, f"target {spec!r} is not a node ID, 'home' or 'best'"
                 ) from None
-        info = nodes.get(target)
         if target == me:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on node {me}")
-        if info is None:
-            known = ", ".join(str(n) for n in sorted(nodes)) or "none"
-            raise MigrationError(FaultCode.NO_SUCH_NODE, f"no node {target} in this cluster (known: {known})")
-        if not info.up:
-            raise MigrationError(FaultCode.NODE_DOWN, f"node {target} is down")
-        if info.block:
-            raise MigrationError(FaultCode.BLOCKED, f"node {target} blocks arriving processes")
+        check_target(nodes, target)
         if self.a.criu.status.path is None or not self.a.criu.status.ok:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
         try:

@@ -125,6 +125,19 @@ def best_node(nodes: dict[int, NodeInfo], current: int, *, rss: int = 0,
 # ---------------------------------------------------------------------------------- fault hooks
 
 
+def check_target(nodes: dict[int, NodeInfo], target: int) -> NodeInfo:
+    """The target's row, if it is a known node that is up and accepts arrivals; else MigrationError."""
+    info = nodes.get(target)
+    if info is None:
+        known = ", ".join(str(n) for n in sorted(nodes)) or "none"
+        raise MigrationError(FaultCode.NO_SUCH_NODE, f"no node {target} in this cluster (known: {known})")
+    if not info.up:
+        raise MigrationError(FaultCode.NODE_DOWN, f"node {target} is down")
+    if info.block:
+        raise MigrationError(FaultCode.BLOCKED, f"node {target} blocks arriving processes")
+    return info
+
+
 def fault_hook(state_dir: str, name: str) -> str | None:
     """Test aid: the content of STATE_DIR/faults/NAME if that file exists (docs/migration.md)."""
     try:
@@ -359,15 +372,7 @@ class Migrator:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"job {job.id} already runs on node {me}")
         if job.id in self.jobs.migrating:
             raise MigrationError(FaultCode.BUSY, f"job {job.id} is being migrated already")
-        nodes = self.env.nodes()
-        info = nodes.get(target)
-        if info is None:
-            known = ", ".join(str(n) for n in sorted(nodes)) or "none"
-            raise MigrationError(FaultCode.NO_SUCH_NODE, f"no node {target} in this cluster (known: {known})")
-        if not info.up:
-            raise MigrationError(FaultCode.NODE_DOWN, f"node {target} is down")
-        if info.block:
-            raise MigrationError(FaultCode.BLOCKED, f"node {target} blocks arriving processes")
+        info = check_target(self.env.nodes(), target)
         if job.lock:
             raise MigrationError(
                 FaultCode.CANT_MOVE,
