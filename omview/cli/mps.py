@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 
@@ -17,6 +18,9 @@ from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
 
 PROG = "mps"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def build_parser() -> Parser:
@@ -67,8 +71,13 @@ def format_table(procs: list[ProcessInfo], my_id: int, *, cantmove: bool, width:
 
 
 def command_text(proc: ProcessInfo) -> str:
-    """Full command line, or [name] for processes without one (kernel threads, zombies)."""
-    return " ".join(proc.cmdline) if proc.cmdline else f"[{proc.name}]"
+    """Full command line, or [name] for processes without one (kernel threads, zombies).
+
+    Control characters (an argument like ``sh -c 'a\nb'``) are shown as ``?``, as ps does,
+    so one process is always one row and scripts can split the table by lines.
+    """
+    text = " ".join(proc.cmdline) if proc.cmdline else f"[{proc.name}]"
+    return _CONTROL.sub("?", text)
 
 
 def _fetch(client: AgentClient, pids: list[int], all_users: bool) -> tuple[list[ProcessInfo], list[int]]:

@@ -306,6 +306,25 @@ def test_mps_lists_this_process(agent: Agent) -> None:
     assert any(r.split()[0] == str(me) for r in agent.ok("mps", "-a").splitlines()[1:])
 
 
+def test_mps_keeps_one_row_per_process_with_control_characters(agent: Agent) -> None:
+    # an argument with a newline (sh -c scripts do this) once split a row in two and broke parsers
+    script = "import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", script, "first\nsecond\tthird"])  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if b"second" in Path(f"/proc/{child.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.02)
+        rows = agent.ok("mps", "-a").splitlines()
+        assert all(r.split() and r.split()[0].isdigit() for r in rows[1:]), rows
+        mine = [r for r in rows[1:] if r.split()[0] == str(child.pid)]
+        assert len(mine) == 1 and mine[0].endswith(f"{script} first?second?third")
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
 def test_mps_into_a_closed_pipe_is_quiet(agent: Agent) -> None:
     # `mps -a | head -n 1`: head exits early; mps must not spill a BrokenPipeError traceback
     res = subprocess.run(
