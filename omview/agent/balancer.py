@@ -99,7 +99,7 @@ class Balancer:
             if "iojob" in job.hints:
                 continue  # an I/O-bound job gains nothing from another CPU
             cpu = 0.0
-            for pid in criumod.namespace_tasks(job.pid):
+            for pid in criumod.job_tasks(job.pid):
                 st = read_stat(pid)
                 if st is not None:
                     cpu += sample.cpu.get(st.key, 0.0)

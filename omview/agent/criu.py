@@ -88,6 +88,28 @@ def namespace_tasks(init: int) -> list[int]:
     return [p for p in all_pids() if pidns_of(p) == ns]
 
 
+def own_pidns() -> int | None:
+    """The PID namespace of the calling process (the agent's)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def job_tasks(root: int) -> list[int]:
+    """Every task of the job whose root is ROOT: its whole PID namespace when ROOT is the init of a
+    namespace below ours (mosrun jobs, adopted namespace inits), else ROOT and its descendants (a
+    plain process tree adopted in the agent's own namespace, restored with its PIDs unchanged)."""
+    if root <= 0:
+        return []
+    ns = pidns_of(root)
+    if ns is None:
+        return []
+    if ns != own_pidns():
+        return namespace_tasks(root)
+    return [root, *descendants(root)]
+
+
 def resume(pids: Iterable[int]) -> int:
     """SIGCONT every task (a dump with --leave-stopped leaves them all stopped); returns how many."""
     n = 0

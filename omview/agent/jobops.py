@@ -277,14 +277,6 @@ class JobOps:
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {'; '.join(problems[:3])}{more}")
-        if not f.ns_init:
-            # its PIDs are free there (a real multi-kernel cluster); restoring a tree of the root PID
-            # namespace with its own PIDs is not implemented: only namespace inits are adopted
-            raise MigrationError(
-                FaultCode.CANT_MOVE,
-                f"process {pid} cannot move: it is not the init of its own PID namespace (this release moves "
-                "plain processes only as such a tree, e.g. started with `unshare --pid --fork setsid CMD`)",
-            )
         job = self._adopt(pid)
         try:
             return self.a.migrator.migrate(job.id, str(target), reason="request")

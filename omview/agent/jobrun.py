@@ -382,14 +382,14 @@ class JobManager:
     def job_of_pid(self, pid: int) -> Job | None:
         """The job a local PID belongs to: its deputy (home side) or any task of its namespace."""
         me = self.node_id()
-        ns = criumod.pidns_of(pid)
         for job in self.store.all():
             if job.state != "running":
                 continue
             if job.home == me and job.home_pid == pid and alive(job.home_pid, job.home_start or -1):
                 return job
-            if job.where == me and job.pid and ns is not None and criumod.pidns_of(job.pid) == ns:
-                return job
+        owner = self.local_tasks().get(pid)
+        if owner is not None:
+            return owner
         for job in self.store.all():  # a deputy whose start time was not recorded
             if job.home == me and job.home_pid == pid and job.state == "running" and not job.adopted:
                 return job
@@ -404,15 +404,19 @@ class JobManager:
     def local_tasks(self) -> dict[int, Job]:
         """PID -> job for every task of every job running here, and for the deputies of our jobs."""
         me = self.node_id()
+        own = criumod.own_pidns()
         by_ns: dict[int, Job] = {}
+        trees: list[Job] = []  # adopted trees of our own namespace: found by parentage, not namespace
         out: dict[int, Job] = {}
         for job in self.store.all():
             if job.state != "running":
                 continue
             if job.where == me and job.pid:
                 ns = criumod.pidns_of(job.pid)
-                if ns is not None:
+                if ns is not None and ns != own:
                     by_ns[ns] = job
+                elif ns is not None:
+                    trees.append(job)
             if job.home == me and not job.adopted:  # an adopted job's home PID is not a deputy
                 out[job.home_pid] = job
         if by_ns:
@@ -420,4 +424,7 @@ class JobManager:
                 ns = criumod.pidns_of(pid)
                 if ns in by_ns:
                     out[pid] = by_ns[ns]
+        for job in trees:
+            for pid in criumod.job_tasks(job.pid):
+                out[pid] = job
         return out

@@ -354,7 +354,7 @@ class Migrator:
 
     def job_rss(self, job: Job) -> int:
         total = 0
-        for pid in criumod.namespace_tasks(job.pid) if job.pid else []:
+        for pid in criumod.job_tasks(job.pid):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 with open(f"/proc/{pid}/statm", encoding="ascii") as fh:
                     total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -604,7 +604,7 @@ class Migrator:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     dump.wait(timeout=10)
             if dumped:
-                n = criumod.resume(criumod.namespace_tasks(job.pid))
+                n = criumod.resume(criumod.job_tasks(job.pid))
                 log.warning("migration %s failed; resumed %d task(s) of job %s here", mig_id, n, job.id)
                 with contextlib.suppress(OSError):
                     phase("failed")
@@ -679,7 +679,7 @@ class Migrator:
 
     def _finish_source(self, job: Job, target: int, rec: dict[str, Any]) -> None:
         """The target owns the job now: end the stopped copy here, keep a forwarding record."""
-        for pid in criumod.namespace_tasks(job.pid):
+        for pid in criumod.job_tasks(job.pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         proc = self.jobs.procs.pop(job.id, None)
@@ -750,7 +750,7 @@ class Migrator:
                 self._finish_source(job, target, {"id": mig_id, "result": "ok", "recovered": True})
                 self.jobs.deliver(job, "moved", {"where": target, "nmigs": job.nmigs})
             elif job is not None and job.pid:
-                n = criumod.resume(criumod.namespace_tasks(job.pid))
+                n = criumod.resume(criumod.job_tasks(job.pid))
                 log.warning("resumed %d task(s) of job %s after the interrupted migration", n, job.id)
             _mark(path, json.dumps({**j, "phase": "failed" if outcome != "committed" else "done"}))
 

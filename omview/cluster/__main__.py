@@ -19,6 +19,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     cluster = Cluster.up(
         _state(args), args.nodes, cpus_per_node=args.cpus_per_node, mem_per_node=args.mem_per_node,
         discovery=args.discovery, agent=not args.no_agent, agent_timeout=args.agent_timeout,
+        pid_ns=args.pid_ns,
     )
     print(f"cluster up: {len(cluster.nodes)} nodes on {cluster.bridge} {cluster.subnet}, state {cluster.state_dir}")
     for n in cluster.nodes:
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mem-per-node", type=_size, default=2 * 1024**3, metavar="BYTES",
                     help="memory each agent reports, bytes or with K/M/G suffix (2G)")
     up.add_argument("--discovery", action="store_true", help="no map file: agents find each other by multicast")
+    up.add_argument("--pid-ns", action="store_true",
+                    help="give every node a PID namespace of its own (PIDs per node, as on separate machines)")
     up.add_argument("--no-agent", action="store_true", help="do not start agents (sshd only)")
     up.add_argument("--agent-timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for each agent's socket (30)")

@@ -2,6 +2,8 @@
 
 Each node = netns + veth on a private bridge + a "holder" process owning the node's UTS and mount
 namespaces (hostname, private /run, own /etc/omview and /var/lib/omview) + its own sshd and agent.
+With ``pid_ns`` every node also gets a PID namespace of its own (the holder is its init, /proc is
+remounted), so PIDs are per node as on separate machines; by default all nodes share the host's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ from omview.model.errors import OmviewError
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "/var/lib/omview-cluster/default"
+#: The init of a node's own PID namespace (pid_ns): reap every orphan of the node, forever. Killing
+#: it (SIGKILL from the host) ends every process of the node, as a machine's power switch would.
+_REAPER_PY = "/usr/bin/python3"
+_REAPER = (
+    "import os, signal\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])\n"
+    "while True:\n"
+    "    try:\n"
+    "        while os.waitpid(-1, os.WNOHANG)[0] > 0: pass\n"
+    "    except ChildProcessError: pass\n"
+    "    signal.sigwait([signal.SIGCHLD])\n"
+)
 #: Host-wide lock serialising subnet allocation and the clean-up of /run/netns between clusters.
 GLOBAL_LOCK = "/run/lock/omview-cluster.lock"
 #: Content of GLOBAL_LOCK while /run/mount exists only because one of our clusters made it.
@@ -140,11 +154,43 @@ def _spawn(argv: Sequence[str], *, log_path: Path, env: dict[str, str], append: 
     return proc.pid
 
 
+#: A process started through `nsenter -p` (which forks) -> that nsenter, reaped with it.
+_VIA: dict[int, int] = {}
+
+
 def _reap(pid: int) -> None:
+    via = _VIA.pop(pid, None)
+    if via is not None:
+        _reap(via)
     proc = _CHILDREN.pop(pid, None)
     if proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=0.5)
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _forked_child(parent: int, *, what: str, log_path: Path, timeout: float = 10.0) -> tuple[int, int | None]:
+    """The process PARENT (`unshare --fork`, `nsenter -p`) forked to run the real program."""
+    start = _start_time(parent)
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = _children_of(parent)
+        if kids:
+            _VIA[kids[0]] = parent
+            return kids[0], _start_time(kids[0])
+        if not _alive(parent, start):
+            _reap(parent)
+            raise ClusterError(f"{what} exited before it started:\n{_tail(log_path)}")
+        if time.monotonic() >= deadline:
+            _stop(parent, start, grace=0)
+            raise ClusterError(f"{what} did not start in {timeout:.0f} s:\n{_tail(log_path)}")
+        time.sleep(0.005)
 
 
 def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
@@ -306,8 +352,9 @@ class Node:
     netns: str
     veth: str
     dir: str
-    holder_pid: int | None = None
+    holder_pid: int | None = None  # with pid_ns: the init of the node's PID namespace
     holder_start: int | None = None
+    holder_parent: int | None = None  # with pid_ns: the `unshare --fork` waiting for it
     sshd_pid: int | None = None
     sshd_start: int | None = None
     agent_pid: int | None = None
@@ -338,6 +385,7 @@ class Cluster:
     agent_command: str
     nodes: list[Node] = field(default_factory=list)
     created: float = 0.0
+    pid_ns: bool = False  # every node has a PID namespace of its own
 
     # ---------------------------------------------------------------- paths
     @property
@@ -440,9 +488,12 @@ class Cluster:
         return env
 
     def exec_argv(self, node: int | str, argv: Sequence[str]) -> list[str]:
-        """argv that runs ARGV inside NODE's net, UTS and mount namespaces."""
+        """argv that runs ARGV inside NODE's net, UTS and mount (and PID, with pid_ns) namespaces.
+
+        With pid_ns nsenter forks: the PID of the started process is that of nsenter, whose child
+        runs ARGV (its PID inside the node is what the node's agent and tools see)."""
         n = self._holder(node)
-        return ["nsenter", "-t", str(n.holder_pid), "-n", "-u", "-m", *argv]
+        return ["nsenter", "-t", str(n.holder_pid), "-n", "-u", "-m", *(["-p"] if self.pid_ns else []), *argv]
 
     def exec(self, node: int | str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """subprocess.run(ARGV) inside NODE; kwargs go to subprocess.run (env is adjusted, see node_env)."""
@@ -497,7 +548,14 @@ class Cluster:
             f.write(f"--- omview-cluster: agent start {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         # --wd=/ is an nsenter option (it precedes the program): a cwd of ours may not exist in the node
         argv = self.exec_argv(n.id, ["--wd=/", self.agent_command, "run", "--config", NODE_CONFIG])
-        pid = _spawn(argv, log_path=logp, env=self.node_env(n.id), append=True)
+        return self._spawn_in(n, argv, log_path=logp, env=self.node_env(n.id), append=True, what="agent")
+
+    def _spawn_in(self, n: Node, argv: Sequence[str], *, log_path: Path, env: dict[str, str],
+                  what: str, append: bool = False) -> tuple[int, int | None]:  # fmt: skip
+        """Spawn a daemon inside node N; returns the PID (and start time) to signal it by."""
+        pid = _spawn(argv, log_path=log_path, env=env, append=append)
+        if self.pid_ns:
+            return _forked_child(pid, what=f"{what} of {n.name}", log_path=log_path)
         return pid, _start_time(pid)
 
     def _await_agent(self, n: Node, pid: int, start: int | None, timeout: float) -> None:
@@ -531,6 +589,7 @@ class Cluster:
         discovery: bool = False,
         agent: bool = True,
         agent_timeout: float = 30.0,
+        pid_ns: bool = False,
     ) -> Cluster:
         """Build an N-node cluster with its state in STATE_DIR; on any failure remove what was made."""
         if os.geteuid() != 0:
@@ -553,7 +612,7 @@ class Cluster:
         cluster = cls(
             state_dir=state, tag=names.tag, bridge=names.bridge, subnet="", bridge_address="",
             cpus_per_node=cpus_per_node, mem_per_node=mem_per_node, discovery=discovery,
-            agent_command=agent_command, created=time.time(),
+            agent_command=agent_command, created=time.time(), pid_ns=pid_ns,
         )
         try:
             cluster._build(nodes, agent=agent, agent_timeout=agent_timeout)
@@ -597,7 +656,7 @@ class Cluster:
         for n in self.nodes:
             self._write_node_files(n, count)
         for n in self.nodes:
-            n.holder_pid, n.holder_start = self._start_holder(n)
+            n.holder_pid, n.holder_start, n.holder_parent = self._start_holder(n)
             self.save()
         for n in self.nodes:
             n.sshd_pid, n.sshd_start = self._start_sshd(n)
@@ -681,10 +740,15 @@ class Cluster:
         (etc / "agent.toml").write_text("\n".join(toml) + "\n")
         _write_private(etc / "cluster.key", self.key_path.read_text())
 
-    def _start_holder(self, n: Node) -> tuple[int, int | None]:
+    def _start_holder(self, n: Node) -> tuple[int, int | None, int | None]:
+        """Start the process owning NODE's namespaces; returns its PID, start time, and (pid_ns) the
+        `unshare` that forked it."""
         for d in ("/etc/omview", "/var/lib/omview"):
             os.makedirs(d, exist_ok=True)
         d = Path(n.dir)
+        ready = d / "holder.ready"
+        with contextlib.suppress(FileNotFoundError):
+            ready.unlink()
         script = (
             "set -e\n"
             'hostname "$1"\n'
@@ -695,26 +759,37 @@ class Cluster:
             # `ssh node3` inside a node uses the cluster's keys and known_hosts; names resolve
             'mount --bind "$4" /etc/ssh/ssh_config\n'
             'mount --bind "$5" /etc/hosts\n'
-            "exec sleep infinity\n"
+            'touch "$6"\n'
+            # as a PID namespace's init it must reap the orphans of the node, as init does
+            + (f"exec {_REAPER_PY} -c '{_REAPER}'\n" if self.pid_ns else "exec sleep infinity\n")
         )
-        argv = ["ip", "netns", "exec", n.netns, "unshare", "--uts", "--mount", "--propagation", "private",
+        unshare = ["unshare", "--uts", "--mount", "--propagation", "private"]
+        if self.pid_ns:
+            # --kill-child: if the unshare is killed, so is the node's init (and with it the node)
+            unshare += ["--pid", "--fork", "--mount-proc", "--kill-child"]
+        argv = ["ip", "netns", "exec", n.netns, *unshare,
                 "/bin/sh", "-c", script, "holder", n.name, str(d / "etc-omview"), str(d / "var-lib-omview"),
-                str(self.ssh_config_path), str(self.state_dir / "hosts")]
+                str(self.ssh_config_path), str(self.state_dir / "hosts"), str(ready)]  # fmt: skip
         logp = d / "holder.log"
         pid = _spawn(argv, log_path=logp, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
         start = _start_time(pid)
+        parent: int | None = None
+        if self.pid_ns:
+            parent, (pid, start) = pid, _forked_child(pid, what=f"holder of {n.name}", log_path=logp)
         deadline = time.monotonic() + 15.0
-        # ip, unshare and sh all exec, so PID ends as `sleep` once every mount is in place
+        # ip, unshare and sh all exec, so PID ends as `sleep` (or the reaper) once every mount is in place
+        want = "python3" if self.pid_ns else "sleep"
         while True:
             if not _alive(pid, start):
                 _reap(pid)
                 raise ClusterError(f"holder of {n.name} failed:\n{_tail(logp)}")
             try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
-                    return pid, start
+                if ready.exists() and Path(f"/proc/{pid}/comm").read_text().strip() == want:
+                    return pid, start, parent
             except OSError:
                 pass
             if time.monotonic() >= deadline:
+                _stop(parent or pid, _start_time(parent or pid), grace=0)
                 raise ClusterError(f"holder of {n.name} did not get ready in 15 s:\n{_tail(logp)}")
             time.sleep(0.01)
 
@@ -722,8 +797,8 @@ class Cluster:
         d = Path(n.dir)
         argv = self.exec_argv(n.id, ["--wd=/", "/usr/sbin/sshd", "-D", "-f", str(d / "sshd_config"),
                                      "-E", str(d / "sshd.log")])
-        pid = _spawn(argv, log_path=d / "sshd.out", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-        return pid, _start_time(pid)
+        return self._spawn_in(n, argv, log_path=d / "sshd.out", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+                              what="sshd")  # fmt: skip
 
     def down(self) -> None:
         teardown(self.state_dir)
@@ -865,6 +940,7 @@ def teardown(state_dir: str | os.PathLike[str]) -> list[str]:
     for n in recorded:
         _reap(n.holder_pid or 0)
         _reap(n.sshd_pid or 0)
+        _reap(n.holder_parent or 0)
     with contextlib.suppress(FileNotFoundError):
         (state / "cluster.json").unlink()
         done.append(f"{state}/cluster.json")
