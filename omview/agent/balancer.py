@@ -1,8 +1,11 @@
 """L2 agent: MOSIX-like automatic load balancing of mosrun jobs (agent.toml ``balance``, default on).
 
-Every BALANCE_EVERY seconds a node that is not stay/quiet looks at its CPU-bound migratable jobs and
-the load its peers gossip; it moves one job when another node is expected to run it faster by the
-stab factor (130%, Kerrighed's MOSIX balancer), then waits COOLDOWN so loads settle (docs/migration.md).
+Every sample (1 s) it updates each local job's CPU-usage statistic (jobstats: decaying per the
+node's decay flags and the job's mosrun decay hint, or its lifetime average with nodecay). Every
+BALANCE_EVERY seconds a node that is not stay/quiet looks at its migratable jobs whose statistic
+says they are CPU-bound and the load its peers gossip; it moves the job with the highest statistic
+when another node is expected to run it faster by the stab factor (130%, Kerrighed's MOSIX
+balancer), then waits COOLDOWN so loads settle (docs/migration.md, "Automatic balancing").
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from omview.agent import criu as criumod
 from omview.agent.jobrun import JobError
+from omview.agent.jobs import Job
+from omview.agent.jobstats import JobStats, StatKey, measure
 from omview.agent.migrate import best_node
-from omview.agent.sampler import read_stat
+from omview.agent.sampler import Sample
 from omview.model.cluster import STD_SPEED, NodeInfo
 
 if TYPE_CHECKING:
@@ -26,35 +31,81 @@ log = logging.getLogger(__name__)
 BALANCE_EVERY = 2.0
 COOLDOWN = 5.0
 STAB_FACTOR = 1.3
-#: a job must use at least this share (percent) of what one runnable process gets here - one CPU, or
-#: cpus/demand on an overloaded node - to count as CPU-bound and be worth a migration
+#: a job's statistic (jobstats) must reach this share (percent) of what one runnable process gets
+#: here - one CPU, or cpus/demand on an overloaded node - to count as CPU-bound and be worth a migration
 MIN_SHARE = 30.0
 #: a node that just received a job from us counts it as running there this long (gossip lags)
 ARRIVAL_MEMORY = 8.0
 
 
 class Balancer:
-    """Decides on the loop thread when to look; looks and migrates in a worker thread."""
+    """Decides on the loop thread when to act; measures jobs, looks and migrates in worker threads."""
 
     def __init__(self, agent: Agent) -> None:
         self.a = agent
-        self.busy = False
+        self.busy = False  # a look (and maybe a migration) is running
+        self.observing = False  # a statistics update is running
         self.next_at = time.monotonic() + 2 * BALANCE_EVERY  # let the first loads settle
         self.sent: dict[int, list[float]] = {}  # node -> expiry times of jobs we sent there
         self.moves = 0
+        self.stats = JobStats()
+        self._observed: Sample | None = None  # the sample last folded into the statistics
 
     def tick(self) -> None:
-        if not self.a.cfg.balance or self.busy or time.monotonic() < self.next_at:
+        """Called after every sample: update the job statistics, and look when one is due."""
+        if not self.a.cfg.balance or self.observing:
+            return
+        sample = self.a.sample
+        if sample is None:
             return
         f = self.a.flags
-        if f.stay or f.quiet or self.a.sample is None:
-            return
-        self.busy = True
-        fut = self.a.job_pool.submit(self.consider)
-        fut.add_done_callback(lambda _f: self._done())
+        # stay/quiet stop the looks, not the statistics: they are current when the switch is cleared
+        look = not self.busy and time.monotonic() >= self.next_at and not (f.stay or f.quiet)
+        if sample is self._observed and not look:
+            return  # sampling failed and kept the old measurement: do not count it twice
+        self.observing = True
+        if look:
+            self.busy = True
+        self.a.job_pool.submit(self._round, sample, look)
 
-    def _done(self) -> None:
-        self.busy = False
+    def _round(self, sample: Sample, look: bool) -> None:
+        try:
+            if sample is not self._observed:
+                self._observed = sample
+                self.observe(sample)
+        except Exception:
+            log.exception("balancer: updating the job statistics failed")
+        finally:
+            self.observing = False  # before the look: a migration must not stall the statistics
+        if look:
+            try:
+                self.consider()
+            finally:
+                self.busy = False
+
+    @staticmethod
+    def key(job: Job) -> StatKey:
+        return (job.id, job.pid, job.pid_start)
+
+    def observe(self, sample: Sample, now: float | None = None) -> None:
+        """Fold SAMPLE into the statistic of every job running here; forget jobs that ended or left."""
+        now = time.monotonic() if now is None else now
+        me = self.a.membership.node_id
+        flags = self.a.flags
+        keep: list[StatKey] = []
+        for job in self.a.jobstore.all():
+            if job.where != me or job.state != "running" or job.pid <= 0:
+                continue
+            k = self.key(job)
+            keep.append(k)
+            if job.id in self.a.jobs.migrating:
+                continue  # frozen for the dump: not its usage; dropped once it has left
+            usage = measure(job.pid, criumod.job_tasks(job.pid), sample.cpu)
+            if usage is not None:
+                self.stats.update(k, job.hints, usage, now, flags)
+        gone = self.stats.keep_only(keep)
+        if gone:
+            log.debug("balancer: forgot the statistics of %d job(s) that ended or left", gone)
 
     def view(self) -> dict[int, NodeInfo]:
         """The cluster as the balancer sees it: own load from the instant demand, recent arrivals added."""
@@ -84,11 +135,29 @@ class Balancer:
             self.next_at = max(self.next_at, time.monotonic() + BALANCE_EVERY)
 
     def _consider(self) -> None:
+        picked = self.pick()
+        if picked is None:
+            return
+        job, target, nodes = picked
+        me = self.a.membership.node_id
+        log.info("balancer: node %d is loaded (%d), moving job %s (CPU %.0f%%) to node %d (load %d)", me,
+                 nodes[me].load, job.id, self.stats.get(self.key(job)) or 0.0, target,
+                 nodes[target].load)  # fmt: skip
+        try:
+            self.a.migrator.migrate(job.id, str(target), reason="balance")
+            self.moves += 1
+            self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
+        except JobError as exc:
+            log.warning("balancer: moving job %s to node %d failed: %s", job.id, target, exc.message)
+        self.next_at = time.monotonic() + COOLDOWN
+
+    def candidates(self) -> list[tuple[float, Job]]:
+        """The jobs worth moving with their statistic (percent of one CPU), highest first."""
         me = self.a.membership.node_id
         flags = self.a.flags
         sample = self.a.sample
         if sample is None:
-            return
+            return []
         fair = 100.0 * min(1.0, sample.cpus / max(1.0, sample.demand))  # percent one runnable process gets
         cands = []
         for job in self.a.jobstore.all():
@@ -98,27 +167,22 @@ class Balancer:
                 continue  # lstay: local processes stay
             if "iojob" in job.hints:
                 continue  # an I/O-bound job gains nothing from another CPU
-            cpu = 0.0
-            for pid in criumod.job_tasks(job.pid):
-                st = read_stat(pid)
-                if st is not None:
-                    cpu += sample.cpu.get(st.key, 0.0)
+            cpu = self.stats.get(self.key(job))
+            if cpu is None:
+                cpu = 0.0  # arrived since the last sample: not measured here yet
             if cpu >= MIN_SHARE / 100.0 * fair or "cpujob" in job.hints:
                 cands.append((cpu, job))
+        cands.sort(key=lambda c: -c[0])
+        return cands
+
+    def pick(self) -> tuple[Job, int, dict[int, NodeInfo]] | None:
+        """The job to move now and where (with the view that decided it), or None."""
+        cands = self.candidates()
         if not cands:
-            return
+            return None
+        me = self.a.membership.node_id
         nodes = self.view()
         target = best_node(nodes, me, margin=STAB_FACTOR)
         if target == me:
-            return
-        cands.sort(key=lambda c: -c[0])
-        job = cands[0][1]
-        log.info("balancer: node %d is loaded (%d), moving job %s to node %d (load %d)", me,
-                 nodes[me].load, job.id, target, nodes[target].load)  # fmt: skip
-        try:
-            self.a.migrator.migrate(job.id, str(target), reason="balance")
-            self.moves += 1
-            self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
-        except JobError as exc:
-            log.warning("balancer: moving job %s to node %d failed: %s", job.id, target, exc.message)
-        self.next_at = time.monotonic() + COOLDOWN
+            return None
+        return cands[0][1], target, nodes
