@@ -60,6 +60,8 @@ STREAM_SOCKET = "mig.sock"
 #: how long a source keeps trying to fence a target that stopped answering mid-restore
 FENCE_WINDOW = 30.0
 HISTORY_FILE = "migrations.jsonl"
+#: no link warm-up on a node while an arrival it prepared has neither come in nor is this old
+ARRIVAL_QUIET = 30.0
 
 
 class MigrationError(JobError):
@@ -312,6 +314,7 @@ class Migrator:
         self.recent: list[dict[str, Any]] = self._load_history()
         self._streams_lock = threading.Lock()
         self._page_socks: dict[str, socket.socket] = {}
+        self._arrivals: dict[str, tuple[float, str]] = {}  # prepared here: mig id -> (when, job id)
         criumod.pipe_lease_settle()
         self.listener: migstream.Listener | None = None
         try:
@@ -384,6 +387,36 @@ class Migrator:
         if not alive(job.pid, job.pid_start):
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job.id} ended meanwhile")
         return info
+
+    def warm_links(self, nodes: dict[int, NodeInfo] | None = None) -> None:
+        """Open the links a migration from here would use before one is asked for, so its prepare
+        phase does not pay for a new SSH connection and bridge (~0.3 s). Only while jobs that may
+        move run here (and CRIU works), to their home nodes first, then to the nodes that
+        expected_rate() ranks highest; plus, for this node's jobs running elsewhere, the control link
+        a request forwarded to them (migrate, signal) takes. Nothing new opens while a migration
+        from or to this node runs. PeerLinks.warm() keeps at most WARM_PEERS such links per kind and
+        works in the background: this never blocks (the agent calls it every tick)."""
+        me = self.env.node_id()
+        now = time.monotonic()
+        for mid, (at, job_id) in list(self._arrivals.items()):
+            there = self.store.get(job_id)
+            if now - at > ARRIVAL_QUIET or (there is not None and there.where == me and there.state == "running"):
+                self._arrivals.pop(mid, None)
+        if self.jobs.migrating or self._arrivals:
+            return  # a migration from or to here runs: opening links now would cost it CPU, maybe frozen time
+        jobs = [j for j in self.store.all() if j.state == "running"]
+        movable = [j for j in jobs if j.where == me and not j.lock]
+        table = self.env.nodes() if nodes is None else nodes
+        up = {nid: n for nid, n in table.items() if nid != me and n.up}
+        wanted: list[int] = []
+        if movable and self.env.criu() is not None:
+            wanted = list(dict.fromkeys(j.home for j in movable if j.home in up and not up[j.home].block))
+            wanted += sorted((nid for nid in up if nid not in wanted and not up[nid].block),
+                             key=lambda nid: (-expected_rate(up[nid], here=False), nid))  # fmt: skip
+        away = list(dict.fromkeys(j.where for j in jobs if j.home == me and j.where != me and j.where in up))
+        # called with empty lists too: that is how idle warm links get closed
+        self.peers.warm(wanted, purpose="mig", forward=os.path.join(self.peers.sock_dir, STREAM_SOCKET))
+        self.peers.warm(away, purpose="ctl")
 
     # ------------------------------------------------------------------ source: the migration
     def migrate(self, job_id: str, spec: str, *, reason: str = "request") -> dict[str, Any]:
@@ -822,6 +855,7 @@ class Migrator:
                     FaultCode.MIGRATION_FAILED,
                     f"not enough space on node {me}: {free >> 20} MiB free in {path}, need about {want >> 20} MiB",
                 )
+        self._arrivals[str(mig["id"])] = (time.monotonic(), str(mig.get("job")))  # see warm_links()
         return {"incoming": inc.dir, "images": where, "lazy": lazy and criumod.lazy_supported(criu)}
 
     def restore(self, mig: dict[str, Any]) -> dict[str, Any]:

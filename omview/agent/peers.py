@@ -1,6 +1,7 @@
 """L2 agent: links to peer agents over SSH (``ssh -o BatchMode=yes <peer> omview-agent bridge``), one
 persistent AgentClient per peer and purpose, reconnected on failure; the same SSH connection is
-multiplexed (ControlMaster) for the bulk streams and fencing commands of migrations.
+multiplexed (ControlMaster) for the bulk streams and fencing commands of migrations. ``warm()`` opens
+a few links in the background before a migration needs them (a cold link costs ~0.3 s).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from omview.model.channel import PipeChannel
@@ -23,6 +25,16 @@ log = logging.getLogger(__name__)
 REMOTE_AGENT = "omview-agent"
 #: aes128-gcm was the fastest cipher measured on this kind of host (feasibility §3)
 CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
+#: Speculative ("warm") links a node keeps at most, per purpose: opening a link costs a new SSH
+#: connection (~0.2 s on the test VM) plus the remote bridge's start (~0.07 s), all of which a cold
+#: migration spends in its prepare phase. Each warm link holds an ssh client here and an sshd + bridge
+#: process on the peer, so the count is bounded per node (O(N) cluster-wide, never N^2).
+WARM_PEERS = 3
+#: a warm link no migration used and nobody asked for again is closed after this long
+WARM_IDLE = 300.0
+#: after a failed warm-up the node is not tried again for this long (a 5 s ssh timeout per tick
+#: would be a waste; a real call still tries at once)
+WARM_RETRY = 30.0
 
 
 class PeerError(OmviewError):
@@ -39,6 +51,13 @@ class PeerLinks:
         self._links: dict[tuple[int, str], AgentClient] = {}
         self._locks: dict[tuple[int, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._closed = False
+        # warm-up bookkeeping (under _guard): links warm() opened that no call used yet -> when warm()
+        # last wanted them; links being warmed now; failed warm-ups -> when; idle links being closed
+        self._spec: dict[tuple[int, str], float] = {}
+        self._warming: set[tuple[int, str]] = set()
+        self._warm_failed: dict[tuple[int, str], float] = {}
+        self._closing: set[tuple[int, str]] = set()
 
     @property
     def sock_dir(self) -> str:
@@ -86,26 +105,31 @@ class PeerLinks:
                 if attempt == 2:
                     raise PeerError(f"node {node}: no stream through ssh ({exc.strerror or exc})") from exc
             # no forward yet, or one of a master that is gone: (re)make it on the current master
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(local)
-            old = os.umask(0o177)
-            try:
-                res = subprocess.run(self.control_argv(node, "-O", "forward", "-L", f"{local}:{remote_path}"),
-                                     capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/")  # fmt: skip
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise PeerError(f"node {node}: ssh -O forward failed: {exc}") from exc
-            finally:
-                os.umask(old)
-            if res.returncode != 0:
-                msg = res.stderr.decode(errors="replace").strip()[-200:]
-                raise PeerError(f"node {node}: ssh -O forward failed (exit {res.returncode}): {msg}")
+            self._forward(node, local, remote_path, timeout)
         raise AssertionError("not reached")
+
+    def _forward(self, node: int, local: str, remote_path: str, timeout: float) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local)
+        old = os.umask(0o177)
+        try:
+            res = subprocess.run(self.control_argv(node, "-O", "forward", "-L", f"{local}:{remote_path}"),
+                                 capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/")  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PeerError(f"node {node}: ssh -O forward failed: {exc}") from exc
+        finally:
+            os.umask(old)
+        if res.returncode != 0:
+            msg = res.stderr.decode(errors="replace").strip()[-200:]
+            raise PeerError(f"node {node}: ssh -O forward failed (exit {res.returncode}): {msg}")
 
     def _lock(self, key: tuple[int, str]) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
     def _drop(self, key: tuple[int, str]) -> None:
+        with self._guard:
+            self._spec.pop(key, None)
         client = self._links.pop(key, None)
         if client is not None:
             try:
@@ -122,11 +146,9 @@ class PeerLinks:
                 client = self._links.get(key)
                 try:
                     if client is None:
-                        client = AgentClient(
-                            PipeChannel(self.ssh_argv(node, REMOTE_AGENT, "bridge")),
-                            client_name=f"omview-agent peer ({purpose})", timeout=self.timeout,
-                        )  # fmt: skip
-                        self._links[key] = client
+                        client = self._open(node, purpose)
+                    with self._guard:
+                        self._spec.pop(key, None)  # a warm link in use is a link like any other now
                     return client.call(op, timeout=timeout, **args)
                 except (TransportError, AgentUnavailable, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
                     # TimeoutExpired: the remote end closed but ssh lingers (a multiplexed stream is still open)
@@ -138,8 +160,102 @@ class PeerLinks:
                     log.info("link to node %d broke (%s); reconnecting", node, exc)
             raise AssertionError("not reached")
 
+    def _open(self, node: int, purpose: str) -> AgentClient:
+        """A new link (caller holds its lock): ssh (a new connection, or a session on the master) runs
+        the peer's bridge, then the hello handshake."""
+        t0 = time.monotonic()
+        client = AgentClient(
+            PipeChannel(self.ssh_argv(node, REMOTE_AGENT, "bridge")),
+            client_name=f"omview-agent peer ({purpose})", timeout=self.timeout,
+        )  # fmt: skip
+        self._links[(node, purpose)] = client
+        log.info("link to node %d (%s) open in %.3f s", node, purpose, time.monotonic() - t0)
+        return client
+
+    # ------------------------------------------------------------------ warm-up
+    def warm(self, nodes: Iterable[int], *, purpose: str = "mig", forward: str | None = None) -> None:
+        """Open links to NODES (most wanted first) in background threads, so the next call to one of
+        them finds the link ready; never blocks. At most WARM_PEERS speculative links per purpose stay
+        open; one not wanted for WARM_IDLE seconds is closed. FORWARD: also set up the stream forward to that
+        remote socket path (see stream()). Call it again whenever the wish list may have changed."""
+        now = time.monotonic()
+        start: list[tuple[int, str]] = []
+        idle: list[tuple[int, str]] = []
+        with self._guard:
+            if self._closed:
+                return
+            for node in nodes:
+                key = (node, purpose)
+                if key in self._spec:
+                    self._spec[key] = now
+                if key in self._links or key in self._warming:
+                    continue
+                if now - self._warm_failed.get(key, -WARM_RETRY) < WARM_RETRY:
+                    continue
+                if sum(1 for k in (*self._spec, *self._warming) if k[1] == purpose) >= WARM_PEERS:
+                    continue  # full; later nodes of the list still get their timestamps refreshed
+                self._warming.add(key)
+                start.append(key)
+            idle = [key for key in self._spec if key not in self._closing and self._idle(key, now)]
+            self._closing.update(idle)
+        for key in idle:
+            threading.Thread(target=self._close_idle, args=(key,), name=f"omview-unwarm-{key[0]}",
+                             daemon=True).start()  # fmt: skip
+        for key in start:
+            threading.Thread(target=self._warm_one, args=(key, forward), name=f"omview-warm-{key[0]}",
+                             daemon=True).start()  # fmt: skip
+
+    def _idle(self, key: tuple[int, str], now: float) -> bool:
+        """(under _guard) A warm link nobody used nor wanted for WARM_IDLE, and the only link to its
+        node: another link may be a session on this link's ssh, were it the master, which waits for
+        its sessions and then gets killed by PipeChannel.close()."""
+        at = self._spec.get(key)
+        return at is not None and now - at > WARM_IDLE and not any(k[0] == key[0] and k != key for k in list(self._links))
+
+    def _close_idle(self, key: tuple[int, str]) -> None:
+        try:
+            with self._lock(key):  # not while a call uses it
+                with self._guard:
+                    idle = self._idle(key, time.monotonic())
+                if idle:
+                    log.info("closing the unused warm link to node %d (%s)", *key)
+                    self._drop(key)
+        finally:
+            with self._guard:
+                self._closing.discard(key)
+
+    def _warm_one(self, key: tuple[int, str], forward: str | None) -> None:
+        node, purpose = key
+        try:
+            with self._lock(key):
+                if key not in self._links and not self._closed:
+                    self._open(node, purpose)
+                    with self._guard:
+                        self._spec[key] = time.monotonic()
+        except (OmviewError, OSError, TimeoutError, subprocess.TimeoutExpired) as exc:
+            with self._guard:
+                self._warm_failed[key] = time.monotonic()
+            log.info("cannot warm up the link to node %d: %s", node, exc)
+            return
+        finally:
+            with self._guard:
+                self._warming.discard(key)
+            if self._closed:  # close() ran meanwhile: leave no link behind
+                with self._lock(key):
+                    self._drop(key)
+        if forward is None or self._closed:
+            return
+        local = os.path.join(self.run_dir, f"fwd-{node}.sock")
+        try:
+            with self._lock((node, "forward")):
+                if not os.path.exists(local):  # a stale one is remade by stream() when it fails
+                    self._forward(node, local, forward, self.timeout)
+        except PeerError as exc:
+            log.info("cannot set up the stream forward to node %d ahead of time: %s", node, exc)
+
     def close(self) -> None:
         with self._guard:
+            self._closed = True
             keys = list(self._links)
         for key in keys:
             self._drop(key)
