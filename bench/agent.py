@@ -1,22 +1,30 @@
 """Agent benchmark (issue 2): agent CPU, request round trips over SSH, join time on 16 nodes.
 
 Run as root:  .venv/bin/python bench/agent.py [--nodes 16] [--cpu-seconds 20] [--requests 300]
+                                              [--busy-procs 250]
 
 Everything is measured side by side in one run on one namespace cluster built for the purpose:
-  1. CPU used by each node's agent over a window at the default 1 s sampling (target <= 1 % of a core);
-  2. median request round trip through one persistent `ssh node omview-agent bridge` channel
+  1. CPU used by each node's agent over a window at the default 1 s sampling (target <= 1 % of a core),
+     then over a second window of the same length while a client polls every node's `procs.list`
+     once a second (what the collector and the GUI do; same target);
+  2. the time of one `procs.list` on an ordinary node and on a node carrying --busy-procs extra
+     ordinary processes (sleepers, session leaders, small trees, PID-namespace inits, TCP holders):
+     per call and per process, and that busy agent's CPU idle and polled at 1 Hz;
+  3. median request round trip through one persistent `ssh node omview-agent bridge` channel
      (OpenSSH client and paramiko) next to a fresh `ssh` exec per request (target <= 2 ms);
-  3. how long a (re)joining node takes to be "up" in every other agent's table (target <= 3 s).
+  4. how long a (re)joining node takes to be "up" in every other agent's table (target <= 3 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +48,130 @@ def bench_cpu(cluster: Cluster, seconds: float) -> list[float]:
     time.sleep(seconds)
     wall = time.monotonic() - t0
     return [100.0 * (cpu_seconds(p) - b) / wall for p, b in zip(pids, before, strict=True)]
+
+
+class Poller:
+    """Calls procs.list on the given agents once a second (one persistent Unix-socket client each),
+    like the collector does, in a thread; keeps how many processes each agent listed last."""
+
+    def __init__(self, sockets: list[str]) -> None:
+        self.clients = [AgentClient(UnixChannel(s), client_name="bench-poll", timeout=30) for s in sockets]
+        self.rows = [0] * len(sockets)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="procs-poller", daemon=True)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            for i, c in enumerate(self.clients):
+                self.rows[i] = len(c.call("procs.list"))
+            next_at += 1.0
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Poller:
+        for c in self.clients:
+            c.call("procs.list")  # connect and warm up before the window starts
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        for c in self.clients:
+            c.close()
+
+
+def bench_poll_cpu(cluster: Cluster, seconds: float) -> tuple[list[float], list[int]]:
+    """Agent CPU per node while every node's procs.list is polled at 1 Hz; and each node's process count
+    (the node the others ask which PIDs are in use also has their SSH sessions and bridges)."""
+    with Poller([cluster.agent_socket(n.id) for n in cluster.nodes]) as poller:
+        cpu = bench_cpu(cluster, seconds)
+        rows = list(poller.rows)
+    return cpu, rows
+
+
+#: started inside the busy node: the mix of processes a node has (prints its PID, then waits)
+BUSY_LAUNCHER = r"""
+import os, socket, subprocess, sys, time
+n = int(sys.argv[1])
+py = sys.executable
+quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+kids = []
+tcp = "import socket,time\ns=socket.create_server(('127.0.0.1',0))\nc=socket.create_connection(s.getsockname())\na,_=s.accept()\ntime.sleep(3600)"
+for _ in range(2):
+    kids.append(subprocess.Popen(["setsid", py, "-c", tcp], **quiet))
+for _ in range(n // 50):
+    kids.append(subprocess.Popen(["unshare", "--pid", "--fork", "setsid", "sh", "-c", "sleep 3600 & wait"], **quiet))
+for _ in range(n // 25):
+    kids.append(subprocess.Popen(["setsid", "sh", "-c", "sleep 3600 & sleep 3600 & wait"], **quiet))
+for _ in range(n // 5):
+    kids.append(subprocess.Popen(["setsid", py, "-c", "import time; time.sleep(3600)"], **quiet))
+# trees count 3 processes each (unshare, sh, sleep / sh and two sleeps); the rest are plain sleeps
+for _ in range(n - 2 - 3 * (n // 50) - 3 * (n // 25) - n // 5):
+    kids.append(subprocess.Popen(["sleep", "3600"], **quiet))
+print(os.getpid(), flush=True)
+time.sleep(3600)
+"""
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
+    out, todo = [root], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def time_listing(cluster: Cluster, node_id: int, calls: int) -> tuple[int, float]:
+    """Processes listed and the median wall time (ms) of one procs.list, calls 0.2 s apart."""
+    times = []
+    with AgentClient(UnixChannel(cluster.agent_socket(node_id)), client_name="bench", timeout=30) as c:
+        rows = len(c.call("procs.list"))
+        for _ in range(calls):
+            t = time.perf_counter()
+            c.call("procs.list")
+            times.append((time.perf_counter() - t) * 1000)
+            time.sleep(0.2)
+    return rows, statistics.median(times)
+
+
+def bench_busy_node(cluster: Cluster, extra: int, calls: int, seconds: float) -> dict[str, float]:
+    """procs.list on a node with EXTRA more processes: per call, per process, agent CPU idle/polled."""
+    node = cluster.nodes[1]
+    launcher = cluster.popen(node.id, [sys.executable, "-c", BUSY_LAUNCHER, str(extra)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert launcher.stdout is not None
+        launcher.stdout.readline()  # all started
+        time.sleep(2)  # let the sampler see them settle
+        rows, ms = time_listing(cluster, node.id, calls)
+        pid = node.agent_pid
+        before = cpu_seconds(pid)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        idle = 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+        with Poller([cluster.agent_socket(node.id)]):
+            before = cpu_seconds(pid)
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            polled = 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+    finally:
+        for victim in _descendants(launcher.pid):  # every process it started, by PID
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        launcher.wait(10)
+    return {"rows": rows, "ms": ms, "us_per_proc": 1000.0 * ms / max(1, rows), "idle": idle, "polled": polled}
 
 
 def timed_requests(client: AgentClient, count: int) -> list[float]:
@@ -115,6 +247,8 @@ def main() -> int:
     ap.add_argument("--cpu-seconds", type=float, default=20.0)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--join-rounds", type=int, default=3)
+    ap.add_argument("--busy-procs", type=int, default=250, help="extra processes on the busy node (default 250)")
+    ap.add_argument("--list-calls", type=int, default=30, help="procs.list calls timed on the busy node")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/agent.py needs root (it builds a namespace cluster)", file=sys.stderr)
@@ -125,6 +259,9 @@ def main() -> int:
     try:
         time.sleep(3)  # let gossip settle before measuring steady-state CPU
         cpu = bench_cpu(cluster, args.cpu_seconds)
+        polled, rows = bench_poll_cpu(cluster, args.cpu_seconds)
+        plain = time_listing(cluster, cluster.nodes[-1].id, args.list_calls)
+        busy = bench_busy_node(cluster, args.busy_procs, args.list_calls, args.cpu_seconds / 2)
         rt = bench_round_trips(cluster, args.requests)
         join = bench_join(cluster, args.join_rounds)
     finally:
@@ -135,13 +272,22 @@ def main() -> int:
     print(f"1. agent CPU at 1 s sampling over {args.cpu_seconds:.0f} s (% of one core; target <= 1 %)")
     print(f"   median {statistics.median(cpu):.2f} %   max {max(cpu):.2f} %   "
           f"-> {'PASS' if max(cpu) <= 1.0 else 'MISS'}")
-    print(f"2. request round trip, median of {args.requests} (node.info; target <= 2 ms persistent)")
+    top = max(range(len(polled)), key=polled.__getitem__)
+    print(f"   agent CPU while procs.list is polled at 1 Hz: median {statistics.median(polled):.2f} %, "
+          f"max {max(polled):.2f} % (target <= 1 %)   -> {'PASS' if max(polled) <= 1.0 else 'MISS'}")
+    print(f"   ({statistics.median(rows):.0f} processes per node, {min(rows)}..{max(rows)}; the max is node "
+          f"{cluster.nodes[top].id} with {rows[top]} processes)")
+    print(f"2. one procs.list, median of {args.list_calls}: {plain[1]:.2f} ms on node {cluster.nodes[-1].id} "
+          f"({plain[0]} processes); on a busy node ({busy['rows']:.0f} processes):")
+    print(f"   {busy['ms']:.2f} ms per call, {busy['us_per_proc']:.1f} us per process; that agent's CPU over "
+          f"{args.cpu_seconds / 2:.0f} s: idle {busy['idle']:.2f} %, polled at 1 Hz {busy['polled']:.2f} %")
+    print(f"3. request round trip, median of {args.requests} (node.info; target <= 2 ms persistent)")
     per_exec = rt["new ssh exec per request"]
     for name, ms in rt.items():
         print(f"   {name:<48} {ms:8.3f} ms   ({per_exec / ms:6.1f}x faster than ssh exec)")
     best = rt["persistent bridge, paramiko (the GUI's path)"]
     print(f"   -> {'PASS' if best <= 2.0 else 'MISS'} (paramiko persistent {best:.3f} ms)")
-    print(f"3. join time of a restarted node until up in all {args.nodes - 1} other tables (target <= 3 s)")
+    print(f"4. join time of a restarted node until up in all {args.nodes - 1} other tables (target <= 3 s)")
     print(f"   {', '.join(f'{t:.2f} s' for t in join)}   median {statistics.median(join):.2f} s   "
           f"-> {'PASS' if max(join) <= 3.0 else 'MISS'}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +79,7 @@ def children_map() -> dict[int, list[int]]:
     return out
 
 
-def tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+def tree(root: int, children: Mapping[int, list[int]] | None = None) -> list[int]:
     """ROOT and every process below it - what `criu dump -t ROOT` takes."""
     if children is None:
         return [root, *criumod.descendants(root)]
@@ -89,6 +89,45 @@ def tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+        return int(raw[raw.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Walk:
+    """tree(ROOT) read as far as it is looked at: most reasons are found near the root, and a big tree
+    (an sshd with many sessions) then costs a few reads instead of one per process. Same order."""
+
+    def __init__(self, root: int, children: Mapping[int, list[int]]) -> None:
+        self.children = children
+        self.out = [root]
+        self.seen = {root}
+        self.todo = list(children.get(root, []))
+
+    def _step(self) -> None:
+        pid = self.todo.pop()
+        self.out.append(pid)
+        self.seen.add(pid)
+        self.todo.extend(self.children.get(pid, []))
+
+    def __iter__(self) -> Iterator[int]:
+        i = 0
+        while i < len(self.out) or self.todo:
+            if i == len(self.out):
+                self._step()
+            yield self.out[i]
+            i += 1
+
+    def __contains__(self, pid: int) -> bool:
+        while pid not in self.seen and self.todo:
+            self._step()
+        return pid in self.seen
 
 
 def tids(pid: int) -> list[int]:
@@ -129,6 +168,51 @@ class Facts:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class FdLook:
+    """One reading of a process's open fds: what the process list keeps between listings."""
+
+    count: int  # st_size of /proc/PID/fd before the reading: the number of open fds (Linux >= 6.2, else 0)
+    sockets: frozenset[str]  # inodes of its sockets (any kind; the caller matches them with TCP tables)
+    deleted: str  # the reason for the first open file that was deleted, as facts() words it ("" = none)
+
+
+def fd_count(pid: int) -> int | None:
+    """How many fds PID has open (0 where the kernel does not say), None when it is gone/unreadable."""
+    try:
+        return os.stat(f"/proc/{pid}/fd").st_size
+    except OSError:
+        return None
+
+
+def look_fds(pid: int) -> FdLook | None:
+    """Read PID's fds once (readlink only): its sockets and the first deleted open file."""
+    count = fd_count(pid)
+    if count is None:
+        return None
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    sockets: set[str] = set()
+    deleted = ""
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[8:-1])
+        elif not deleted and target.startswith("/") and not target.startswith(_VIRTUAL) \
+                and target.endswith(" (deleted)"):  # fmt: skip
+            deleted = _deleted_file(target)
+    return FdLook(count, frozenset(sockets), deleted)
+
+
+def _deleted_file(target: str) -> str:
+    return f"open file {target[:-10]} was deleted (CRIU reopens files by path)"
+
+
 def _fd_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
     """Add PID's open files to FILES; returns a reason when one of them cannot be reopened by path."""
     try:
@@ -144,7 +228,7 @@ def _fd_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
         if target.startswith(_VIRTUAL) or not target.startswith("/"):
             continue
         if target.endswith(" (deleted)"):
-            return f"open file {target[:-10]} was deleted (CRIU reopens files by path)"
+            return _deleted_file(target)
         writing = True
         with contextlib.suppress(OSError, ValueError, IndexError):
             with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
@@ -182,63 +266,134 @@ def _map_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
     return ""
 
 
+def _session_outside(leader: int) -> str:
+    return (f"session leader {leader} is outside its process tree (CRIU needs the whole session: start it "
+            "with setsid)")  # fmt: skip
+
+
+def _group_outside(leader: int) -> str:
+    return f"process group leader {leader} is outside its process tree"
+
+
+def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
+    """The rules for PID's cwd, root and program (after its open and mapped files): the first that
+    fails as the reason ("" = none). Adds the paths to FILES when given."""
+    for link in ("cwd", "root"):
+        with contextlib.suppress(OSError):
+            path = os.readlink(f"/proc/{pid}/{link}")
+            if path.endswith(" (deleted)"):
+                return f"its working directory {path[:-10]} was deleted"
+            if files is not None:
+                files.setdefault(path, {"path": path, "kind": "dir", "size": -1})
+    if foreign_cwd(pid):
+        return (f"working directory of {pid} is on a mount of another mount namespace (CRIU cannot "
+                "dump it; cd into it from inside the namespace)")  # fmt: skip
+    with contextlib.suppress(OSError):
+        exe = os.readlink(f"/proc/{pid}/exe")
+        if exe.endswith(" (deleted)"):
+            return f"its program {exe[:-10]} was deleted"
+        if files is not None:
+            _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
+    return ""
+
+
+class Reader:
+    """How facts() reads one process. This one reads /proc every time (a migration's pre-flight); the
+    process list passes one that answers from what it keeps between listings (procs.ProcessLister)."""
+
+    def namespace_init(self, pid: int, my_ns: int | None) -> int | None:
+        return namespace_init(pid, my_ns)
+
+    def own_pidns_init(self, pid: int) -> bool:
+        return own_pidns_init(pid)
+
+    def ids(self, pid: int) -> Ids | None:
+        return read_ids(pid)
+
+    def file_reason(self, pid: int) -> str:
+        """The file rules without mapped files (the quick look): open files, cwd, root, program."""
+        look = look_fds(pid)
+        return (look.deleted if look is not None else "") or path_rules(pid)
+
+    def tids(self, pid: int) -> list[int]:
+        return tids(pid)
+
+    def start_time(self, pid: int) -> int | None:
+        """Field 22 of /proc/PID/stat (clock ticks after boot), None when PID does not exist."""
+        return start_time(pid)
+
+    def surely_outside(self, pid: int, root: int) -> bool:
+        """PID cannot be in ROOT's tree: it does not exist, or it started before ROOT (a descendant is
+        forked after its ancestor). Spares reading the tree when that alone decides the reason."""
+        mine = self.start_time(root)
+        if mine is None:
+            return False
+        theirs = self.start_time(pid)
+        return theirs is None or theirs < mine
+
+
 def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
-          children: dict[int, list[int]] | None = None, maps: bool = True) -> Facts:  # fmt: skip
+          children: Mapping[int, list[int]] | None = None, maps: bool = True,
+          reader: Reader | None = None) -> Facts:  # fmt: skip
     """Local eligibility of the tree rooted at ROOT. BLOCKED(pid) is the per-process check (kernel
     thread, agent, terminal, TCP...) that is applied to every process of the tree. CHILDREN: a
-    children_map() to reuse; MAPS=False skips the mapped files (a quick look for process lists)."""
+    children_map() (or a mapping that answers the same) to reuse. MAPS=False is the quick look of the
+    process list: the same rules except mapped files, and no file list (f.files stays empty).
+    READER: how processes are read (default: from /proc, every time)."""
+    rd = reader or Reader()
     f = Facts(root)
-    init = namespace_init(root, my_ns)
+    init = rd.namespace_init(root, my_ns)
     if init is not None and init != root:
         f.reason = (
             f"it runs inside the PID namespace of process {init} (migrate {init}, that namespace's init)"
         )
         return f
-    f.ns_init = own_pidns_init(root)
-    members = tree(root, children)
-    inside = set(members)
-    for pid in members:
-        why = blocked(pid)
+    f.ns_init = rd.own_pidns_init(root)
+    # the root's own rules come first: when they decide, the tree below need not be read
+    why = blocked(root)
+    if why:
+        f.reason = why
+        return f
+    ids = rd.ids(root)
+    if ids is not None and ids.session != root and rd.surely_outside(ids.session, root):
+        f.reason = _session_outside(ids.session)
+        return f
+    if ids is not None and ids.session == root and ids.pgrp != root and rd.surely_outside(ids.pgrp, root):
+        f.reason = _group_outside(ids.pgrp)
+        return f
+    inside = _Walk(root, children if children is not None else children_map())
+    for pid in inside:
+        why = blocked(pid) if pid != root else ""
         if why:
-            f.reason = why if pid == root else f"its child {pid}: {why}"
+            f.reason = f"its child {pid}: {why}"
             return f
-        ids = read_ids(pid)
+        ids = rd.ids(pid)
         if ids is None:
             continue
         # CRIU (without --shell-job) restores sessions and groups only from leaders it dumped itself
         if ids.session not in inside:
-            f.reason = (f"session leader {ids.session} is outside its process tree (CRIU needs the whole "
-                        "session: start it with setsid)")  # fmt: skip
+            f.reason = _session_outside(ids.session)
             return f
         if ids.pgrp not in inside:
-            f.reason = f"process group leader {ids.pgrp} is outside its process tree"
+            f.reason = _group_outside(ids.pgrp)
             return f
-    files: dict[str, dict[str, Any]] = {}
-    for pid in members:
-        why = _fd_files(pid, files) or (_map_files(pid, files) if maps else "")
-        if why:
-            f.reason = why
-            return f
-        for link in ("cwd", "root"):
-            with contextlib.suppress(OSError):
-                path = os.readlink(f"/proc/{pid}/{link}")
-                if path.endswith(" (deleted)"):
-                    f.reason = f"its working directory {path[:-10]} was deleted"
-                    return f
-                files.setdefault(path, {"path": path, "kind": "dir", "size": -1})
-        if foreign_cwd(pid):
-            f.reason = (f"working directory of {pid} is on a mount of another mount namespace (CRIU cannot "
-                        "dump it; cd into it from inside the namespace)")  # fmt: skip
-            return f
-        with contextlib.suppress(OSError):
-            exe = os.readlink(f"/proc/{pid}/exe")
-            if exe.endswith(" (deleted)"):
-                f.reason = f"its program {exe[:-10]} was deleted"
+    members = inside.out  # the whole tree by now
+    if maps:
+        files: dict[str, dict[str, Any]] = {}
+        for pid in members:
+            why = _fd_files(pid, files) or _map_files(pid, files) or path_rules(pid, files)
+            if why:
+                f.reason = why
                 return f
-            _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
-    f.files = sorted(files.values(), key=lambda d: d["path"])
+        f.files = sorted(files.values(), key=lambda d: d["path"])
+    else:
+        for pid in members:
+            why = rd.file_reason(pid)
+            if why:
+                f.reason = why
+                return f
     if not f.ns_init:
-        f.pids = sorted({t for pid in members for t in tids(pid)})
+        f.pids = sorted({t for pid in members for t in rd.tids(pid)})
     return f
 
 

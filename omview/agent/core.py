@@ -29,7 +29,7 @@ from omview.agent.jobs import JobStore
 from omview.agent.membership import Membership
 from omview.agent.migrate import Env, Migrator
 from omview.agent.peers import PeerLinks
-from omview.agent.procs import CriuProbe, ProcessLister, real_uid
+from omview.agent.procs import CriuProbe, ProcessLister, process_row, real_uid
 from omview.agent.sampler import Sample, Sampler, Scope, read_stat
 from omview.agent.server import Connection, OpFault, Server
 from omview.agent.state import FlagError, StateStore, validate_flag
@@ -202,6 +202,10 @@ class Agent:
                 await loop.run_in_executor(self.watch_pool, self.jobs.tick)
             except Exception:
                 log.exception("job watcher failed")
+            try:  # soon after a job starts or arrives; non-blocking: the links open in the background
+                self.migrator.warm_links(self.nodes_snapshot)
+            except Exception:
+                log.exception("warming up peer links failed")
 
     async def _expel_on_stop(self) -> None:
         """openMosix: a node halted gracefully sends its guests home first."""
@@ -551,11 +555,11 @@ class Agent:
         )
         if pid is not None and not procs:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
-        return [p.to_dict() for p in procs]
+        return [process_row(p) for p in procs]
 
     def _pid_reasons(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """A process outside a PID namespace of its own moves only where all its PIDs are free: ask the
-        first other node that is up (one batched peer.proc.check), and say which PID is taken there."""
+        next node up after this one (one batched peer.proc.check), and say which PID is taken there."""
         checks = dict(self.lister.pid_checks)
         me = self.membership.node_id
         if not checks or time.monotonic() < self._pid_check_backoff:
@@ -563,7 +567,9 @@ class Agent:
         others = sorted(n for n, info in self.fresh_nodes().items() if n != me and info.up and not info.block)
         if not others:
             return procs
-        node = others[0]
+        # the next ID up, wrapping: each node is asked by one other, not all by the lowest (every SSH
+        # session and bridge of the cluster would land on that one node)
+        node = next((n for n in others if n > me), others[0])
         wanted = sorted({p for pids in checks.values() for p in pids})
         at, asked_node, asked, used = self._pid_check_cache
         # a collector lists processes every second: reuse a recent answer instead of a peer round trip

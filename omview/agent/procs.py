@@ -4,17 +4,23 @@ the first real reason a process could not be moved (kernel thread, terminal, TCP
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pwd
 import shutil
+import socket
+import struct
 import subprocess
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from omview.agent import adopt
 from omview.agent import criu as criumod
-from omview.agent.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, read_stat
+from omview.agent.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, parse_stat, read_stat
 from omview.model.cluster import ProcessInfo
 
 log = logging.getLogger(__name__)
@@ -117,6 +123,10 @@ class CriuProbe:
                     status = CriuStatus(True, False, path, f"cannot run {path}: {exc.strerror}")
             self._status = status
         log.info("CRIU: %s", status.detail if not status.ok else f"{status.path} works")
+        if status.ok and status.path:
+            # probe post-copy support now, at start in this worker, so that the first post-copy
+            # migration does not run that criu check in its prepare phase (10-50 ms, cached after)
+            criumod.lazy_supported(status.path)
         return status
 
 
@@ -133,38 +143,479 @@ def tty_name(tty_nr: int) -> str:
     return f"/dev/char/{major}:{minor}"
 
 
-def _read_text(path: str) -> str | None:
+def _read_bytes(path: str, size: int = 4096, *, seq: bool = False) -> bytes | None:
+    """The whole file, unbuffered, None when unreadable. Most /proc/PID files (stat, status, cmdline)
+    hand out everything there is up to the size asked for, so a short read is the end and one read
+    does; SEQ: a seq_file that gives about a page per read (children, net/tcp), read until empty."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read().decode("utf-8", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = [os.read(fd, size)]
+        while chunks[-1] and (seq or len(chunks[-1]) == size):
+            chunks.append(os.read(fd, size))
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: str) -> str | None:
+    raw = _read_bytes(path, 65536, seq=True)
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def real_uid(pid: int) -> int | None:
     """The real UID of a process (first field of Uid: in /proc/PID/status)."""
-    text = _read_text(f"/proc/{pid}/status")
-    if text is None:
+    raw = _read_bytes(f"/proc/{pid}/status", 8192)
+    if raw is None:
         return None
-    for line in text.splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    return None
+    at = raw.find(b"\nUid:")
+    if at < 0:
+        return None
+    try:
+        return int(raw[at + 5 : raw.index(b"\t", at + 6)])
+    except ValueError:
+        return None
+
+
+class _Stat:
+    """One process's /proc/PID/stat in this listing: the sampler's fields plus the tree rules' ids."""
+
+    __slots__ = ("_ids", "raw", "st")
+
+    def __init__(self, st: ProcStat, raw: bytes) -> None:
+        self.st = st
+        self.raw = raw
+        self._ids: adopt.Ids | None | bool = False  # False: not parsed yet
+
+    def ids(self) -> adopt.Ids | None:
+        if self._ids is False:
+            try:
+                f = self.raw[self.raw.rindex(b")") + 2 :].split()
+                self._ids = adopt.Ids(int(f[1]), int(f[2]), int(f[3]), int(f[4]))
+            except (ValueError, IndexError):
+                self._ids = None
+        return self._ids if isinstance(self._ids, adopt.Ids) else None
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    raw = _read_bytes(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    try:
+        return _Stat(parse_stat(pid, raw), raw)
+    except (ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- connected TCP sockets
+_NETLINK_SOCK_DIAG = 4  # linux/netlink.h
+_SOCK_DIAG_BY_FAMILY = 20  # linux/sock_diag.h
+_NLM_F_DUMP_REQUEST = 0x301  # NLM_F_REQUEST | NLM_F_ROOT | NLM_F_MATCH
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_CLONE_NEWNET = 0x40000000
+_DIAG_STATES = sum(1 << int(s, 16) for s in _CONNECTED_TCP)
+#: seconds /proc/PID/net/tcp stands in after sock_diag failed in a namespace, before trying again
+DIAG_RETRY = 60.0
+
+
+def _diag_dump(sock: socket.socket, family: int, seq: int) -> set[str]:
+    """Inodes of the connected TCP sockets of one address family, from an inet_diag dump (the kernel
+    walks only the non-empty hash buckets: ~0.2 ms, where reading /proc/net/tcp walks all of them)."""
+    # struct inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid (48 bytes,
+    # all zero but the cookie INET_DIAG_NOCOOKIE)
+    req = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, _DIAG_STATES) + bytes(40) + b"\xff" * 8
+    sock.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST, seq, 0) + req)
+    out: set[str] = set()
+    while True:
+        data = sock.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(data):
+            length, kind, _flags, got_seq, _port = struct.unpack_from("=IHHII", data, off)
+            if length < 16:
+                raise OSError(f"malformed sock_diag answer (message length {length})")
+            if got_seq == seq:
+                if kind == _NLMSG_DONE:
+                    return out
+                if kind == _NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + 16)[0]
+                    raise OSError(err, f"sock_diag: {os.strerror(err)}")
+                if kind == _SOCK_DIAG_BY_FAMILY and length >= 16 + 72:
+                    # struct inet_diag_msg: 4 bytes, sockid (48), expires, rqueue, wqueue, uid, inode
+                    inode = struct.unpack_from("=I", data, off + 16 + 68)[0]
+                    if inode:  # 0: TIME_WAIT and other sockets no process holds
+                        out.add(str(inode))
+            off += (length + 3) & ~3
+
+
+def _proc_tcp(pid: int) -> set[str]:
+    """The same from /proc/PID/net/tcp{,6} (the fallback: each read walks the whole hash table)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        text = _read_text(f"/proc/{pid}/net/{table}")
+        if not text:
+            continue
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] in _CONNECTED_TCP and parts[9] != "0":
+                inodes.add(parts[9])
+    return inodes
+
+
+def _socket_in(pid: int) -> socket.socket:
+    """A sock_diag socket inside PID's network namespace (setns in a short-lived thread; the socket
+    stays in that namespace)."""
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failed.append(exc)
+
+    t = threading.Thread(target=enter, name="omview-netns", daemon=True)
+    t.start()
+    t.join(5)
+    if not made:
+        raise failed[0] if failed and isinstance(failed[0], OSError) else OSError("setns thread failed")
+    return made[0]
+
+
+class TcpTables:
+    """Connected TCP sockets per network namespace, by inode. One sock_diag netlink socket per namespace
+    is kept (the agent's own always; others while processes of this node live there); where that is
+    not possible, /proc/PID/net/tcp{,6} is read instead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._own = netns_key("self")
+        self._socks: dict[tuple[int, int], socket.socket] = {}
+        #: namespaces where sock_diag failed -> until when /proc is read there instead
+        self._no_diag: dict[tuple[int, int], float] = {}
+        self._seq = 0
+
+    def connected(self, ns: tuple[int, int] | None, pid: int) -> set[str]:
+        """Inodes of connected TCP sockets in network namespace NS (that of PID)."""
+        if ns is None or self._no_diag.get(ns, 0.0) > time.monotonic():
+            return _proc_tcp(pid)
+        with self._lock:
+            try:
+                sock = self._socks.get(ns)
+                if sock is None:
+                    if ns == self._own:
+                        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                             _NETLINK_SOCK_DIAG)  # fmt: skip
+                    else:
+                        sock = _socket_in(pid)
+                        if netns_key(pid) != ns:  # PID moved or ended meanwhile: not that namespace
+                            sock.close()
+                            return _proc_tcp(pid)
+                    sock.settimeout(5.0)
+                    self._socks[ns] = sock
+                out: set[str] = set()
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    self._seq = (self._seq + 1) & 0x7FFFFFFF
+                    out |= _diag_dump(sock, family, self._seq)
+                return out
+            except OSError as exc:
+                log.info("sock_diag in network namespace %s does not work (%s): reading /proc/net/tcp for "
+                         "the next %.0f s", ns, exc, DIAG_RETRY)  # fmt: skip
+                self._drop(ns)
+                self._no_diag[ns] = time.monotonic() + DIAG_RETRY
+        return _proc_tcp(pid)
+
+    def keep_only(self, used: set[tuple[int, int]]) -> None:
+        """Close the sockets of namespaces no process of this node is in any more (each holds its
+        namespace alive)."""
+        with self._lock:
+            for ns in [n for n in self._socks if n != self._own and n not in used]:
+                self._drop(ns)
+            self._no_diag = {n: t for n, t in self._no_diag.items() if n in used}
+
+    def _drop(self, ns: tuple[int, int]) -> None:
+        sock = self._socks.pop(ns, None)
+        if sock is not None:
+            sock.close()
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(ProcessInfo))
+
+
+def process_row(p: ProcessInfo) -> dict[str, Any]:
+    """p.to_dict() without dataclasses.asdict's recursive copies (~9 us a row here, most of the JSON): every
+    field is a plain value but cmdline, a tuple sent as a list."""
+    d = {name: getattr(p, name) for name in _ROW_FIELDS}
+    d["cmdline"] = list(p.cmdline)
+    return d
+
+
+# --------------------------------------------------------------------------- the listing
+#: a process's fds, cwd, root and program are read again at least every RESCAN_EVERY full listings even
+#: when nothing hints at a change (docs/agent.md, "How fresh cantmove is")
+RESCAN_EVERY = 8
+
+
+@dataclass
+class _Look:
+    """What the listing keeps about one process (pid, start time) between listings."""
+
+    fds: adopt.FdLook
+    netns: tuple[int, int] | None  # its network namespace when read (only when it has sockets)
+    threads: int
+    paths: str | None = None  # adopt.path_rules() (cwd, root, program), read when first needed
+    tids: list[int] | None = None  # read when first needed, kept while the thread count is the same
+
+
+class _Children(Mapping[int, list[int]]):
+    """PID -> its child processes, read from /proc/PID/task/TID/children when first asked (only the
+    trees the listing looks at are read, not every process of the machine)."""
+
+    def __init__(self, stat_of: Callable[[int], _Stat | None]) -> None:
+        self._stat_of = stat_of
+        self._known: dict[int, list[int]] = {}
+
+    def __getitem__(self, pid: int) -> list[int]:
+        kids = self._known.get(pid)
+        if kids is None:
+            kids = self._known[pid] = self._read(pid)
+        return kids
+
+    def _read(self, pid: int) -> list[int]:
+        s = self._stat_of(pid)
+        if s is None:
+            return []
+        tasks = [str(pid)]
+        if s.st.threads > 1:  # a child belongs to the thread that forked it
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                return []
+        out: list[int] = []
+        for tid in tasks:
+            raw = _read_bytes(f"/proc/{pid}/task/{tid}/children", seq=True)
+            if raw:
+                out.extend(int(x) for x in raw.split())
+        return sorted(out)  # the order adopt.children_map() has: which child a reason names depends on it
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+class _Listing(adopt.Reader):
+    """One procs.list: the processes' stat read once, the TCP tables read once per namespace, and the
+    facts() reader that answers from the lister's caches (adopt.Reader reads /proc every time)."""
+
+    def __init__(self, lister: ProcessLister, stats: dict[int, _Stat], fresh: bool) -> None:
+        self.lister = lister
+        self.stats = stats
+        self.in_scope = set(stats)
+        self.fresh = fresh  # a one-process listing: read everything again, keep nothing stale
+        self.tables: dict[tuple[int, int] | None, set[str]] = {}
+        self.scanned: set[tuple[int, int]] = set()  # (pid, start) whose fds this listing read
+        self.looks: dict[tuple[int, int], _Look | None] = {}  # this listing's look at what it checked
+        self.why: dict[int, str] = {}  # blocked() of this listing
+        self._children: Mapping[int, list[int]] | None = None
+
+    @property
+    def children(self) -> Mapping[int, list[int]]:
+        if self._children is None:
+            self._children = _Children(self.stat_of) if self.lister.children_files else adopt.children_map()
+        return self._children
+
+    def stat_of(self, pid: int) -> _Stat | None:
+        s = self.stats.get(pid)
+        if s is None:  # a tree member outside this node's scope (e.g. another network namespace)
+            s = _read_stat(pid)
+            if s is not None:
+                self.stats[pid] = s
+        return s
+
+    # --- fds and TCP
+    def look(self, st: ProcStat, *, again: bool = False) -> _Look | None:
+        """What the process's fds show: kept from an earlier listing while its fd count is the same and
+        its turn to be read again has not come; read now otherwise (AGAIN: read now unless this listing
+        already did)."""
+        key = st.key
+        if key in self.looks and not (again and key not in self.scanned):
+            return self.looks[key]
+        lister = self.lister
+        old = lister.looks.get(key)
+        if (old is not None and not again and not self.fresh
+                and (st.pid + lister.listing) % RESCAN_EVERY != 0  # staggered: 1/RESCAN_EVERY each time
+                and adopt.fd_count(st.pid) == old.fds.count):  # fmt: skip
+            if old.threads != st.threads:
+                old.tids, old.threads = None, st.threads
+            self.looks[key] = old
+            return old
+        self.scanned.add(key)
+        fds = adopt.look_fds(st.pid)
+        if fds is None:
+            lister.looks.pop(key, None)
+            self.looks[key] = None
+            return None
+        netns = None
+        if fds.sockets:
+            # Scope.pids() has just compared the namespace of a "netns"-scoped node's processes
+            here = lister.scope.scope == "netns" and st.pid in self.in_scope and not self.fresh
+            netns = lister.scope.own_netns if here else netns_key(st.pid)
+        new = self.looks[key] = _Look(fds, netns, st.threads)
+        if not self.fresh:  # a one-process listing keeps nothing (only full listings prune)
+            lister.looks[key] = new
+        return new
+
+    def connected(self, ns: tuple[int, int] | None, pid: int) -> set[str]:
+        got = self.tables.get(ns)
+        if got is None:
+            got = self.tables[ns] = self.lister.tables.connected(ns, pid)
+        return got
+
+    def tcp(self, st: ProcStat) -> bool:
+        look = self.look(st)
+        if look is None or not look.fds.sockets:
+            return False
+        return not look.fds.sockets.isdisjoint(self.connected(look.netns, st.pid))
+
+    def own_reason(self, st: ProcStat) -> str:
+        """The reasons of blocked() that need nothing but the stat line."""
+        if st.kernel_thread or st.pid == 2 or st.ppid == 2:
+            return "kernel thread"
+        if st.pid == 1:
+            return "system process (pid 1)"
+        if st.pid == self.lister.agent_pid:
+            return "the omview agent itself"
+        if st.tty_nr != 0:
+            return f"attached to terminal {tty_name(st.tty_nr)}"
+        return ""
+
+    def blocked(self, st: ProcStat) -> str:
+        """ProcessLister.blocked() from this listing's reads (once per process and listing: a tree's
+        root and its members are asked again for every root above them)."""
+        why = self.why.get(st.pid)
+        if why is None:
+            why = self.why[st.pid] = self.own_reason(st) or ("open TCP connection" if self.tcp(st) else "")
+        return why
+
+    def blocked_pid(self, pid: int) -> str:
+        s = self.stat_of(pid)
+        return "" if s is None else self.blocked(s.st)
+
+    def find_new_connections(self) -> None:
+        """A connection none of the processes looked at is known to hold is new since their fds were
+        read: read the fds of every process again (once), so that it shows at once. What still belongs
+        to nobody (the kernel's own sockets, processes of other nodes) is remembered as such."""
+        lister = self.lister
+        own = lister.scope.own_netns
+        holders = {k: lk for k, lk in self.looks.items() if lk is not None}
+        spaces = {lk.netns for lk in holders.values() if lk.fds.sockets} | {own}
+        pid_of = {lk.netns: k[0] for k, lk in holders.items() if lk.fds.sockets}
+        for ns in spaces:
+            self.connected(ns, pid_of.get(ns, os.getpid()))
+        known = {s for lk in holders.values() for s in lk.fds.sockets}
+        if any(conn - known - lister.orphans.get(ns, set()) for ns, conn in self.tables.items()):
+            for key in [k for k in holders if k not in self.scanned]:
+                s = self.stats.get(key[0])
+                if s is not None and s.st.key == key:
+                    self.look(s.st, again=True)
+            holders = {k: lk for k, lk in self.looks.items() if lk is not None}
+            known = {s for lk in holders.values() for s in lk.fds.sockets}
+            for k, lk in holders.items():  # a namespace that showed up in the second reading
+                if lk.fds.sockets and lk.netns not in self.tables:
+                    self.connected(lk.netns, k[0])
+        lister.orphans = {ns: conn - known for ns, conn in self.tables.items()}
+        lister.tables.keep_only({ns for ns in self.tables if ns is not None})
+
+    # --- adopt.Reader, from the caches
+    def namespace_init(self, pid: int, my_ns: int | None) -> int | None:
+        return self._pidns(pid, my_ns)[0]
+
+    def own_pidns_init(self, pid: int) -> bool:
+        return self._pidns(pid, self.lister.agent_ns)[1]
+
+    def _pidns(self, pid: int, my_ns: int | None) -> tuple[int | None, bool]:
+        # a process never changes its PID namespace and that namespace's init never changes (when the
+        # init ends, the kernel ends the whole namespace): kept for the process's lifetime
+        s = self.stat_of(pid)
+        key = s.st.key if s is not None else None
+        if self.fresh or key is None:
+            return adopt.namespace_init(pid, my_ns), adopt.own_pidns_init(pid)
+        got = self.lister.pidns.get(key)
+        if got is None:
+            got = self.lister.pidns[key] = (adopt.namespace_init(pid, my_ns), adopt.own_pidns_init(pid))
+        self.lister.pidns_seen.add(key)
+        return got
+
+    def ids(self, pid: int) -> adopt.Ids | None:
+        s = self.stat_of(pid)
+        return None if s is None else s.ids()
+
+    def start_time(self, pid: int) -> int | None:
+        s = self.stat_of(pid)
+        return None if s is None else s.st.starttime
+
+    def file_reason(self, pid: int) -> str:
+        s = self.stat_of(pid)
+        look = self.look(s.st) if s is not None else None
+        if look is None:
+            return super().file_reason(pid)
+        if look.fds.deleted:
+            return look.fds.deleted
+        if look.paths is None:
+            look.paths = adopt.path_rules(pid)
+        return look.paths
+
+    def tids(self, pid: int) -> list[int]:
+        s = self.stat_of(pid)
+        look = self.look(s.st) if s is not None else None
+        if look is None:
+            return adopt.tids(pid)
+        if look.tids is None:
+            look.tids = adopt.tids(pid)
+        return look.tids
 
 
 class ProcessLister:
-    """Builds ProcessInfo records; runs in the agent's worker thread."""
+    """Builds ProcessInfo records; runs in the agent's worker thread.
+
+    What a listing reads again every time: /proc/PID/stat (state, terminal, sessions...), status (uid),
+    cmdline, the fd count and the connected TCP sockets. A process's fds, cwd, root and program are
+    read again when its fd count changed, when a connection nobody is known to hold appears, and at
+    least every RESCAN_EVERY listings (docs/agent.md, "How fresh cantmove is")."""
 
     def __init__(self, scope: Scope, criu: CriuProbe) -> None:
         self.scope = scope
         self.criu = criu
         self.agent_pid = os.getpid()
         self._users: dict[int, str] = {}
+        self._passwd: tuple[int, int] | None = None
         self.agent_ns = criumod.pidns_of(self.agent_pid)
         #: filled by list(): movable-so-far roots outside a PID namespace of their own -> the PIDs and
         #: TIDs a target must have free (the caller asks a peer, see Agent.op_procs_list)
         self.pid_checks: dict[int, list[int]] = {}
-        self._children: dict[int, list[int]] | None = None
+        self.tables = TcpTables()
+        self.listing = 0  # full listings so far
+        self.looks: dict[tuple[int, int], _Look] = {}
+        self.orphans: dict[tuple[int, int] | None, set[str]] = {}
+        self.pidns: dict[tuple[int, int], tuple[int | None, bool]] = {}
+        self.pidns_seen: set[tuple[int, int]] = set()
+        self.children_files = os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+        own = scope.own_netns
+        self._own_link = f"net:[{own[1]}]" if own is not None else None
+        self._lock = threading.Lock()
 
     def user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -176,42 +627,33 @@ class ProcessLister:
             self._users[uid] = name
         return name
 
+    def _users_fresh(self) -> None:
+        """Forget the user names when /etc/passwd changed (a user added or renamed)."""
+        try:
+            st = os.stat("/etc/passwd")
+            mark: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
+        except OSError:
+            mark = None
+        if mark != self._passwd:
+            self._passwd = mark
+            self._users.clear()
+
+    # --- the fresh checks (a migration's pre-flight calls these from another thread)
     def _tcp_inodes(self, pid: int, cache: dict[tuple[int, int] | None, set[str]]) -> set[str]:
         """Socket inodes of connected TCP sockets in the process's network namespace."""
         ns = netns_key(pid)
-        if ns in cache:
-            return cache[ns]
-        inodes: set[str] = set()
-        for table in ("tcp", "tcp6"):
-            text = _read_text(f"/proc/{pid}/net/{table}")
-            if not text:
-                continue
-            for line in text.splitlines()[1:]:
-                parts = line.split()
-                if len(parts) > 9 and parts[3] in _CONNECTED_TCP and parts[9] != "0":
-                    inodes.add(parts[9])
-        cache[ns] = inodes
-        return inodes
+        if ns not in cache:
+            cache[ns] = self.tables.connected(ns, pid)
+        return cache[ns]
 
     def _has_tcp_connection(self, pid: int, cache: dict[tuple[int, int] | None, set[str]]) -> bool:
-        connected = self._tcp_inodes(pid, cache)
-        if not connected:
+        look = adopt.look_fds(pid)
+        if look is None or not look.sockets:
             return False
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            return False
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in connected:
-                return True
-        return False
+        return not look.sockets.isdisjoint(self._tcp_inodes(pid, cache))
 
     def blocked(self, st: ProcStat, cache: dict[tuple[int, int] | None, set[str]]) -> str:
-        """The reasons that concern one process by itself."""
+        """The reasons that concern one process by itself (read now, nothing kept)."""
         if st.kernel_thread or st.pid == 2 or st.ppid == 2:
             return "kernel thread"
         if st.pid == 1:
@@ -228,10 +670,27 @@ class ProcessLister:
         st = read_stat(pid)
         return "" if st is None else self.blocked(st, cache)
 
-    def cantmove(self, st: ProcStat, cache: dict[tuple[int, int] | None, set[str]]) -> str:
+    # --- the listing
+    def _pids(self) -> list[int]:
+        """Scope.pids(), sorted. A "netns" node on a kernel shared with other nodes looks at every
+        process of the machine: the namespace is compared by readlink, a quarter cheaper than stat."""
+        if self.scope.scope != "netns" or self._own_link is None:
+            return sorted(self.scope.pids())
+        out = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{name}/ns/net") == self._own_link:
+                        out.append(int(name))
+                except OSError:
+                    continue
+        out.sort()
+        return out
+
+    def _cantmove(self, run: _Listing, st: ProcStat) -> str:
         """The first reason this process cannot migrate that can be seen here, or "" when none. The
         target's part (PIDs free there) is asked separately for the roots in pid_checks."""
-        why = self.blocked(st, cache)
+        why = run.blocked(st)
         if why:
             return why
         status = self.criu.status
@@ -239,47 +698,11 @@ class ProcessLister:
             return "CRIU check has not finished yet"
         if not status.ok:
             return CRIU_MISSING
-        if self._children is None:
-            self._children = adopt.children_map()
-        f = adopt.facts(st.pid, my_ns=self.agent_ns, blocked=lambda p: self.blocked_pid(p, cache),
-                        children=self._children, maps=False)  # fmt: skip
+        f = adopt.facts(st.pid, my_ns=self.agent_ns, blocked=run.blocked_pid, children=run.children,
+                        maps=False, reader=run)  # fmt: skip
         if not f.reason and f.pids:
             self.pid_checks[st.pid] = f.pids
         return f.reason
-
-    def info(
-        self,
-        st: ProcStat,
-        *,
-        node_id: int,
-        cpu: dict[tuple[int, int], float],
-        locks: frozenset[tuple[int, int]] | set[tuple[int, int]],
-        cache: dict[tuple[int, int] | None, set[str]],
-    ) -> ProcessInfo | None:
-        uid = real_uid(st.pid)
-        if uid is None:
-            return None  # exited meanwhile
-        raw = _read_text(f"/proc/{st.pid}/cmdline") or ""
-        cmdline = tuple(a for a in raw.split("\0") if a) if raw else ()
-        return ProcessInfo(
-            pid=st.pid,
-            ppid=st.ppid,
-            uid=uid,
-            user=self.user(uid),
-            state=st.state,
-            nice=st.nice,
-            cpu=cpu.get(st.key, 0.0),
-            rss=st.rss_pages * PAGE_SIZE,
-            threads=st.threads,
-            name=st.name,
-            cmdline=cmdline,
-            home=node_id,
-            where=node_id,
-            lock=st.key in locks,
-            nmigs=0,
-            cantmove=self.cantmove(st, cache),
-            job="",
-        )
 
     def list(
         self,
@@ -290,18 +713,53 @@ class ProcessLister:
         pid: int | None = None,
     ) -> list[ProcessInfo]:
         """This node's processes (or the one with ``pid``, if it is on this node)."""
-        cache: dict[tuple[int, int] | None, set[str]] = {}
+        with self._lock:
+            return self._list(node_id, cpu, locks, pid)
+
+    def _list(
+        self,
+        node_id: int,
+        cpu: dict[tuple[int, int], float],
+        locks: frozenset[tuple[int, int]] | set[tuple[int, int]],
+        pid: int | None,
+    ) -> list[ProcessInfo]:
         self.pid_checks = {}
-        self._children = None
-        pids = [pid] if pid is not None else sorted(self.scope.pids())
-        out: list[ProcessInfo] = []
+        if pid is not None:
+            pids = [pid] if self.scope.contains(pid) else []
+        else:
+            self.listing += 1
+            pids = self._pids()
+        self._users_fresh()
+        stats: dict[int, _Stat] = {}
         for p in pids:
-            if pid is not None and not self.scope.contains(p):
-                continue
-            st = read_stat(p)
-            if st is None:
-                continue
-            info = self.info(st, node_id=node_id, cpu=cpu, locks=locks, cache=cache)
-            if info is not None:
-                out.append(info)
+            s = _read_stat(p)
+            if s is not None:
+                stats[p] = s
+        run = _Listing(self, dict(stats), fresh=pid is not None)
+        if pid is None:
+            # read (or validate) the fds of every process whose TCP state counts before any reason is
+            # decided, so that new connections are found before they are needed
+            for s in stats.values():
+                if not run.own_reason(s.st):
+                    run.look(s.st)
+            run.find_new_connections()
+        out: list[ProcessInfo] = []
+        for p, s in stats.items():
+            st = s.st
+            uid = real_uid(p)
+            if uid is None:
+                continue  # exited meanwhile
+            raw = _read_bytes(f"/proc/{p}/cmdline") or b""
+            out.append(ProcessInfo(
+                pid=p, ppid=st.ppid, uid=uid, user=self.user(uid), state=st.state, nice=st.nice,
+                cpu=cpu.get(st.key, 0.0), rss=st.rss_pages * PAGE_SIZE, threads=st.threads, name=st.name,
+                cmdline=tuple(a for a in raw.decode("utf-8", "replace").split("\0") if a),
+                home=node_id, where=node_id, lock=st.key in locks, nmigs=0,
+                cantmove=self._cantmove(run, st), job="",
+            ))  # fmt: skip
+        if pid is None:
+            # forget what belongs to processes that ended (or were not looked at: read afresh later)
+            self.looks = {k: v for k, v in self.looks.items() if run.looks.get(k) is not None}
+            self.pidns = {k: v for k, v in self.pidns.items() if k in self.pidns_seen}
+            self.pidns_seen = set()
         return out
