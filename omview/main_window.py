@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         self.act_direct = QAction("Ask every node &directly", self, checkable=True, checked=self.session.direct_poll)
         self.act_direct.setToolTip("Poll each node's own agent too, so each row shows its own connection state")
         self.act_direct.toggled.connect(self.session.set_direct_poll)
+        self.session.sig_direct_paused.connect(self._on_session_direct_paused)
         self.act_all_nodes = QAction(
             style.standardIcon(QStyle.StandardPixmap.SP_ComputerIcon), "&All nodes…", self,
             triggered=self.open_all_nodes_dialog,
@@ -418,6 +419,13 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_session_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
+
+    @Slot(bool)
+    def _on_session_direct_paused(self, paused: bool) -> None:
+        # show the state without it counting as the user's choice (which would ask all nodes again)
+        blocked = self.act_direct.blockSignals(True)
+        self.act_direct.setChecked(not paused)
+        self.act_direct.blockSignals(blocked)
 
     @Slot(str, object)
     def _on_session_connection_tested(self, address: str, report: ConnectionReport) -> None:

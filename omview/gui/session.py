@@ -8,7 +8,8 @@ therefore never waits on the network, and a slow or dead node only delays its ow
 
 Membership comes from the entry node's ``cluster.nodes`` (what /proc/hpc/nodes was); with
 ``direct_poll`` every listed node is also asked for ``node.info`` on its own agent, which is what
-gives each row its own connection state. A poll tick is skipped for a node whose previous request
+gives each row its own connection state (paused above ``direct_limit`` nodes unless the user turns
+it on for the big cluster: one SSH connection and worker per node is what it costs). A poll tick is skipped for a node whose previous request
 of the same kind is still running, so a slow node never accumulates a backlog.
 """
 
@@ -450,6 +451,10 @@ class _NodeState:
     link: LinkState = field(default_factory=lambda: LinkState(LinkStatus.UNKNOWN))
 
 
+#: above this many nodes per-node polling (a connection and a worker thread per node) pauses by itself
+DIRECT_POLL_LIMIT = 64
+
+
 class ClusterSession(QObject):
     """Owns the per-node workers, polls the cluster and republishes results as GUI-thread signals.
 
@@ -463,6 +468,8 @@ class ClusterSession(QObject):
         Seconds between poll ticks; 0 disables the timer (tests call ``refresh_now``).
     direct_poll
         Also ask every node's own agent for node.info each tick (per-row connection state).
+    direct_limit
+        Above this many nodes direct polling pauses (sig_direct_paused) until set_direct_poll(True).
     """
 
     sig_cluster_updated = Signal(object)
@@ -487,6 +494,8 @@ class ClusterSession(QObject):
     """(address, LinkState | None): None when the key was written to known_hosts."""
     sig_message = Signal(str)
     """A one-line status-bar message."""
+    sig_direct_paused = Signal(bool)
+    """True: the cluster grew beyond direct_limit and direct polling paused; False: it runs again."""
 
     _sig_job_done = Signal(object)  # emitted from worker threads; queued to the GUI thread
 
@@ -497,6 +506,7 @@ class ClusterSession(QObject):
         *,
         poll_interval: float = 1.0,
         direct_poll: bool = True,
+        direct_limit: int = DIRECT_POLL_LIMIT,
         call_timeout: float = 5.0,
         backoff: tuple[float, float] = (1.0, 30.0),
         parent: QObject | None = None,
@@ -505,6 +515,8 @@ class ClusterSession(QObject):
         self.connector = connector
         self.entry = entry
         self.direct_poll = direct_poll
+        self.direct_limit = direct_limit
+        self._direct_all = False  # the user asked for direct polling on a cluster above the limit
         self.call_timeout = call_timeout
         self._backoff = backoff
         self._nodes: dict[str, _NodeState] = {}
@@ -575,12 +587,19 @@ class ClusterSession(QObject):
         if self._stopped:
             return
         self._poll(self.entry, "cluster", AgentClient.nodes)
-        if self.direct_poll:
+        if self.direct_active:
             for address in self.addresses():
                 self._poll(address, "info", AgentClient.node_info)
 
+    @property
+    def direct_active(self) -> bool:
+        """Whether each tick asks every node's own agent (the preference, and not paused by size)."""
+        return self.direct_poll and (self._direct_all or len(self._table) <= self.direct_limit)
+
     def set_direct_poll(self, on: bool) -> None:
+        """The user's choice (View menu): on means every node, however big the cluster is."""
         self.direct_poll = on
+        self._direct_all = on and len(self._table) > self.direct_limit
 
     def request_flags(self, address: str) -> int:
         return self._submit(address, "flags", AgentClient.flags, urgent=True)
@@ -701,9 +720,17 @@ class ClusterSession(QObject):
                 state = self._nodes.pop(address)
                 state.worker.stop()
                 self._retired.append(state.worker)
+        was_active = self.direct_active
         self._table = table
         self.sig_cluster_updated.emit(table)
-        if self.direct_poll:
+        if self.direct_poll and was_active != self.direct_active:
+            if was_active:
+                self.sig_message.emit(
+                    f"{len(table)} nodes: stopped asking every node directly (more than {self.direct_limit}; "
+                    "rows show the entry node's view). View > Ask every node directly asks them all"
+                )
+            self.sig_direct_paused.emit(was_active)
+        if self.direct_active:
             # a node that just joined gets its own state now, not one tick later
             for address in sorted(new - old):
                 self._poll(address, "info", AgentClient.node_info)

@@ -221,3 +221,42 @@ def test_unpatched_message_box_fails_the_test() -> None:
 
     with pytest.raises(AssertionError, match="patch omview.gui.errors"):
         QMessageBox.question(None, "t", "x")
+
+
+def test_direct_polling_pauses_above_the_limit_until_the_user_asks(
+    qtbot: Any, three: FakeCluster, make_session: SessionFactory
+) -> None:
+    # one connection and worker per node is what asking every node costs: a cluster larger than
+    # direct_limit (64 by default; 2 here) is shown from the entry node's table until the user insists
+    session = make_session(three.socket_of, A, direct_limit=2)
+    w = window(qtbot, session)
+    entry = three.nodes[A]
+
+    def tick() -> None:  # one whole poll round (a tick is skipped while the previous one runs)
+        before = len(entry.ops("cluster.nodes"))
+        session.refresh_now()
+        qtbot.waitUntil(lambda: len(entry.ops("cluster.nodes")) > before, timeout=5000)
+
+    assert w.act_direct.isChecked()
+    tick()
+    qtbot.waitUntil(lambda: w.model.rowCount() == 3 and not w.act_direct.isChecked(), timeout=5000)
+    assert "stopped asking every node directly" in w.statusBar().currentMessage()
+    for _ in range(3):
+        tick()
+    assert three.nodes[B].ops("node.info") == [] and three.nodes[C].ops("node.info") == []
+    assert session.direct_poll  # the saved preference is unchanged: small clusters are still asked
+    # back at the limit: asked directly again, without anybody touching the menu
+    three.hidden.add(C)
+    tick()
+    qtbot.waitUntil(lambda: w.model.rowCount() == 2 and w.act_direct.isChecked(), timeout=5000)
+    tick()
+    qtbot.waitUntil(lambda: len(three.nodes[B].ops("node.info")) > 0, timeout=5000)
+    # above it again, then the user's choice wins over the limit
+    three.hidden.discard(C)
+    tick()
+    qtbot.waitUntil(lambda: w.model.rowCount() == 3 and not w.act_direct.isChecked(), timeout=5000)
+    w.act_direct.setChecked(True)
+    assert session.direct_active
+    tick()
+    qtbot.waitUntil(lambda: all(r.direct is not None for r in w.model.rows()), timeout=5000)
+    assert three.nodes[C].ops("node.info")
