@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from omview.agent.criu import descendants
 from omview.cluster import Cluster, teardown
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
@@ -114,23 +115,6 @@ time.sleep(3600)
 """
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                stat = Path(f"/proc/{name}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
-    out, todo = [root], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def time_listing(cluster: Cluster, node_id: int, calls: int) -> tuple[int, float]:
     """Processes listed and the median wall time (ms) of one procs.list, calls 0.2 s apart."""
     times = []
@@ -165,7 +149,7 @@ def bench_busy_node(cluster: Cluster, extra: int, calls: int, seconds: float) ->
             time.sleep(seconds)
             polled = 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - t0)
     finally:
-        for victim in _descendants(launcher.pid):  # every process it started, by PID
+        for victim in [launcher.pid, *descendants(launcher.pid)]:  # every process it started, by PID
             try:
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
