@@ -178,10 +178,16 @@ class JobOps:
         return job.public()
 
     async def job_list(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return [j.public() for j in self.a.jobstore.all()]
+        return [self._shown(j) for j in self.a.jobstore.all()]
 
     async def job_status(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return self._job(args["job"]).public()
+        return self._shown(self._job(args["job"]))
+
+    def _shown(self, job: Job) -> dict[str, Any]:
+        """The job's record plus, on the node it runs on, the balancer's CPU statistic of it (percent
+        of one CPU, per its decay hint; None elsewhere or before the first sample): why it moves or not."""
+        stat = self.a.balancer.stats.get(self.a.balancer.key(job)) if job.where == self.me else None
+        return {**job.public(), "balance_cpu": None if stat is None else round(stat, 1)}
 
     async def job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
         job = self._job(args["job"])

@@ -16,6 +16,7 @@ import pytest
 from omview.agent.config import AgentConfig
 from omview.agent.core import Agent
 from omview.agent.gossip import genkey
+from omview.agent.jobops import JobOps
 from omview.agent.jobs import Job
 from omview.agent.jobstats import JobStats, Usage, decay_mode, measure, mode_flags
 from omview.agent.sampler import HZ, Sample
@@ -352,3 +353,18 @@ def test_tick_updates_statistics_each_sample_once_even_under_stay(rig: Rig) -> N
     settle()
     assert b.stats.get(b.key(job)) > first
     assert not b.busy and b.moves == 0
+
+
+def test_job_status_shows_the_statistic_where_the_job_runs(rig: Rig) -> None:
+    """job.status / job.list carry the balancer's statistic (why a job moves or stays) on the node the
+    job runs on; None before its first sample and for a job that runs elsewhere."""
+    ops = JobOps(rig.agent)
+    here, away = rig.job(["slowdecay"]), rig.job([])
+    rig.agent.jobstore.put(replace(away, where=2))
+    assert ops._shown(here)["balance_cpu"] is None  # not sampled yet
+    busy_then_paused(rig, here)
+    stat = rig.agent.balancer.stats.get(rig.agent.balancer.key(here))
+    assert stat is not None and stat > 40.0
+    shown = ops._shown(rig.agent.jobstore.get(here.id))
+    assert shown["balance_cpu"] == round(stat, 1) and shown["id"] == here.id and shown["hints"] == ["slowdecay"]
+    assert ops._shown(rig.agent.jobstore.get(away.id))["balance_cpu"] is None
