@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omview.agent import criu as criumod
+from omview.agent.sampler import read_stat
 
 #: fd targets CRIU recreates itself (no file by that path needed on the target)
 _VIRTUAL = ("socket:", "pipe:", "anon_inode:", "/memfd:", "/dev/shm/omview-")
@@ -70,34 +71,9 @@ def namespace_init(pid: int, my_ns: int | None) -> int | None:
     return cur
 
 
-def children_map() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for pid in criumod.all_pids():
-        ids = read_ids(pid)
-        if ids is not None:
-            out.setdefault(ids.ppid, []).append(pid)
-    return out
-
-
 def tree(root: int, children: Mapping[int, list[int]] | None = None) -> list[int]:
     """ROOT and every process below it - what `criu dump -t ROOT` takes."""
-    if children is None:
-        return [root, *criumod.descendants(root)]
-    out, todo = [root], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        return int(raw[raw.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    return [root, *criumod.descendants(root, children)]
 
 
 class _Walk:
@@ -320,7 +296,8 @@ class Reader:
 
     def start_time(self, pid: int) -> int | None:
         """Field 22 of /proc/PID/stat (clock ticks after boot), None when PID does not exist."""
-        return start_time(pid)
+        st = read_stat(pid)
+        return None if st is None else st.starttime
 
     def surely_outside(self, pid: int, root: int) -> bool:
         """PID cannot be in ROOT's tree: it does not exist, or it started before ROOT (a descendant is
@@ -337,7 +314,7 @@ def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
           reader: Reader | None = None) -> Facts:  # fmt: skip
     """Local eligibility of the tree rooted at ROOT. BLOCKED(pid) is the per-process check (kernel
     thread, agent, terminal, TCP...) that is applied to every process of the tree. CHILDREN: a
-    children_map() (or a mapping that answers the same) to reuse. MAPS=False is the quick look of the
+    criu.children_map() (or a mapping that answers the same) to reuse. MAPS=False is the quick look of the
     process list: the same rules except mapped files, and no file list (f.files stays empty).
     READER: how processes are read (default: from /proc, every time)."""
     rd = reader or Reader()
@@ -361,7 +338,7 @@ def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
     if ids is not None and ids.session == root and ids.pgrp != root and rd.surely_outside(ids.pgrp, root):
         f.reason = _group_outside(ids.pgrp)
         return f
-    inside = _Walk(root, children if children is not None else children_map())
+    inside = _Walk(root, children if children is not None else criumod.children_map())
     for pid in inside:
         why = blocked(pid) if pid != root else ""
         if why:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,21 @@ def all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
-def descendants(root: int) -> list[int]:
-    """Every process below ROOT (children first found, then theirs), ROOT excluded."""
+def children_map() -> dict[int, list[int]]:
+    """PID -> its children (in /proc order), from every process's stat."""
     children: dict[int, list[int]] = {}
     for pid in all_pids():
         pp = _ppid(pid)
         if pp is not None:
             children.setdefault(pp, []).append(pid)
+    return children
+
+
+def descendants(root: int, children: Mapping[int, list[int]] | None = None) -> list[int]:
+    """Every process below ROOT (children first found, then theirs), ROOT excluded. CHILDREN: a
+    children_map() (or a mapping that answers the same) to reuse for several roots."""
+    if children is None:
+        children = children_map()
     out: list[int] = []
     todo = list(children.get(root, []))
     while todo:

@@ -424,7 +424,8 @@ class JobManager:
                 ns = criumod.pidns_of(pid)
                 if ns in by_ns:
                     out[pid] = by_ns[ns]
+        children = criumod.children_map() if trees else None  # one /proc pass for all of them
         for job in trees:
-            for pid in criumod.job_tasks(job.pid):
+            for pid in [job.pid, *criumod.descendants(job.pid, children)]:
                 out[pid] = job
         return out

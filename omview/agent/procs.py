@@ -407,7 +407,7 @@ class _Children(Mapping[int, list[int]]):
             raw = _read_bytes(f"/proc/{pid}/task/{tid}/children", seq=True)
             if raw:
                 out.extend(int(x) for x in raw.split())
-        return sorted(out)  # the order adopt.children_map() has: which child a reason names depends on it
+        return sorted(out)  # the order criu.children_map() has: which child a reason names depends on it
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._known)
@@ -434,7 +434,7 @@ class _Listing(adopt.Reader):
     @property
     def children(self) -> Mapping[int, list[int]]:
         if self._children is None:
-            self._children = _Children(self.stat_of) if self.lister.children_files else adopt.children_map()
+            self._children = _Children(self.stat_of) if self.lister.children_files else criumod.children_map()
         return self._children
 
     def stat_of(self, pid: int) -> _Stat | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from omview.agent.criu import descendants
 from omview.cluster import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, alive, all_up, call, counts, wait
 
@@ -74,31 +75,6 @@ def pids_with_cmdline(prefix: bytes) -> list[int]:
             except OSError:
                 pass
     return out
-
-
-def descendants(root: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            kids.setdefault(_ppid_or_0(int(p)), []).append(int(p))
-    out, todo = [], list(kids.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += kids.get(pid, [])
-    return out
-
-
-def _ppid_or_0(pid: int) -> int:
-    try:
-        return ppid(pid)
-    except (OSError, ValueError):
-        return 0
-
-
-def ppid(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(raw[raw.rindex(b")") + 2 :].split()[1])
 
 
 def finish_intact(cluster: Cluster, dep: Deputy, where: int) -> None:
