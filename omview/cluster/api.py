@@ -354,7 +354,6 @@ class Node:
     dir: str
     holder_pid: int | None = None  # with pid_ns: the init of the node's PID namespace
     holder_start: int | None = None
-    holder_parent: int | None = None  # with pid_ns: the `unshare --fork` waiting for it
     sshd_pid: int | None = None
     sshd_start: int | None = None
     agent_pid: int | None = None
@@ -656,7 +655,7 @@ class Cluster:
         for n in self.nodes:
             self._write_node_files(n, count)
         for n in self.nodes:
-            n.holder_pid, n.holder_start, n.holder_parent = self._start_holder(n)
+            n.holder_pid, n.holder_start = self._start_holder(n)
             self.save()
         for n in self.nodes:
             n.sshd_pid, n.sshd_start = self._start_sshd(n)
@@ -740,9 +739,9 @@ class Cluster:
         (etc / "agent.toml").write_text("\n".join(toml) + "\n")
         _write_private(etc / "cluster.key", self.key_path.read_text())
 
-    def _start_holder(self, n: Node) -> tuple[int, int | None, int | None]:
-        """Start the process owning NODE's namespaces; returns its PID, start time, and (pid_ns) the
-        `unshare` that forked it."""
+    def _start_holder(self, n: Node) -> tuple[int, int | None]:
+        """Start the process owning NODE's namespaces (with pid_ns: the init of its PID namespace);
+        returns its PID and start time."""
         for d in ("/etc/omview", "/var/lib/omview"):
             os.makedirs(d, exist_ok=True)
         d = Path(n.dir)
@@ -773,9 +772,8 @@ class Cluster:
         logp = d / "holder.log"
         pid = _spawn(argv, log_path=logp, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
         start = _start_time(pid)
-        parent: int | None = None
-        if self.pid_ns:
-            parent, (pid, start) = pid, _forked_child(pid, what=f"holder of {n.name}", log_path=logp)
+        if self.pid_ns:  # the holder is the child `unshare --fork` made (reaped with it, see _VIA)
+            pid, start = _forked_child(pid, what=f"holder of {n.name}", log_path=logp)
         deadline = time.monotonic() + 15.0
         # ip, unshare and sh all exec, so PID ends as `sleep` (or the reaper) once every mount is in place
         want = "python3" if self.pid_ns else "sleep"
@@ -785,11 +783,11 @@ class Cluster:
                 raise ClusterError(f"holder of {n.name} failed:\n{_tail(logp)}")
             try:
                 if ready.exists() and Path(f"/proc/{pid}/comm").read_text().strip() == want:
-                    return pid, start, parent
+                    return pid, start
             except OSError:
                 pass
             if time.monotonic() >= deadline:
-                _stop(parent or pid, _start_time(parent or pid), grace=0)
+                _stop(pid, start, grace=0)  # with pid_ns: the node's init, and every process with it
                 raise ClusterError(f"holder of {n.name} did not get ready in 15 s:\n{_tail(logp)}")
             time.sleep(0.01)
 
@@ -940,7 +938,6 @@ def teardown(state_dir: str | os.PathLike[str]) -> list[str]:
     for n in recorded:
         _reap(n.holder_pid or 0)
         _reap(n.sshd_pid or 0)
-        _reap(n.holder_parent or 0)
     with contextlib.suppress(FileNotFoundError):
         (state / "cluster.json").unlink()
         done.append(f"{state}/cluster.json")
