@@ -15,7 +15,6 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from omview.agent import criu as criumod
 from omview.agent.jobrun import JobError
 from omview.agent.jobs import Job
 from omview.agent.jobstats import JobStats, StatKey, measure
@@ -93,6 +92,7 @@ class Balancer:
         me = self.a.membership.node_id
         flags = self.a.flags
         keep: list[StatKey] = []
+        tasks = {job.id: pids for job, pids in self.a.jobs.tasks_here()}  # one /proc pass, not one per job
         for job in self.a.jobstore.all():
             if job.where != me or job.state != "running" or job.pid <= 0:
                 continue
@@ -100,7 +100,7 @@ class Balancer:
             keep.append(k)
             if job.id in self.a.jobs.migrating:
                 continue  # frozen for the dump: not its usage; dropped once it has left
-            usage = measure(job.pid, criumod.job_tasks(job.pid), sample.cpu)
+            usage = measure(job.pid, tasks.get(job.id, []), sample.cpu)
             if usage is not None:
                 self.stats.update(k, job.hints, usage, now, flags)
         gone = self.stats.keep_only(keep)

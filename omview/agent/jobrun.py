@@ -404,28 +404,35 @@ class JobManager:
     def local_tasks(self) -> dict[int, Job]:
         """PID -> job for every task of every job running here, and for the deputies of our jobs."""
         me = self.node_id()
-        own = criumod.own_pidns()
-        by_ns: dict[int, Job] = {}
-        trees: list[Job] = []  # adopted trees of our own namespace: found by parentage, not namespace
         out: dict[int, Job] = {}
         for job in self.store.all():
-            if job.state != "running":
+            if job.state == "running" and job.home == me and not job.adopted:
+                out[job.home_pid] = job  # a deputy (an adopted job's home PID is not one)
+        for job, pids in self.tasks_here():
+            for pid in pids:
+                out[pid] = job
+        return out
+
+    def tasks_here(self) -> list[tuple[Job, list[int]]]:
+        """Every job running here with all its tasks, from one pass over /proc for all jobs (what
+        criu.job_tasks gives for one): a namespace init's whole namespace, or an adopted tree of our
+        own namespace by parentage."""
+        me = self.node_id()
+        own = criumod.own_pidns()
+        by_ns: dict[int, tuple[Job, list[int]]] = {}
+        trees: list[Job] = []
+        for job in self.store.all():
+            if job.state != "running" or job.where != me or not job.pid:
                 continue
-            if job.where == me and job.pid:
-                ns = criumod.pidns_of(job.pid)
-                if ns is not None and ns != own:
-                    by_ns[ns] = job
-                elif ns is not None:
-                    trees.append(job)
-            if job.home == me and not job.adopted:  # an adopted job's home PID is not a deputy
-                out[job.home_pid] = job
+            ns = criumod.pidns_of(job.pid)
+            if ns is not None and ns != own:
+                by_ns[ns] = (job, [])
+            elif ns is not None:
+                trees.append(job)
         if by_ns:
             for pid in criumod.all_pids():
                 ns = criumod.pidns_of(pid)
                 if ns in by_ns:
-                    out[pid] = by_ns[ns]
+                    by_ns[ns][1].append(pid)
         children = criumod.children_map() if trees else None  # one /proc pass for all of them
-        for job in trees:
-            for pid in [job.pid, *criumod.descendants(job.pid, children)]:
-                out[pid] = job
-        return out
+        return [*by_ns.values(), *((job, [job.pid, *criumod.descendants(job.pid, children)]) for job in trees)]
