@@ -70,8 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("--config")
     ss.add_argument("--socket", help="the agent socket (default: the config's)")
     # listed for --help; main() parses `bridge` itself (_bridge_parser)
-    br = sub.add_parser("bridge", help="join stdin/stdout to the agent socket (for ssh)")
-    br.add_argument("--socket", help="agent socket (default: $OMVIEW_SOCKET or /run/omview/agent.sock)")
+    _bridge_args(sub.add_parser("bridge", help="join stdin/stdout to the agent socket (for ssh)"))
     gk = sub.add_parser("genkey", help="create a new cluster key file (mode 0600)")
     gk.add_argument("path")
     sub.add_parser("calibrate", help="measure and print this node's speed")
@@ -179,10 +178,15 @@ def _check_config(config_path: str | None) -> int:
     return 0
 
 
-def _bridge_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omview-agent bridge", description="join stdin/stdout to the agent socket")
+def _bridge_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--socket", help="agent socket (default: $OMVIEW_SOCKET or /run/omview/agent.sock)")
     return p
+
+
+def _bridge_parser() -> argparse.ArgumentParser:
+    return _bridge_args(
+        argparse.ArgumentParser(prog="omview-agent bridge", description="join stdin/stdout to the agent socket")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
