@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from omview.agent.criu import descendants
-from omview.cluster import Cluster, teardown
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
+from omview.testbed import Cluster, teardown
 from omview.transport.ssh import SshConnection, SshTarget
 
 TICKS = os.sysconf("SC_CLK_TCK")

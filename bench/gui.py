@@ -15,7 +15,7 @@ Measured side by side in one run (exit status 1 when a target is missed):
      Per platform (offscreen; xcb under a private Xvfb), in a child process of its own:
        GUI-thread CPU per second (main thread only, target <= 10 % of one core),
        longest event-loop stall (5 ms probe timer, target <= 50 ms) and its p99.
-  2. On the 4-node netns demo cluster (omview.cluster, torn down at the end): the median round trip
+  2. On the 4-node netns demo cluster (omview.testbed, torn down at the end): the median round trip
      of a request through the GUI's own path (ClusterSession -> worker -> SshConnector bridge ->
      agent -> queued signal back in the GUI thread; target <= 2 ms), the same path measured in the
      worker thread only, and a new `ssh ... omview-agent bridge` per request for the ratio.
@@ -379,12 +379,12 @@ def round_trips(count: int) -> dict[str, Any]:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from omview.cluster import Cluster, teardown
     from omview.gui.connect import SshConnector
     from omview.gui.session import ClusterSession, FlagsReply
     from omview.gui.settings import GuiSettings
     from omview.model.channel import PipeChannel
     from omview.model.client import AgentClient
+    from omview.testbed import Cluster, teardown
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     state = tempfile.mkdtemp(prefix="omview-bench-gui-", dir="/var/tmp")

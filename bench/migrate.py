@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omview.cluster import Cluster, teardown
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
+from omview.testbed import Cluster, teardown
 
 GAPJOB = textwrap.dedent(
     """

@@ -84,7 +84,7 @@ class _EntryViaSocket:
 
 def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
     """Bring up (or reattach to) the demo cluster; returns (cluster, settings, we_started_it)."""
-    from omview.cluster import Cluster  # root-only tooling; imported only for --demo
+    from omview.testbed import Cluster  # root-only tooling; imported only for --demo
 
     state = Path(args.demo_state)
     if (state / "cluster.json").exists():

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from omview.cluster import Cluster, leftovers, teardown
+from omview.testbed import Cluster, leftovers, teardown
 
 #: Every cluster state dir made in this session, so the final check knows which names are ours.
 _STATE_DIRS: list[Path] = []

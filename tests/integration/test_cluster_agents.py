@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo
 from omview.model.errors import HostKeyError
+from omview.testbed import Cluster
 from omview.transport.ssh import SshConnection, SshTarget
 
 pytestmark = pytest.mark.cluster
@@ -182,7 +182,7 @@ def test_showmap_and_exec_exit_status(cluster3: Cluster) -> None:
     r = cluster3.exec(3, ["mosctl", "isup", "2"], capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout.strip()) == (0, "up")
     r = subprocess.run(
-        [sys.executable, "-m", "omview.cluster", "exec", "--state", str(cluster3.state_dir), "1", "--",
+        [sys.executable, "-m", "omview.testbed", "exec", "--state", str(cluster3.state_dir), "1", "--",
          "sh", "-c", "exit 7"],
         timeout=30,
     )

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from omview.cluster import Cluster
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
+from omview.testbed import Cluster
 
 pytestmark = pytest.mark.cluster
 

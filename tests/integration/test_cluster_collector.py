@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster
 from omview.model import records
+from omview.testbed import Cluster
 
 pytestmark = pytest.mark.cluster
 

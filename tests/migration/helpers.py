@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omview.cluster import Cluster
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
+from omview.testbed import Cluster
 
 PROGS = Path(__file__).parent / "progs"
 COUNTER = str(PROGS / "counter.py")

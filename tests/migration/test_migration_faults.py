@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from omview.agent.criu import descendants
-from omview.cluster import Cluster
+from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, alive, all_up, call, counts, wait
 
 pytestmark = pytest.mark.cluster

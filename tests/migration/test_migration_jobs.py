@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from omview.cluster import Cluster
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from omview.testbed import Cluster
 from tests.migration.helpers import (
     COUNTER,
     FAMILY,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster
+from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PROGS, PY, all_up, call, counts, migrate, wait
 
 pytestmark = pytest.mark.cluster

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster
+from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, alive, all_up, call, counts, migrate, wait
 
 pytestmark = pytest.mark.cluster

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster
+from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call, counts, wait
 from tests.migration.test_migration_faults import copies, hook, incoming, state
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from omview.cluster import Cluster
+from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call, counts, migrate, wait
 
 pytestmark = pytest.mark.cluster

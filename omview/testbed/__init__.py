@@ -5,6 +5,6 @@ See docs/cluster.md. The CLI is `omview-cluster`; tests, benchmarks and the demo
 
 from __future__ import annotations
 
-from omview.cluster.api import DEFAULT_STATE_DIR, Cluster, ClusterError, Names, Node, leftovers, teardown
+from omview.testbed.api import DEFAULT_STATE_DIR, Cluster, ClusterError, Names, Node, leftovers, teardown
 
 __all__ = ["DEFAULT_STATE_DIR", "Cluster", "ClusterError", "Names", "Node", "leftovers", "teardown"]

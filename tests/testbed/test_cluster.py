@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from omview.cluster import Cluster, ClusterError, Names, leftovers, teardown
-from omview.cluster.api import choose_subnet, parse_size
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
+from omview.testbed import Cluster, ClusterError, Names, leftovers, teardown
+from omview.testbed.api import choose_subnet, parse_size
 from tests.conftest import ClusterFactory, require_root
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,7 +172,7 @@ def test_each_node_has_its_own_omview_dirs(cluster3: Cluster) -> None:
 
 @pytest.mark.cluster
 def test_cli_status_json(cluster3: Cluster) -> None:
-    cp = subprocess.run([sys.executable, "-m", "omview.cluster", "status", "--state", str(cluster3.state_dir),
+    cp = subprocess.run([sys.executable, "-m", "omview.testbed", "status", "--state", str(cluster3.state_dir),
                          "--json"], capture_output=True, text=True, timeout=30)
     assert cp.returncode == 0, cp.stderr
     st = json.loads(cp.stdout)
@@ -257,7 +257,7 @@ def test_down_after_a_crash(make_cluster: ClusterFactory) -> None:
 def test_cli_up_exec_down(tmp_path: Path) -> None:
     require_root()
     state = tmp_path / "cli"
-    cli = [sys.executable, "-m", "omview.cluster"]
+    cli = [sys.executable, "-m", "omview.testbed"]
     try:
         cp = subprocess.run([*cli, "up", "--state", str(state), "--nodes", "2", "--no-agent",
                              "--cpus-per-node", "3", "--mem-per-node", "1G"],

@@ -1,4 +1,4 @@
-"""CLI `omview-cluster`: a thin layer over omview.cluster.api (up, down, status, exec, agent)."""
+"""CLI `omview-cluster`: a thin layer over omview.testbed.api (up, down, status, exec, agent)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from omview.cluster.api import DEFAULT_STATE_DIR, Cluster, ClusterError, parse_size, teardown
+from omview.testbed.api import DEFAULT_STATE_DIR, Cluster, ClusterError, parse_size, teardown
 
 
 def _state(args: argparse.Namespace) -> str:
