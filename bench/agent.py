@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from omview.agent.criu import descendants
+from omview.agent.migration.criu import descendants
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
 from omview.testbed import Cluster, teardown

@@ -153,8 +153,8 @@ def _flush_out(text: str) -> None:
 def _check_config(config_path: str | None) -> int:
     from omview.agent import config
     from omview.agent.core import initial_membership
-    from omview.agent.gossip import load_key
-    from omview.agent.state import StateStore
+    from omview.agent.node.state import StateStore
+    from omview.agent.peers.gossip import load_key
 
     try:
         cfg = config.load(config_path)
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
     if args.cmd == "genkey":
-        from omview.agent.gossip import genkey
+        from omview.agent.peers.gossip import genkey
 
         try:
             genkey(args.path)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         _out(f"wrote a new cluster key to {args.path}; copy it (mode 0600) to every node")
         return 0
     if args.cmd == "calibrate":
-        from omview.agent.calibrate import measure
+        from omview.agent.node.calibrate import measure
 
         _out(measure())
         return 0
@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mig_abort(config_path: str | None, mig: str) -> int:
-    """Print 'committed', 'aborted' or 'unknown' for an arriving migration (see omview.agent.migrate)."""
+    """Print 'committed', 'aborted' or 'unknown' for an arriving migration (see omview.agent.migration.migrate)."""
     from omview.agent import config
-    from omview.agent.jobs import JOBS_DIR
-    from omview.agent.migrate import MigrationError, abort_incoming
+    from omview.agent.jobs.table import JOBS_DIR
+    from omview.agent.migration.migrate import MigrationError, abort_incoming
 
     try:
         cfg = config.load(config_path)

@@ -19,20 +19,21 @@ from dataclasses import replace
 from typing import Any
 
 from omview import __version__
-from omview.agent import calibrate, membership
-from omview.agent.balancer import Balancer
 from omview.agent.config import AgentConfig
-from omview.agent.gossip import Codec, Gossip, load_key
-from omview.agent.jobops import JobOps
-from omview.agent.jobrun import JobManager, become_subreaper
-from omview.agent.jobs import JobStore
-from omview.agent.membership import Membership
-from omview.agent.migrate import Env, Migrator
-from omview.agent.peers import PeerLinks
-from omview.agent.procs import CriuProbe, ProcessLister, process_row, real_uid
-from omview.agent.sampler import Sample, Sampler, Scope, read_stat
+from omview.agent.jobs.ops import JobOps
+from omview.agent.jobs.run import JobManager, become_subreaper
+from omview.agent.jobs.table import JobStore
+from omview.agent.migration.balancer import Balancer
+from omview.agent.migration.migrate import Env, Migrator
+from omview.agent.node import calibrate
+from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
+from omview.agent.node.sampler import Sample, Sampler, Scope, read_stat
+from omview.agent.node.state import FlagError, StateStore, validate_flag
+from omview.agent.peers import membership
+from omview.agent.peers.gossip import Codec, Gossip, load_key
+from omview.agent.peers.links import PeerLinks
+from omview.agent.peers.membership import Membership
 from omview.agent.server import Connection, OpFault, Server
-from omview.agent.state import FlagError, StateStore, validate_flag
 from omview.model import protocol
 from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import ConfigError

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from omview.agent import config
-from omview.agent.gossip import load_key
-from omview.agent.membership import default_route_interface
-from omview.agent.state import atomic_write
+from omview.agent.node.state import atomic_write
+from omview.agent.peers.gossip import load_key
+from omview.agent.peers.membership import default_route_interface
 from omview.model.errors import ConfigError
 from tests.support.agents import REPO, Cluster
 
@@ -127,7 +127,7 @@ def test_discovery_without_interface_or_default_route_exits(cluster_factory) -> 
         res.stderr
     )
     probe = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", "from omview.agent.membership import default_route_interface as d; print(d())"],
+        ["unshare", "--net", sys.executable, "-c", "from omview.agent.peers.membership import default_route_interface as d; print(d())"],
         capture_output=True, text=True, cwd=REPO, check=True,
     )  # fmt: skip
     assert probe.stdout.strip() == "None"
@@ -157,7 +157,7 @@ def test_corrupt_state_is_set_aside(cluster_factory) -> None:  # type: ignore[no
 
 
 def test_hosts_file_trap_is_reported() -> None:
-    from omview.agent.membership import address_warnings
+    from omview.agent.peers.membership import address_warnings
 
     warn = address_warnings("localhost", "10.77.0.11")
     assert len(warn) == 1 and "resolves to 127.0.0.1" in warn[0] and "/etc/hosts" in warn[0]
@@ -168,7 +168,7 @@ def test_load_smoothing_time_constants_match_the_docs() -> None:
     """docs/agent.md: defaults give tau 1.30 s rising and 3.95 s falling."""
     import math
 
-    from omview.agent.sampler import smooth
+    from omview.agent.node.sampler import smooth
     from omview.model.cluster import Flags
 
     f = Flags()

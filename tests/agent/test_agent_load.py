@@ -108,7 +108,7 @@ class _OnlyThese:
 def test_demand_of_one_burner_in_process(method: str) -> None:
     import time
 
-    from omview.agent.sampler import Sampler
+    from omview.agent.node.sampler import Sampler
     from omview.model.cluster import Flags
 
     p = subprocess.Popen([sys.executable, "-c", BURN])

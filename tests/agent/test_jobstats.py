@@ -1,4 +1,4 @@
-"""The balancer's per-job CPU statistic (omview.agent.jobstats) and how the mosrun decay hints change
+"""The balancer's per-job CPU statistic (omview.agent.jobs.stats) and how the mosrun decay hints change
 the balancer's decisions: exact estimator numbers, /proc accounting of real processes, and a real
 Agent object (not run) whose Balancer measures real processes recorded in its real job store."""
 
@@ -15,12 +15,12 @@ import pytest
 
 from omview.agent.config import AgentConfig
 from omview.agent.core import Agent
-from omview.agent.gossip import genkey
-from omview.agent.jobops import JobOps
-from omview.agent.jobs import Job
-from omview.agent.jobstats import JobStats, Usage, decay_mode, measure, mode_flags
-from omview.agent.sampler import HZ, Sample
-from omview.agent.state import StateStore
+from omview.agent.jobs.ops import JobOps
+from omview.agent.jobs.stats import JobStats, Usage, decay_mode, measure, mode_flags
+from omview.agent.jobs.table import Job
+from omview.agent.node.sampler import HZ, Sample
+from omview.agent.node.state import StateStore
+from omview.agent.peers.gossip import genkey
 from omview.model.cluster import Flags, NodeInfo
 
 DEFAULT = Flags()  # interval 1 s, slow 975, fast 926 per mille

@@ -1,5 +1,5 @@
 """How fresh procs.list's cantmove is now that the listing keeps what it read between listings
-(omview/agent/procs.py ProcessLister; docs/agent.md "How fresh cantmove is"): real processes that
+(omview/agent/node/procs.py ProcessLister; docs/agent.md "How fresh cantmove is"): real processes that
 open TCP connections, get a terminal or lose a file after they were listed, against the listing of
 this machine's processes (scope "all") and of a real agent."""
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from omview.agent import adopt
-from omview.agent.procs import RESCAN_EVERY, CriuProbe, ProcessLister, TcpTables, _proc_tcp, process_row
-from omview.agent.sampler import Scope, netns_key, read_stat
+from omview.agent.migration import adopt
+from omview.agent.node.procs import RESCAN_EVERY, CriuProbe, ProcessLister, TcpTables, _proc_tcp, process_row
+from omview.agent.node.sampler import Scope, netns_key, read_stat
 from tests.support.agents import PY, Cluster, wait_for
 
 #: a session leader that does what its stdin says, one line at a time, and answers "ok <detail>"

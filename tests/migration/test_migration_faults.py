@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.agent.criu import descendants
+from omview.agent.migration.criu import descendants
 from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, alive, all_up, call, counts, wait
 
@@ -47,7 +47,7 @@ def copies(job: str) -> list[int]:
         except OSError:
             continue
         if (
-            b"omview.agent.jobinit" in cmd
+            b"omview.agent.jobs.jobinit" in cmd
             and marker in cmd
             and not cmd.startswith(b"unshare\0")
             and alive(int(name))

@@ -14,7 +14,7 @@ import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from omview.agent.state import atomic_write
+from omview.agent.node.state import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class JobStore:
 def launch_argv(job: Job, job_dir: str, python: str = sys.executable) -> list[str]:
     """unshare + jobinit + the user's argv: no shell ever parses the command."""
     return [
-        "unshare", "--pid", "--fork", python, "-I", "-m", "omview.agent.jobinit",
+        "unshare", "--pid", "--fork", python, "-I", "-m", "omview.agent.jobs.jobinit",
         "--out", os.path.join(job_dir, "out"), "--err", os.path.join(job_dir, "err"),
         "--status", os.path.join(job_dir, "status"), "--cwd", job.cwd,
         "--uid", str(job.uid), "--gid", str(job.gid), "--", *job.argv,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from omview.agent.sampler import HZ, smooth
+from omview.agent.node.sampler import HZ, smooth
 from omview.model.cluster import Flags
 
 #: statistic modes; a job without a decay hint uses "default"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omview.agent.membership import Membership
+from omview.agent.peers.membership import Membership
 from omview.model.cluster import NodeInfo, valid_node_id
 from omview.model.errors import ConfigError
 

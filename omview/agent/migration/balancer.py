@@ -15,11 +15,11 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from omview.agent.jobrun import JobError
-from omview.agent.jobs import Job
-from omview.agent.jobstats import JobStats, StatKey, measure
-from omview.agent.migrate import best_node
-from omview.agent.sampler import Sample
+from omview.agent.jobs.run import JobError
+from omview.agent.jobs.stats import JobStats, StatKey, measure
+from omview.agent.jobs.table import Job
+from omview.agent.migration.migrate import best_node
+from omview.agent.node.sampler import Sample
 from omview.model.cluster import STD_SPEED, NodeInfo
 
 if TYPE_CHECKING:

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omview.agent import criu as criumod
-from omview.agent import migstream
-from omview.agent.jobrun import JobError, JobManager, alive, start_time
-from omview.agent.jobs import Job, JobStore
-from omview.agent.peers import PeerError, PeerLinks
+from omview.agent.jobs.run import JobError, JobManager, alive, start_time
+from omview.agent.jobs.table import Job, JobStore
+from omview.agent.migration import criu as criumod
+from omview.agent.migration import stream as migstream
+from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model.cluster import STD_SPEED, NodeInfo
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode

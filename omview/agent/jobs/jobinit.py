@@ -1,6 +1,6 @@
 """L2 agent: PID 1 of a mosrun job's own PID namespace (stdlib only, no omview imports).
 
-Started by the agent as ``unshare --pid --fork <python> -m omview.agent.jobinit --out F --err F
+Started by the agent as ``unshare --pid --fork <python> -m omview.agent.jobs.jobinit --out F --err F
 --status F -- ARGV...``. It becomes its own session leader, points its own stdio and the job's at
 the job's files (never at unshare's log, which grows when unshare dies), forks the real job,
 forwards signals to every process of the namespace (a pid-namespace init ignores signals it has no

@@ -17,9 +17,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from omview.agent import criu as criumod
-from omview.agent.jobs import CHUNK, STREAMS, Job, JobStore, file_size, launch_argv, read_chunk, read_status
-from omview.agent.peers import PeerError, PeerLinks
+from omview.agent.jobs.table import (
+    CHUNK,
+    STREAMS,
+    Job,
+    JobStore,
+    file_size,
+    launch_argv,
+    read_chunk,
+    read_status,
+)
+from omview.agent.migration import criu as criumod
+from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
 
@@ -298,7 +307,7 @@ class JobManager:
             "status": job.status, "node": self.node_id(),
             "out_size": file_size(self.store.file(job, "out")), "err_size": file_size(self.store.file(job, "err")),
         }  # fmt: skip
-        from omview.agent.jobs import exit_code
+        from omview.agent.jobs.table import exit_code
 
         data["exit_code"] = exit_code(job.status)
         if self.deliver(job, "exit", data):

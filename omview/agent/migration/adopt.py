@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omview.agent import criu as criumod
-from omview.agent.sampler import read_stat
+from omview.agent.migration import criu as criumod
+from omview.agent.node.sampler import read_stat
 
 #: fd targets CRIU recreates itself (no file by that path needed on the target)
 _VIRTUAL = ("socket:", "pipe:", "anon_inode:", "/memfd:", "/dev/shm/omview-")

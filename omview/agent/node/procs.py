@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omview.agent import adopt
-from omview.agent import criu as criumod
-from omview.agent.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, parse_stat, read_stat
+from omview.agent.migration import adopt
+from omview.agent.migration import criu as criumod
+from omview.agent.node.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, parse_stat, read_stat
 from omview.model.cluster import ProcessInfo
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from omview.agent import adopt
-from omview.agent.jobrun import JobError, start_time
-from omview.agent.jobs import HINTS, Job, parse_job_id
-from omview.agent.migrate import MigrationError, best_node, check_target
-from omview.agent.peers import PeerError
-from omview.agent.procs import real_uid
-from omview.agent.sampler import read_stat
+from omview.agent.jobs.run import JobError, start_time
+from omview.agent.jobs.table import HINTS, Job, parse_job_id
+from omview.agent.migration import adopt
+from omview.agent.migration.migrate import MigrationError, best_node, check_target
+from omview.agent.node.procs import real_uid
+from omview.agent.node.sampler import read_stat
+from omview.agent.peers.links import PeerError
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
