@@ -24,6 +24,7 @@ from omview.agent.peers.links import PeerError
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from omview.model.target import BEST, HOME, Target, TargetError, parse_target
 
 if TYPE_CHECKING:
     from omview.agent.core import Agent
@@ -37,6 +38,13 @@ SIGNALS = {int(s) for s in signal.Signals}
 
 def _fault(exc: JobError) -> OpFault:
     return OpFault(exc.code, exc.message)
+
+
+def _target(text: str) -> Target:
+    try:
+        return parse_target(text)
+    except TargetError as exc:
+        raise OpFault(FaultCode.BAD_ARGUMENT, str(exc)) from None
 
 
 class JobOps:
@@ -206,7 +214,7 @@ class JobOps:
 
     # ------------------------------------------------------------------ migration requests
     async def proc_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
-        target = args["target"].strip()
+        target = _target(args["target"])
         if "job" in args:
             job = self._job(args["job"])
         elif "pid" in args:
@@ -230,16 +238,9 @@ class JobOps:
         else:
             raise OpFault(FaultCode.BAD_ARGUMENT, "proc.migrate needs pid or job")
         self._own(conn, job)
-        if target not in ("home", "best"):
-            try:
-                int(target, 0)
-            except ValueError:
-                raise OpFault(
-                    FaultCode.BAD_ARGUMENT, f"target {target!r} is not a node ID, 'home' or 'best'"
-                ) from None
         return await self._run(self.migrate_anywhere, job.id, target, "request")
 
-    def migrate_plain(self, pid: int, spec: str) -> dict[str, Any]:
+    def migrate_plain(self, pid: int, spec: Target) -> dict[str, Any]:
         """A process not started with mosrun: check it here and on the target, then adopt it as a job
         (home = this node, home PID = PID) and move it like one; on failure it stays a plain process."""
         me = self.me
@@ -253,20 +254,15 @@ class JobOps:
             why = f.reason
         if why or f is None:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {why}")
-        if spec == "home":
+        if spec.is_home:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on its home node {me}")
         nodes = self.a.fresh_nodes()
-        if spec == "best":
+        if spec.is_best:
             target = best_node(nodes, me)
             if target == me:
                 raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on the best node ({me})")
         else:
-            try:
-                target = int(spec, 0)
-            except ValueError:
-                raise MigrationError(
-                    FaultCode.BAD_ARGUMENT, f"target {spec!r} is not a node ID, 'home' or 'best'"
-                ) from None
+            target = spec.node
         if target == me:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on node {me}")
         check_target(nodes, target)
@@ -285,7 +281,7 @@ class JobOps:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {'; '.join(problems[:3])}{more}")
         job = self._adopt(pid)
         try:
-            return self.a.migrator.migrate(job.id, str(target), reason="request")
+            return self.a.migrator.migrate(job.id, Target.to_node(target), reason="request")
         except JobError:
             cur = self.a.jobstore.get(job.id)
             if cur is not None and cur.where == me:
@@ -323,7 +319,7 @@ class JobOps:
         log.info("adopted process %d as job %s (%s)", pid, job.id, " ".join(argv)[:200])
         return job
 
-    def migrate_anywhere(self, job_id: str, target: str, reason: str) -> dict[str, Any]:
+    def migrate_anywhere(self, job_id: str, target: Target, reason: str) -> dict[str, Any]:
         """Migrate a job wherever it runs (forwarded to the hosting agent when that is not us)."""
         job = self.a.jobstore.get(job_id)
         if job is None:
@@ -334,7 +330,7 @@ class JobOps:
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job_id} is not running ({job.status})")
         try:
             return dict(
-                self.a.peers.call(job.where, "peer.job.migrate", timeout=600, job=job_id, target=target)
+                self.a.peers.call(job.where, "peer.job.migrate", timeout=600, job=job_id, target=str(target))
             )
         except AgentFault as exc:
             raise MigrationError(FaultCode(exc.code), exc.message) from None
@@ -358,7 +354,7 @@ class JobOps:
             if job.where != self.me or job.home == self.me or job.state != "running":
                 continue
             home = self.a.fresh_nodes().get(job.home)
-            spec = "home" if home is not None and home.up and not home.block else "best"
+            spec = Target(HOME) if home is not None and home.up and not home.block else Target(BEST)
             try:
                 rec = self.a.migrator.migrate(job.id, spec, reason="expel")
                 moved.append({"job": job.id, "to": rec["target"]})
@@ -380,7 +376,7 @@ class JobOps:
                 if job.home != self.me or job.where == self.me or job.state != "running":
                     continue
                 try:
-                    self.migrate_anywhere(job.id, str(self.me), "bring")
+                    self.migrate_anywhere(job.id, Target.to_node(self.me), "bring")
                     moved.append({"job": job.id, "from": job.where})
                 except JobError as exc:
                     failed.append({"job": job.id, "error": exc.message})
@@ -423,7 +419,7 @@ class JobOps:
         )
 
     async def peer_job_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.migrate_anywhere, args["job"], args["target"], "request")
+        return await self._run(self.migrate_anywhere, args["job"], _target(args["target"]), "request")
 
     async def peer_mig_prepare(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(self.a.migrator.prepare, args["mig"])

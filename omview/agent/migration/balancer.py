@@ -21,6 +21,7 @@ from omview.agent.jobs.table import Job
 from omview.agent.migration.migrate import best_node
 from omview.agent.node.sampler import Sample
 from omview.model.cluster import STD_SPEED, NodeInfo
+from omview.model.target import Target
 
 if TYPE_CHECKING:
     from omview.agent.core import Agent
@@ -144,7 +145,7 @@ class Balancer:
                  nodes[me].load, job.id, self.stats.get(self.key(job)) or 0.0, target,
                  nodes[target].load)  # fmt: skip
         try:
-            self.a.migrator.migrate(job.id, str(target), reason="balance")
+            self.a.migrator.migrate(job.id, Target.to_node(target), reason="balance")
             self.moves += 1
             self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
         except JobError as exc:

@@ -36,6 +36,7 @@ from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model.cluster import STD_SPEED, NodeInfo
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
+from omview.model.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -340,20 +341,12 @@ class Migrator:
                 fh.write(json.dumps(rec, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------ source: pre-flight
-    def resolve_target(self, job: Job, spec: str) -> int:
-        me = self.env.node_id()
-        nodes = self.env.nodes()
-        if spec == "home":
+    def resolve_target(self, job: Job, spec: Target) -> int:
+        if spec.is_home:
             return job.home
-        if spec == "best":
-            rss = self.job_rss(job)
-            return best_node(nodes, me, rss=rss)
-        try:
-            return int(spec, 0)
-        except ValueError:
-            raise MigrationError(
-                FaultCode.BAD_ARGUMENT, f"target {spec!r} is not a node ID, 'home' or 'best'"
-            ) from None
+        if spec.is_best:
+            return best_node(self.env.nodes(), self.env.node_id(), rss=self.job_rss(job))
+        return spec.node
 
     def job_rss(self, job: Job) -> int:
         total = 0
@@ -419,13 +412,13 @@ class Migrator:
         self.peers.warm(away, purpose="ctl")
 
     # ------------------------------------------------------------------ source: the migration
-    def migrate(self, job_id: str, spec: str, *, reason: str = "request") -> dict[str, Any]:
+    def migrate(self, job_id: str, spec: Target, *, reason: str = "request") -> dict[str, Any]:
         """Move a job running here; returns the migration record. Raises MigrationError."""
         job = self.store.get(job_id)
         if job is None:
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"no job {job_id} on node {self.env.node_id()}")
         target = self.resolve_target(job, spec)
-        if spec == "best" and target == self.env.node_id():
+        if spec.is_best and target == self.env.node_id():
             raise MigrationError(
                 FaultCode.BAD_ARGUMENT, f"job {job.id} already runs on the best node ({target})"
             )
