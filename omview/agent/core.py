@@ -24,7 +24,10 @@ from omview.agent.jobs.ops import JobOps
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
 from omview.agent.migration.balancer import Balancer
-from omview.agent.migration.migrate import Env, Migrator
+from omview.agent.migration.common import Env
+from omview.agent.migration.faults import FaultHooks
+from omview.agent.migration.source import SourceSide
+from omview.agent.migration.target import TargetSide
 from omview.agent.node import calibrate
 from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
 from omview.agent.node.sampler import Sample, Sampler, Scope, read_stat
@@ -113,13 +116,14 @@ class Agent:
             store=self.jobstore, peers=self.peers, node_id=lambda: self.membership.node_id,
             publish=self.publish_threadsafe, log_dir=os.path.join(cfg.state_dir, "logs"),
         )  # fmt: skip
-        self.migrator = Migrator(
-            Env(
-                state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
-                blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
-            ),
-            self.jobstore, self.jobs, self.peers,
+        self.faults = FaultHooks(cfg.state_dir, enabled=True)
+        env = Env(
+            state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
+            blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
+            faults=self.faults,
         )  # fmt: skip
+        self.target_side = TargetSide(env, self.jobstore, self.peers.sock_dir)
+        self.source_side = SourceSide(env, self.jobstore, self.jobs, self.peers, expecting=self.target_side.expecting)
         self.job_pool = ThreadPoolExecutor(8, thread_name_prefix="omview-jobs")
         self.watch_pool = ThreadPoolExecutor(1, thread_name_prefix="omview-jobwatch")
         self.balancer = Balancer(self)
@@ -204,7 +208,7 @@ class Agent:
             except Exception:
                 log.exception("job watcher failed")
             try:  # soon after a job starts or arrives; non-blocking: the links open in the background
-                self.migrator.warm_links(self.nodes_snapshot)
+                self.source_side.warm_links(self.nodes_snapshot)
             except Exception:
                 log.exception("warming up peer links failed")
 
@@ -254,7 +258,7 @@ class Agent:
             self._snapshot_nodes()
             ticker = asyncio.create_task(self._tick_loop())
             jobtick = asyncio.create_task(self._job_loop())
-            loop.run_in_executor(self.job_pool, self.migrator.recover)
+            loop.run_in_executor(self.job_pool, self.source_side.recover)
             await self._stop.wait()
             await self._expel_on_stop()
             log.info("stopping: telling the cluster this node leaves")

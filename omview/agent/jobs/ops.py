@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from omview.agent.jobs.run import JobError, start_time
 from omview.agent.jobs.table import HINTS, Job, parse_job_id
 from omview.agent.migration import adopt
-from omview.agent.migration.migrate import MigrationError, best_node, check_target
+from omview.agent.migration.common import MigrationError
+from omview.agent.migration.placement import best_node, check_target
 from omview.agent.node.procs import real_uid
 from omview.agent.node.sampler import read_stat
 from omview.agent.peers.links import PeerError
@@ -281,7 +282,7 @@ class JobOps:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {'; '.join(problems[:3])}{more}")
         job = self._adopt(pid)
         try:
-            return self.a.migrator.migrate(job.id, Target.to_node(target), reason="request")
+            return self.a.source_side.migrate(job.id, Target.to_node(target), reason="request")
         except JobError:
             cur = self.a.jobstore.get(job.id)
             if cur is not None and cur.where == me:
@@ -325,7 +326,7 @@ class JobOps:
         if job is None:
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"no job {job_id}")
         if job.where == self.me:
-            return self.a.migrator.migrate(job_id, target, reason=reason)
+            return self.a.source_side.migrate(job_id, target, reason=reason)
         if job.state != "running":
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job_id} is not running ({job.status})")
         try:
@@ -341,8 +342,8 @@ class JobOps:
         limit = max(1, min(int(args.get("limit", 50)), 200))
         return {
             "node": self.me,
-            "nmigs": self.a.migrator.count,
-            "migrations": self.a.migrator.recent[-limit:],
+            "nmigs": self.a.source_side.count,
+            "migrations": self.a.source_side.recent[-limit:],
         }
 
     # ------------------------------------------------------------------ node switches
@@ -356,7 +357,7 @@ class JobOps:
             home = self.a.fresh_nodes().get(job.home)
             spec = Target(HOME) if home is not None and home.up and not home.block else Target(BEST)
             try:
-                rec = self.a.migrator.migrate(job.id, spec, reason="expel")
+                rec = self.a.source_side.migrate(job.id, spec, reason="expel")
                 moved.append({"job": job.id, "to": rec["target"]})
             except JobError as exc:
                 failed.append({"job": job.id, "error": exc.message})
@@ -422,10 +423,10 @@ class JobOps:
         return await self._run(self.migrate_anywhere, args["job"], _target(args["target"]), "request")
 
     async def peer_mig_prepare(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.prepare, args["mig"])
+        return await self._run(self.a.target_side.prepare, args["mig"])
 
     async def peer_mig_restore(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.restore, args["mig"])
+        return await self._run(self.a.target_side.restore, args["mig"])
 
     async def peer_proc_check(self, conn: Connection, args: dict[str, Any]) -> Any:
         pids = [int(p) for p in args["pids"] if isinstance(p, int) and p > 0]
@@ -436,4 +437,4 @@ class JobOps:
         return {"node": self.me, "problems": problems}
 
     async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.abort, args["mig"])
+        return await self._run(self.a.target_side.abort, args["mig"])

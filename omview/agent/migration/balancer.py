@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from omview.agent.jobs.run import JobError
 from omview.agent.jobs.stats import JobStats, StatKey, measure
 from omview.agent.jobs.table import Job
-from omview.agent.migration.migrate import best_node
+from omview.agent.migration.placement import best_node
 from omview.agent.node.sampler import Sample
 from omview.model.cluster import STD_SPEED, NodeInfo
 from omview.model.target import Target
@@ -145,7 +145,7 @@ class Balancer:
                  nodes[me].load, job.id, self.stats.get(self.key(job)) or 0.0, target,
                  nodes[target].load)  # fmt: skip
         try:
-            self.a.migrator.migrate(job.id, Target.to_node(target), reason="balance")
+            self.a.source_side.migrate(job.id, Target.to_node(target), reason="balance")
             self.moves += 1
             self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
         except JobError as exc:
