@@ -126,7 +126,15 @@ class Agent:
         self.source_side = SourceSide(env, self.jobstore, self.jobs, self.peers, expecting=self.target_side.expecting)
         self.job_pool = ThreadPoolExecutor(8, thread_name_prefix="omview-jobs")
         self.watch_pool = ThreadPoolExecutor(1, thread_name_prefix="omview-jobwatch")
-        self.balancer = Balancer(self)
+        self.balancer = Balancer(
+            enabled=cfg.balance, node=self, store=self.jobstore, jobs=self.jobs, source=self.source_side,
+            pool=self.job_pool,
+        )
+        self.job_ops = JobOps(
+            node=self, store=self.jobstore, jobs=self.jobs, peers=self.peers, lister=self.lister,
+            source=self.source_side, target=self.target_side, balancer=self.balancer, pool=self.job_pool,
+            worker=self.worker, criu=self._criu_path,
+        )
         self._stop: asyncio.Event | None = None
         self._ticks = 0
         self._ops = {
@@ -146,11 +154,16 @@ class Agent:
             "events.subscribe": self.op_events_subscribe,
             "events.unsubscribe": self.op_events_unsubscribe,
         }
-        self._ops.update(JobOps(self).table())
+        self._ops.update(self.job_ops.table())
         missing = set(protocol.OPS) - set(self._ops)
         assert not missing, f"operations without a handler: {missing}"
 
     # lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        """This node's ID (NodeView, for the balancer and the job operations)."""
+        return self.membership.node_id
 
     def request_stop(self) -> None:
         """Signal-safe: only sets a flag the main loop waits on."""
@@ -218,11 +231,10 @@ class Agent:
         if not any(j.where == me and j.home != me and j.state == "running" for j in self.jobstore.all()):
             return
         log.info("stopping: sending guest jobs away first")
-        ops = JobOps(self)
         loop = asyncio.get_running_loop()
         try:
             report = await asyncio.wait_for(
-                loop.run_in_executor(self.job_pool, ops.expel_all), EXPEL_ON_STOP_TIMEOUT
+                loop.run_in_executor(self.job_pool, self.job_ops.expel_all), EXPEL_ON_STOP_TIMEOUT
             )
             log.info("%s", report["message"])
         except TimeoutError:
