@@ -116,7 +116,7 @@ class Agent:
             store=self.jobstore, peers=self.peers, node_id=lambda: self.membership.node_id,
             publish=self.publish_threadsafe, log_dir=os.path.join(cfg.state_dir, "logs"),
         )  # fmt: skip
-        self.faults = FaultHooks(cfg.state_dir, enabled=True)
+        self.faults = FaultHooks(cfg.state_dir, enabled=cfg.test_mode)
         env = Env(
             state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
             blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
@@ -266,6 +266,7 @@ class Agent:
                 __version__, m.node_id, m.address, m.mode, len(self.gossip.peers()), self.cfg.socket,
                 self.cfg.process_scope, self.flags.speed,
             )  # fmt: skip
+            self.faults.check_at_start()
             self.gossip.tick(self.self_info().to_dict())  # announce to every known peer right away
             self._snapshot_nodes()
             ticker = asyncio.create_task(self._tick_loop())
