@@ -357,6 +357,7 @@ class _Attempt:
             self._release()
 
     def _call(self, op: str, **args: Any) -> Any:
+        """A request to the target; a refusal or no answer becomes a MigrationError."""
         try:
             return self.side.peers.call(self.target, op, purpose="mig", timeout=30, **args)
         except AgentFault as exc:
@@ -559,8 +560,8 @@ class _Attempt:
                  rec["total_s"], rec["frozen_s"], rec["bytes"])  # fmt: skip
 
     def _failed(self, exc: Exception) -> Exception:
-        """Roll back: abort the target, stop serving pages, resume the job here; the error to raise
-        (_FallBack while a post-copy can still be retried as an image copy)."""
+        """Roll back and record the failure; the error to raise (_FallBack while a post-copy can still
+        be retried as an image copy)."""
         rec = self.rec
         fallback = isinstance(exc, _FallBack)
         if isinstance(exc, MigrationError):
@@ -569,25 +570,7 @@ class _Attempt:
             err = MigrationError(FaultCode.MIGRATION_FAILED, exc.why)
         else:
             err = MigrationError(FaultCode.MIGRATION_FAILED, f"{type(exc).__name__}: {exc}")
-        if self.prepared:
-            with contextlib.suppress(PeerError, AgentFault):
-                self.side.peers.call(self.target, "peer.mig.abort", purpose="mig", timeout=30, mig=self.mig_id)
-        dump = self.dump
-        if dump is not None and dump.poll() is None:
-            criumod.kill_tree(dump.pid)  # the target copy is fenced: stop serving pages
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                dump.wait(timeout=10)
-        if self.dumped:
-            n = criumod.resume(criumod.job_tasks(self.job.pid))
-            log.warning("migration %s failed; resumed %d task(s) of job %s here", self.mig_id, n, self.job.id)
-            with contextlib.suppress(OSError):
-                self.phase("failed")
-            # keep CRIU's log, free the (tmpfs) images
-            with contextlib.suppress(OSError):
-                shutil.copy(os.path.join(self.images, "dump.log"), os.path.join(self.work, "dump.log"))
-            remove_images(self.images)
-        else:
-            remove_tree(self.work)
+        self._roll_back()
         rec["result"] = "fell back" if fallback and not self.resumed_there else "failed"
         rec["error"] = err.message + ("" if not self.dumped else f"; CRIU logs kept in {self.work}")
         if self.resumed_there:
@@ -599,6 +582,27 @@ class _Attempt:
         if fallback and not self.resumed_there:
             return _FallBack(rec["error"])
         return MigrationError(err.code, rec["error"])
+
+    def _roll_back(self) -> None:
+        """Abort the target, stop serving pages, resume the job here; keep CRIU's log, free the images."""
+        if self.prepared:
+            with contextlib.suppress(PeerError, AgentFault):
+                self.side.peers.call(self.target, "peer.mig.abort", purpose="mig", timeout=30, mig=self.mig_id)
+        dump = self.dump
+        if dump is not None and dump.poll() is None:
+            criumod.kill_tree(dump.pid)  # the target copy is fenced: stop serving pages
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                dump.wait(timeout=10)
+        if not self.dumped:
+            remove_tree(self.work)
+            return
+        n = criumod.resume(criumod.job_tasks(self.job.pid))
+        log.warning("migration %s failed; resumed %d task(s) of job %s here", self.mig_id, n, self.job.id)
+        with contextlib.suppress(OSError):
+            self.phase("failed")
+        with contextlib.suppress(OSError):  # the images (tmpfs memory) go, CRIU's log stays
+            shutil.copy(os.path.join(self.images, "dump.log"), os.path.join(self.work, "dump.log"))
+        remove_images(self.images)
 
     def _release(self) -> None:
         for sock in (self.data, self.pages):
