@@ -239,10 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mig_abort(config_path: str | None, mig: str) -> int:
-    """Print 'committed', 'aborted' or 'unknown' for an arriving migration (see omview.agent.migration.migrate)."""
+    """Print 'committed', 'aborted' or 'unknown' for an arriving migration (see omview.agent.migration.target)."""
     from omview.agent import config
     from omview.agent.jobs.table import JOBS_DIR
-    from omview.agent.migration.migrate import MigrationError, abort_incoming
+    from omview.agent.migration.common import MigrationError
+    from omview.agent.migration.target import abort_incoming
 
     try:
         cfg = config.load(config_path)

@@ -56,6 +56,8 @@ class AgentConfig:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: MOSIX-like automatic migration of mosrun jobs between nodes (docs/migration.md)
     balance: bool = True
+    #: test clusters only: honour the migration fault-injection hooks in state_dir/faults/
+    test_mode: bool = False
 
 
 def _describe(value: Any) -> str:
@@ -152,6 +154,7 @@ CHECKS: dict[str, Callable[[_Checker, str], Any]] = {
     "request_timeout": lambda c, k: c.float_(k, 0.1, 3600.0),
     "max_clients": lambda c, k: c.int_(k, 1, 10000),
     "balance": _Checker.bool_,
+    "test_mode": _Checker.bool_,
 }
 
 

@@ -24,7 +24,10 @@ from omview.agent.jobs.ops import JobOps
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
 from omview.agent.migration.balancer import Balancer
-from omview.agent.migration.migrate import Env, Migrator
+from omview.agent.migration.common import Env
+from omview.agent.migration.faults import FaultHooks
+from omview.agent.migration.source import SourceSide
+from omview.agent.migration.target import TargetSide
 from omview.agent.node import calibrate
 from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
 from omview.agent.node.sampler import Sample, Sampler, Scope, read_stat
@@ -113,16 +116,25 @@ class Agent:
             store=self.jobstore, peers=self.peers, node_id=lambda: self.membership.node_id,
             publish=self.publish_threadsafe, log_dir=os.path.join(cfg.state_dir, "logs"),
         )  # fmt: skip
-        self.migrator = Migrator(
-            Env(
-                state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
-                blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
-            ),
-            self.jobstore, self.jobs, self.peers,
+        self.faults = FaultHooks(cfg.state_dir, enabled=cfg.test_mode)
+        env = Env(
+            state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
+            blocked=lambda: self.flags.block, criu=self._criu_path, publish=self.publish_threadsafe,
+            faults=self.faults,
         )  # fmt: skip
+        self.target_side = TargetSide(env, self.jobstore, self.peers.sock_dir)
+        self.source_side = SourceSide(env, self.jobstore, self.jobs, self.peers, expecting=self.target_side.expecting)
         self.job_pool = ThreadPoolExecutor(8, thread_name_prefix="omview-jobs")
         self.watch_pool = ThreadPoolExecutor(1, thread_name_prefix="omview-jobwatch")
-        self.balancer = Balancer(self)
+        self.balancer = Balancer(
+            enabled=cfg.balance, node=self, store=self.jobstore, jobs=self.jobs, source=self.source_side,
+            pool=self.job_pool,
+        )
+        self.job_ops = JobOps(
+            node=self, store=self.jobstore, jobs=self.jobs, peers=self.peers, lister=self.lister,
+            source=self.source_side, target=self.target_side, balancer=self.balancer, pool=self.job_pool,
+            worker=self.worker, criu=self._criu_path,
+        )
         self._stop: asyncio.Event | None = None
         self._ticks = 0
         self._ops = {
@@ -142,11 +154,16 @@ class Agent:
             "events.subscribe": self.op_events_subscribe,
             "events.unsubscribe": self.op_events_unsubscribe,
         }
-        self._ops.update(JobOps(self).table())
+        self._ops.update(self.job_ops.table())
         missing = set(protocol.OPS) - set(self._ops)
         assert not missing, f"operations without a handler: {missing}"
 
     # lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        """This node's ID (NodeView, for the balancer and the job operations)."""
+        return self.membership.node_id
 
     def request_stop(self) -> None:
         """Signal-safe: only sets a flag the main loop waits on."""
@@ -204,7 +221,7 @@ class Agent:
             except Exception:
                 log.exception("job watcher failed")
             try:  # soon after a job starts or arrives; non-blocking: the links open in the background
-                self.migrator.warm_links(self.nodes_snapshot)
+                self.source_side.warm_links(self.nodes_snapshot)
             except Exception:
                 log.exception("warming up peer links failed")
 
@@ -214,11 +231,10 @@ class Agent:
         if not any(j.where == me and j.home != me and j.state == "running" for j in self.jobstore.all()):
             return
         log.info("stopping: sending guest jobs away first")
-        ops = JobOps(self)
         loop = asyncio.get_running_loop()
         try:
             report = await asyncio.wait_for(
-                loop.run_in_executor(self.job_pool, ops.expel_all), EXPEL_ON_STOP_TIMEOUT
+                loop.run_in_executor(self.job_pool, self.job_ops.expel_all), EXPEL_ON_STOP_TIMEOUT
             )
             log.info("%s", report["message"])
         except TimeoutError:
@@ -250,11 +266,12 @@ class Agent:
                 __version__, m.node_id, m.address, m.mode, len(self.gossip.peers()), self.cfg.socket,
                 self.cfg.process_scope, self.flags.speed,
             )  # fmt: skip
+            self.faults.check_at_start()
             self.gossip.tick(self.self_info().to_dict())  # announce to every known peer right away
             self._snapshot_nodes()
             ticker = asyncio.create_task(self._tick_loop())
             jobtick = asyncio.create_task(self._job_loop())
-            loop.run_in_executor(self.job_pool, self.migrator.recover)
+            loop.run_in_executor(self.job_pool, self.source_side.recover)
             await self._stop.wait()
             await self._expel_on_stop()
             log.info("stopping: telling the cluster this node leaves")

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from omview.cli._common import EXIT_OK, CliError, Parser, connect, print_json, run
+from omview.model.target import TargetError, parse_target
 
 PROG = "migrate"
 
@@ -28,13 +29,11 @@ def build_parser() -> Parser:
 
 
 def _migrate(ns: argparse.Namespace) -> int:
-    target = ns.target.strip().lower()
-    if target not in ("home", "best"):
-        try:
-            target = str(int(target, 0))
-        except ValueError:
-            raise CliError(f"target {ns.target!r} is not a node ID, 'home' or 'best'") from None
-    args: dict[str, object] = {"target": target}
+    try:
+        target = parse_target(ns.target)
+    except TargetError as exc:
+        raise CliError(str(exc)) from None
+    args: dict[str, object] = {"target": str(target)}
     if ":" in ns.pid:
         args["job"] = ns.pid
     elif ns.pid.isdigit() and int(ns.pid) > 0:

@@ -726,7 +726,7 @@ class Cluster:
             f"# agent of {n.name} (written by omview-cluster)",
             f"node_id = {n.id}", f'address = "{n.address}"', 'interface = "eth0"',
             f"cpus = {self.cpus_per_node}", f"memory = {self.mem_per_node}", 'process_scope = "netns"',
-            'key_file = "/etc/omview/cluster.key"',
+            'key_file = "/etc/omview/cluster.key"', "test_mode = true",  # the migration tests' fault hooks
         ]
         if self.discovery:
             toml.append("discovery = true")

@@ -15,7 +15,6 @@ import pytest
 
 from omview.agent.config import AgentConfig
 from omview.agent.core import Agent
-from omview.agent.jobs.ops import JobOps
 from omview.agent.jobs.stats import JobStats, Usage, decay_mode, measure, mode_flags
 from omview.agent.jobs.table import Job
 from omview.agent.node.sampler import HZ, Sample
@@ -358,7 +357,7 @@ def test_tick_updates_statistics_each_sample_once_even_under_stay(rig: Rig) -> N
 def test_job_status_shows_the_statistic_where_the_job_runs(rig: Rig) -> None:
     """job.status / job.list carry the balancer's statistic (why a job moves or stays) on the node the
     job runs on; None before its first sample and for a job that runs elsewhere."""
-    ops = JobOps(rig.agent)
+    ops = rig.agent.job_ops
     here, away = rig.job(["slowdecay"]), rig.job([])
     rig.agent.jobstore.put(replace(away, where=2))
     assert ops._shown(here)["balance_cpu"] is None  # not sampled yet

@@ -148,6 +148,7 @@ def test_each_node_has_its_own_omview_dirs(cluster3: Cluster) -> None:
         assert conf["address"] == n.address
         assert conf["interface"] == "eth0"
         assert conf["process_scope"] == "netns"
+        assert conf["test_mode"] is True  # the migration tests' fault hooks work here only
         assert conf["cpus"] == cluster3.cpus_per_node and conf["memory"] == cluster3.mem_per_node
         assert conf["map_file"] == "/etc/omview/openmosix.map"
         mapline = cluster3.exec(n.id, ["grep", "-v", "^#", "/etc/omview/openmosix.map"],

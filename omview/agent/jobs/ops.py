@@ -12,21 +12,25 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor
+from typing import Any
 
-from omview.agent.jobs.run import JobError, start_time
-from omview.agent.jobs.table import HINTS, Job, parse_job_id
+from omview.agent.jobs.run import JobError, JobManager, start_time
+from omview.agent.jobs.table import HINTS, Job, JobStore, parse_job_id
 from omview.agent.migration import adopt
-from omview.agent.migration.migrate import MigrationError, best_node, check_target
-from omview.agent.node.procs import real_uid
+from omview.agent.migration.balancer import Balancer
+from omview.agent.migration.common import MigrationError
+from omview.agent.migration.placement import best_node, check_target
+from omview.agent.migration.source import SourceSide
+from omview.agent.migration.target import TargetSide
+from omview.agent.node.procs import ProcessLister, real_uid
 from omview.agent.node.sampler import read_stat
-from omview.agent.peers.links import PeerError
+from omview.agent.node.view import NodeView
+from omview.agent.peers.links import PeerError, PeerLinks
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
-
-if TYPE_CHECKING:
-    from omview.agent.core import Agent
+from omview.model.target import BEST, HOME, Target, TargetError, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,32 @@ def _fault(exc: JobError) -> OpFault:
     return OpFault(exc.code, exc.message)
 
 
-class JobOps:
-    """Handlers bound to one agent."""
+def _target(text: str) -> Target:
+    try:
+        return parse_target(text)
+    except TargetError as exc:
+        raise OpFault(FaultCode.BAD_ARGUMENT, str(exc)) from None
 
-    def __init__(self, agent: Agent) -> None:
-        self.a = agent
+
+class JobOps:
+    """The handlers, with the parts of the agent they use (handed over by core.Agent)."""
+
+    def __init__(self, *, node: NodeView, store: JobStore, jobs: JobManager, peers: PeerLinks,
+                 lister: ProcessLister, source: SourceSide, target: TargetSide, balancer: Balancer,
+                 pool: Executor, worker: Executor, criu: Callable[[], str | None]) -> None:  # fmt: skip
+        """POOL runs launches, migrations and peer calls; WORKER is the agent's one /proc thread;
+        CRIU gives the path of a working criu here, None when CRIU does not work."""
+        self.node = node
+        self.store = store
+        self.jobs = jobs
+        self.peers = peers
+        self.lister = lister
+        self.source = source
+        self.target = target
+        self.balancer = balancer
+        self.pool = pool
+        self.worker = worker
+        self.criu = criu
 
     def table(self) -> dict[str, Handler]:
         return {
@@ -69,18 +94,18 @@ class JobOps:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.a.job_pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         except JobError as exc:
             raise _fault(exc) from None
 
     @property
     def me(self) -> int:
-        return self.a.membership.node_id
+        return self.node.node_id
 
     def _job(self, job_id: str) -> Job:
         if parse_job_id(job_id) is None:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"{job_id!r} is not a job id (HOME:HOMEPID, e.g. 1:4242)")
-        job = self.a.jobstore.get(job_id)
+        job = self.store.get(job_id)
         if job is None:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no job {job_id} known on node {self.me}")
         return job
@@ -98,7 +123,7 @@ class JobOps:
             node = int(text, 0)
         except ValueError:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"node {text!r} is not a node ID") from None
-        nodes = self.a.fresh_nodes()
+        nodes = self.node.fresh_nodes()
         if node not in nodes:
             known = ", ".join(str(n) for n in sorted(nodes)) or "none"
             raise OpFault(FaultCode.NO_SUCH_NODE, f"no node {node} in this cluster (known: {known})")
@@ -132,7 +157,7 @@ class JobOps:
         if home_start is None:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"job.start: the calling process {conn.pid} is gone")
         job_id = f"{self.me}:{conn.pid}"
-        old = self.a.jobstore.get(job_id)
+        old = self.store.get(job_id)
         if old is not None and old.state == "running" and old.home_start == home_start:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"process {conn.pid} already is the deputy of job {job_id}")
         where = self.me
@@ -142,7 +167,7 @@ class JobOps:
             allowed = set()
             for n in args["nodes"]:
                 allowed.add(self._node_spec(str(n)))
-            where = best_node(self.a.fresh_nodes(), -1, allowed=allowed)
+            where = best_node(self.node.fresh_nodes(), -1, allowed=allowed)
             if where == -1:
                 raise OpFault(FaultCode.NODE_DOWN, "none of the nodes given can take the job")
         try:
@@ -155,13 +180,13 @@ class JobOps:
             hints=list(hints), created=round(time.time(), 3),
         )  # fmt: skip
         if where == self.me:
-            job = await self._run(self.a.jobs.launch, job, env)
+            job = await self._run(self.jobs.launch, job, env)
         else:
-            self.a.jobstore.put(job)
+            self.store.put(job)
 
             def remote() -> Any:
                 try:
-                    return self.a.peers.call(where, "peer.job.launch", timeout=30, job=job.to_dict(), env=env)
+                    return self.peers.call(where, "peer.job.launch", timeout=30, job=job.to_dict(), env=env)
                 except AgentFault as exc:
                     raise JobError(FaultCode(exc.code), f"node {where}: {exc.message}") from None
                 except PeerError as exc:
@@ -170,15 +195,15 @@ class JobOps:
             try:
                 reply = await self._run(remote)
             except OpFault:
-                self.a.jobstore.remove(job.id)
+                self.store.remove(job.id)
                 raise
             job.pid = 0
             job.where = int(reply.get("where", where))
-            self.a.jobstore.put(job)
+            self.store.put(job)
         return job.public()
 
     async def job_list(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return [self._shown(j) for j in self.a.jobstore.all()]
+        return [self._shown(j) for j in self.store.all()]
 
     async def job_status(self, conn: Connection, args: dict[str, Any]) -> Any:
         return self._shown(self._job(args["job"]))
@@ -186,7 +211,7 @@ class JobOps:
     def _shown(self, job: Job) -> dict[str, Any]:
         """The job's record plus, on the node it runs on, the balancer's CPU statistic of it (percent
         of one CPU, per its decay hint; None elsewhere or before the first sample): why it moves or not."""
-        stat = self.a.balancer.stats.get(self.a.balancer.key(job)) if job.where == self.me else None
+        stat = self.balancer.cpu(job) if job.where == self.me else None
         return {**job.public(), "balance_cpu": None if stat is None else round(stat, 1)}
 
     async def job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -195,27 +220,27 @@ class JobOps:
         sig = args["signal"]
         if sig not in SIGNALS:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"job.signal: {sig} is not a signal number")
-        return await self._run(self.a.jobs.signal, job.id, sig)
+        return await self._run(self.jobs.signal, job.id, sig)
 
     async def job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
         job = self._job(args["job"])
         self._own(conn, job)
         return await self._run(
-            self.a.jobs.output, job.id, args["stream"], args["offset"], args.get("max", 1 << 18)
+            self.jobs.output, job.id, args["stream"], args["offset"], args.get("max", 1 << 18)
         )
 
     # ------------------------------------------------------------------ migration requests
     async def proc_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
-        target = args["target"].strip()
+        target = _target(args["target"])
         if "job" in args:
             job = self._job(args["job"])
         elif "pid" in args:
             pid = args["pid"]
             if pid <= 0:
                 raise OpFault(FaultCode.BAD_ARGUMENT, f"proc.migrate: bad PID {pid}")
-            found = await self.a._in_worker(self.a.jobs.job_of_pid, pid)
+            found = await asyncio.get_running_loop().run_in_executor(self.worker, self.jobs.job_of_pid, pid)
             if found is None:
-                if not os.path.exists(f"/proc/{pid}") or not self.a.scope.contains(pid):
+                if not os.path.exists(f"/proc/{pid}") or not self.lister.scope.contains(pid):
                     raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.me}")
                 uid = real_uid(pid)
                 if uid is None:
@@ -230,20 +255,13 @@ class JobOps:
         else:
             raise OpFault(FaultCode.BAD_ARGUMENT, "proc.migrate needs pid or job")
         self._own(conn, job)
-        if target not in ("home", "best"):
-            try:
-                int(target, 0)
-            except ValueError:
-                raise OpFault(
-                    FaultCode.BAD_ARGUMENT, f"target {target!r} is not a node ID, 'home' or 'best'"
-                ) from None
         return await self._run(self.migrate_anywhere, job.id, target, "request")
 
-    def migrate_plain(self, pid: int, spec: str) -> dict[str, Any]:
+    def migrate_plain(self, pid: int, spec: Target) -> dict[str, Any]:
         """A process not started with mosrun: check it here and on the target, then adopt it as a job
         (home = this node, home PID = PID) and move it like one; on failure it stays a plain process."""
         me = self.me
-        lister = self.a.lister
+        lister = self.lister
         cache: dict[Any, set[str]] = {}
         st = read_stat(pid)
         why = lister.blocked(st, cache) if st is not None else f"process {pid} ended meanwhile"
@@ -253,27 +271,22 @@ class JobOps:
             why = f.reason
         if why or f is None:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {why}")
-        if spec == "home":
+        if spec.is_home:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on its home node {me}")
-        nodes = self.a.fresh_nodes()
-        if spec == "best":
+        nodes = self.node.fresh_nodes()
+        if spec.is_best:
             target = best_node(nodes, me)
             if target == me:
                 raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on the best node ({me})")
         else:
-            try:
-                target = int(spec, 0)
-            except ValueError:
-                raise MigrationError(
-                    FaultCode.BAD_ARGUMENT, f"target {spec!r} is not a node ID, 'home' or 'best'"
-                ) from None
+            target = spec.node
         if target == me:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on node {me}")
         check_target(nodes, target)
-        if self.a.criu.status.path is None or not self.a.criu.status.ok:
+        if self.criu() is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
         try:
-            reply = self.a.peers.call(target, "peer.proc.check", timeout=30, pids=f.pids, files=f.files,
+            reply = self.peers.call(target, "peer.proc.check", timeout=30, pids=f.pids, files=f.files,
                                       source=me)  # fmt: skip
         except AgentFault as exc:
             raise MigrationError(FaultCode(exc.code), f"node {target}: {exc.message}") from None
@@ -285,12 +298,12 @@ class JobOps:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {'; '.join(problems[:3])}{more}")
         job = self._adopt(pid)
         try:
-            return self.a.migrator.migrate(job.id, str(target), reason="request")
+            return self.source.migrate(job.id, Target.to_node(target), reason="request")
         except JobError:
-            cur = self.a.jobstore.get(job.id)
+            cur = self.store.get(job.id)
             if cur is not None and cur.where == me:
-                self.a.jobstore.remove(job.id)  # rolled back: a plain process again
-                shutil.rmtree(self.a.jobstore.job_dir(job), ignore_errors=True)
+                self.store.remove(job.id)  # rolled back: a plain process again
+                shutil.rmtree(self.store.job_dir(job), ignore_errors=True)
             raise
 
     def _adopt(self, pid: int) -> Job:
@@ -311,7 +324,7 @@ class JobOps:
             id=f"{me}:{pid}", home=me, home_pid=pid, home_start=pid_start, argv=argv, cwd=cwd, uid=st.st_uid,
             gid=st.st_gid, where=me, pid=pid, pid_start=pid_start, created=round(time.time(), 3), adopted=True,
         )  # fmt: skip
-        d = self.a.jobstore.job_dir(job)
+        d = self.store.job_dir(job)
         if os.path.isdir(d):
             os.replace(d, f"{d}.old-{int(time.time())}")
         os.makedirs(d, mode=0o755)
@@ -319,22 +332,22 @@ class JobOps:
         # only says where it came from
         with open(os.path.join(d, "adopted"), "w", encoding="utf-8") as fh:
             fh.write(f"{me}:{pid} {pid_start} {' '.join(argv)[:1000]}\n")
-        self.a.jobstore.put(job)
+        self.store.put(job)
         log.info("adopted process %d as job %s (%s)", pid, job.id, " ".join(argv)[:200])
         return job
 
-    def migrate_anywhere(self, job_id: str, target: str, reason: str) -> dict[str, Any]:
+    def migrate_anywhere(self, job_id: str, target: Target, reason: str) -> dict[str, Any]:
         """Migrate a job wherever it runs (forwarded to the hosting agent when that is not us)."""
-        job = self.a.jobstore.get(job_id)
+        job = self.store.get(job_id)
         if job is None:
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"no job {job_id}")
         if job.where == self.me:
-            return self.a.migrator.migrate(job_id, target, reason=reason)
+            return self.source.migrate(job_id, target, reason=reason)
         if job.state != "running":
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job_id} is not running ({job.status})")
         try:
             return dict(
-                self.a.peers.call(job.where, "peer.job.migrate", timeout=600, job=job_id, target=target)
+                self.peers.call(job.where, "peer.job.migrate", timeout=600, job=job_id, target=str(target))
             )
         except AgentFault as exc:
             raise MigrationError(FaultCode(exc.code), exc.message) from None
@@ -345,8 +358,8 @@ class JobOps:
         limit = max(1, min(int(args.get("limit", 50)), 200))
         return {
             "node": self.me,
-            "nmigs": self.a.migrator.count,
-            "migrations": self.a.migrator.recent[-limit:],
+            "nmigs": self.source.count,
+            "migrations": self.source.recent[-limit:],
         }
 
     # ------------------------------------------------------------------ node switches
@@ -354,13 +367,13 @@ class JobOps:
         """Send every guest home, or to the best node when home is down or blocked."""
         moved: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for job in self.a.jobstore.all():
+        for job in self.store.all():
             if job.where != self.me or job.home == self.me or job.state != "running":
                 continue
-            home = self.a.fresh_nodes().get(job.home)
-            spec = "home" if home is not None and home.up and not home.block else "best"
+            home = self.node.fresh_nodes().get(job.home)
+            spec = Target(HOME) if home is not None and home.up and not home.block else Target(BEST)
             try:
-                rec = self.a.migrator.migrate(job.id, spec, reason="expel")
+                rec = self.source.migrate(job.id, spec, reason="expel")
                 moved.append({"job": job.id, "to": rec["target"]})
             except JobError as exc:
                 failed.append({"job": job.id, "error": exc.message})
@@ -376,11 +389,11 @@ class JobOps:
     async def admin_bring(self, conn: Connection, args: dict[str, Any]) -> Any:
         def bring() -> dict[str, Any]:
             moved, failed = [], []
-            for job in self.a.jobstore.all():
+            for job in self.store.all():
                 if job.home != self.me or job.where == self.me or job.state != "running":
                     continue
                 try:
-                    self.migrate_anywhere(job.id, str(self.me), "bring")
+                    self.migrate_anywhere(job.id, Target.to_node(self.me), "bring")
                     moved.append({"job": job.id, "from": job.where})
                 except JobError as exc:
                     failed.append({"job": job.id, "error": exc.message})
@@ -396,25 +409,25 @@ class JobOps:
     async def peer_job_launch(self, conn: Connection, args: dict[str, Any]) -> Any:
         job = Job.from_dict(args["job"])
         job.where = self.me
-        if self.a.flags.block:
+        if self.node.flags.block:
             raise OpFault(FaultCode.BLOCKED, f"node {self.me} blocks arriving processes")
-        job = await self._run(self.a.jobs.launch, job, args.get("env") or {})
+        job = await self._run(self.jobs.launch, job, args.get("env") or {})
         return {"job": job.id, "where": self.me, "pid": job.pid}
 
     async def peer_job_update(self, conn: Connection, args: dict[str, Any]) -> Any:
         kind, data = args["kind"], args["data"]
         if kind == "lock":
-            await self._run(lambda: self.a.jobs.set_lock(args["job"], bool(data.get("lock")), from_peer=True))
+            await self._run(lambda: self.jobs.set_lock(args["job"], bool(data.get("lock")), from_peer=True))
         else:
-            await self._run(self.a.jobs.on_update, args["job"], kind, data)
+            await self._run(self.jobs.on_update, args["job"], kind, data)
         return {"ok": True}
 
     async def peer_job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.jobs.signal, args["job"], args["signal"], args.get("hops", 0))
+        return await self._run(self.jobs.signal, args["job"], args["signal"], args.get("hops", 0))
 
     async def peer_job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(
-            self.a.jobs.output,
+            self.jobs.output,
             args["job"],
             args["stream"],
             args["offset"],
@@ -423,21 +436,21 @@ class JobOps:
         )
 
     async def peer_job_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.migrate_anywhere, args["job"], args["target"], "request")
+        return await self._run(self.migrate_anywhere, args["job"], _target(args["target"]), "request")
 
     async def peer_mig_prepare(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.prepare, args["mig"])
+        return await self._run(self.target.prepare, args["mig"])
 
     async def peer_mig_restore(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.restore, args["mig"])
+        return await self._run(self.target.restore, args["mig"])
 
     async def peer_proc_check(self, conn: Connection, args: dict[str, Any]) -> Any:
         pids = [int(p) for p in args["pids"] if isinstance(p, int) and p > 0]
         files = [f for f in args["files"] if isinstance(f, dict)]
         problems = await self._run(adopt.check_here, self.me, pids, files, int(args.get("source", 0)))
-        if self.a.flags.block:
+        if self.node.flags.block:
             problems.insert(0, f"node {self.me} blocks arriving processes")
         return {"node": self.me, "problems": problems}
 
     async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.a.migrator.abort, args["mig"])
+        return await self._run(self.target.abort, args["mig"])

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from omview.agent.jobs.run import JobError
+from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.stats import JobStats, StatKey, measure
-from omview.agent.jobs.table import Job
-from omview.agent.migration.migrate import best_node
+from omview.agent.jobs.table import Job, JobStore
+from omview.agent.migration.placement import best_node
+from omview.agent.migration.source import SourceSide
 from omview.agent.node.sampler import Sample
+from omview.agent.node.view import NodeView
 from omview.model.cluster import STD_SPEED, NodeInfo
-
-if TYPE_CHECKING:
-    from omview.agent.core import Agent
+from omview.model.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,15 @@ ARRIVAL_MEMORY = 8.0
 class Balancer:
     """Decides on the loop thread when to act; measures jobs, looks and migrates in worker threads."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.a = agent
+    def __init__(self, *, enabled: bool, node: NodeView, store: JobStore, jobs: JobManager, source: SourceSide,
+                 pool: Executor) -> None:  # fmt: skip
+        """ENABLED is agent.toml's balance; POOL runs the rounds (measuring, looking, migrating)."""
+        self.enabled = enabled
+        self.node = node
+        self.store = store
+        self.jobs = jobs
+        self.source = source
+        self.pool = pool
         self.busy = False  # a look (and maybe a migration) is running
         self.observing = False  # a statistics update is running
         self.next_at = time.monotonic() + 2 * BALANCE_EVERY  # let the first loads settle
@@ -52,12 +59,12 @@ class Balancer:
 
     def tick(self) -> None:
         """Called after every sample: update the job statistics, and look when one is due."""
-        if not self.a.cfg.balance or self.observing:
+        if not self.enabled or self.observing:
             return
-        sample = self.a.sample
+        sample = self.node.sample
         if sample is None:
             return
-        f = self.a.flags
+        f = self.node.flags
         # stay/quiet stop the looks, not the statistics: they are current when the switch is cleared
         look = not self.busy and time.monotonic() >= self.next_at and not (f.stay or f.quiet)
         if sample is self._observed and not look:
@@ -65,7 +72,7 @@ class Balancer:
         self.observing = True
         if look:
             self.busy = True
-        self.a.job_pool.submit(self._round, sample, look)
+        self.pool.submit(self._round, sample, look)
 
     def _round(self, sample: Sample, look: bool) -> None:
         try:
@@ -86,19 +93,23 @@ class Balancer:
     def key(job: Job) -> StatKey:
         return (job.id, job.pid, job.pid_start)
 
+    def cpu(self, job: Job) -> float | None:
+        """The job's statistic (percent of one CPU), None before its first sample here."""
+        return self.stats.get(self.key(job))
+
     def observe(self, sample: Sample, now: float | None = None) -> None:
         """Fold SAMPLE into the statistic of every job running here; forget jobs that ended or left."""
         now = time.monotonic() if now is None else now
-        me = self.a.membership.node_id
-        flags = self.a.flags
+        me = self.node.node_id
+        flags = self.node.flags
         keep: list[StatKey] = []
-        tasks = {job.id: pids for job, pids in self.a.jobs.tasks_here()}  # one /proc pass, not one per job
-        for job in self.a.jobstore.all():
+        tasks = {job.id: pids for job, pids in self.jobs.tasks_here()}  # one /proc pass, not one per job
+        for job in self.store.all():
             if job.where != me or job.state != "running" or job.pid <= 0:
                 continue
             k = self.key(job)
             keep.append(k)
-            if job.id in self.a.jobs.migrating:
+            if job.id in self.jobs.migrating:
                 continue  # frozen for the dump: not its usage; dropped once it has left
             usage = measure(job.pid, tasks.get(job.id, []), sample.cpu)
             if usage is not None:
@@ -109,9 +120,9 @@ class Balancer:
 
     def view(self) -> dict[int, NodeInfo]:
         """The cluster as the balancer sees it: own load from the instant demand, recent arrivals added."""
-        me = self.a.membership.node_id
-        nodes = dict(self.a.nodes_snapshot)
-        s = self.a.sample
+        me = self.node.node_id
+        nodes = dict(self.node.nodes_snapshot)
+        s = self.node.sample
         now = time.monotonic()
         for nid, n in list(nodes.items()):
             if nid == me and s is not None:
@@ -139,12 +150,12 @@ class Balancer:
         if picked is None:
             return
         job, target, nodes = picked
-        me = self.a.membership.node_id
+        me = self.node.node_id
         log.info("balancer: node %d is loaded (%d), moving job %s (CPU %.0f%%) to node %d (load %d)", me,
                  nodes[me].load, job.id, self.stats.get(self.key(job)) or 0.0, target,
                  nodes[target].load)  # fmt: skip
         try:
-            self.a.migrator.migrate(job.id, str(target), reason="balance")
+            self.source.migrate(job.id, Target.to_node(target), reason="balance")
             self.moves += 1
             self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
         except JobError as exc:
@@ -153,15 +164,15 @@ class Balancer:
 
     def candidates(self) -> list[tuple[float, Job]]:
         """The jobs worth moving with their statistic (percent of one CPU), highest first."""
-        me = self.a.membership.node_id
-        flags = self.a.flags
-        sample = self.a.sample
+        me = self.node.node_id
+        flags = self.node.flags
+        sample = self.node.sample
         if sample is None:
             return []
         fair = 100.0 * min(1.0, sample.cpus / max(1.0, sample.demand))  # percent one runnable process gets
         cands = []
-        for job in self.a.jobstore.all():
-            if job.where != me or job.state != "running" or job.lock or job.id in self.a.jobs.migrating:
+        for job in self.store.all():
+            if job.where != me or job.state != "running" or job.lock or job.id in self.jobs.migrating:
                 continue
             if flags.lstay and job.home == me:
                 continue  # lstay: local processes stay
@@ -180,7 +191,7 @@ class Balancer:
         cands = self.candidates()
         if not cands:
             return None
-        me = self.a.membership.node_id
+        me = self.node.node_id
         nodes = self.view()
         target = best_node(nodes, me, margin=STAB_FACTOR)
         if target == me:
