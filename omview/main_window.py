@@ -34,10 +34,11 @@ from omview.gui.collector_control import (
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
 from omview.gui.jobs import JobControl, JobsView
+from omview.gui.links import ConnectionReport, LinkState, LinkStatus
 from omview.gui.node_dialog import AgentControl, NodeConfigDialog
 from omview.gui.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
 from omview.gui.run_dialog import RunDialog
-from omview.gui.session import ClusterSession, ConnectionReport, LinkState, LinkStatus, SpeedReport
+from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
 from omview.gui.settings import save as save_settings
 from omview.model.cluster import NodeInfo
@@ -75,13 +76,13 @@ class MainWindow(QMainWindow):
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
         self.setWindowTitle("openmosixview")
-        #: the Collector menu's engine: commands run on the collector's node in a worker thread
+        #: the Collector menu's engine: commands run in the collector node's ACTION lane
         if collector is None:
-            collector = CollectorControl(session.connector, session.entry, load_config(store), self)
+            collector = CollectorControl(session.links, session.entry, load_config(store), self)
         self.collector = collector
         #: "start agent" / "stop agent" of the node dialogs: omview-agent start|stop on the node, in
-        #: worker threads; outcomes reach the status bar even after the dialog was closed
-        self.agents = AgentControl(session.connector, self)
+        #: its ACTION lane; outcomes reach the status bar even after the dialog was closed
+        self.agents = AgentControl(session.links, self)
 
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
@@ -98,7 +99,7 @@ class MainWindow(QMainWindow):
         self.tools: dict[str, QAction] = {}
         self._collector_watched = False
         # advanced execution: jobs started through mosrun, listed with their output in a dock
-        self.jobs = JobControl(session.connector, self)
+        self.jobs = JobControl(session.links, self)
         self.jobs_view = JobsView(self.jobs)
         self.jobs_dock = QDockWidget("Jobs", self)
         self.jobs_dock.setObjectName("jobs-dock")
@@ -629,8 +630,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.save_geometry()
-        self.collector.shutdown(timeout=5.0)
-        self.agents.shutdown(timeout=5.0)
+        self.collector.shutdown()
         super().closeEvent(event)
 
 

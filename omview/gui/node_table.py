@@ -50,7 +50,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.session import LinkState, LinkStatus, SpeedReport
+from omview.gui.links import LinkState, LinkStatus
+from omview.gui.session import SpeedReport
 from omview.model.cluster import STD_SPEED, NodeInfo
 
 COL_ID, COL_NODE, COL_SPEED, COL_LCD, COL_LOAD, COL_MEM, COL_AVAIL, COL_CPUS, COL_STATE = range(9)

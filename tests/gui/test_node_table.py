@@ -9,6 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from omview.gui.links import LinkState, LinkStatus
 from omview.gui.node_table import (
     COL_ID,
     COL_LCD,
@@ -25,7 +26,6 @@ from omview.gui.node_table import (
     mem_percent,
     totals,
 )
-from omview.gui.session import LinkState, LinkStatus
 from omview.model.cluster import NodeInfo
 
 

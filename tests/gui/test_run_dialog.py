@@ -29,6 +29,7 @@ from omview.gui.jobs import (
     mosrun_options,
 )
 from omview.gui.jobs import parallel_nodes as choose
+from omview.gui.links import Links
 from omview.gui.run_dialog import NodeDial, NodeIdSpinBox, RunDialog
 from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings
@@ -115,7 +116,7 @@ def test_parallel_spinboxes_step_through_known_ids(qtbot: Any) -> None:
 
 
 def test_dialog_builds_requests_and_reports_bad_input(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    control = JobControl(UnixConnector({}))
+    control = JobControl(Links(UnixConnector({})))
     started: list[Any] = []
     monkeypatch.setattr(control, "start", lambda req: started.append(req) or [1])
     dlg = RunDialog(control, nodes(1, 7, 25611), "10.9.0.1")

@@ -9,8 +9,9 @@ import pytest
 
 from omview.gui import errors
 from omview.gui.connect import SshConnector, SshSettings
+from omview.gui.links import LinkStatus
 from omview.gui.node_table import COL_LCD, COL_SPEED, COL_STATE, ValueRole
-from omview.gui.session import ClusterSession, LinkStatus
+from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings
 from omview.main_window import MainWindow
 

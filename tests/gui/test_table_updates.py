@@ -9,6 +9,7 @@ from typing import Any
 from PySide6.QtCore import QModelIndex
 from PySide6.QtGui import QColor, QPalette
 
+from omview.gui.links import LinkState, LinkStatus
 from omview.gui.node_table import (
     COL_ID,
     COL_LCD,
@@ -20,7 +21,6 @@ from omview.gui.node_table import (
     NodeTableModel,
     NodeTableView,
 )
-from omview.gui.session import LinkState, LinkStatus
 from omview.model.cluster import NodeInfo
 
 
