@@ -211,10 +211,10 @@ def run_window(sock: str, nodes: int, seconds: float, profile: str | None = None
     from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from omview.app import make_connector
     from omview.gui.session import ClusterSession
     from omview.gui.settings import GuiSettings
-    from omview.main_window import MainWindow
+    from omview.openmosixview.app import make_connector
+    from omview.openmosixview.window import MainWindow
 
     app = QApplication([sys.argv[0]])
     app.setStyle("Fusion")

@@ -10,7 +10,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal
 
 from omview.gui.links import LinkState, LinkStatus
-from omview.gui.node_table import (
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.node_table import (
     COL_ID,
     COL_LCD,
     COL_LOAD,
@@ -26,7 +27,6 @@ from omview.gui.node_table import (
     mem_percent,
     totals,
 )
-from omview.model.cluster import NodeInfo
 
 
 def node(i: int, **kw: Any) -> NodeInfo:

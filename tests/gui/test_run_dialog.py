@@ -18,7 +18,13 @@ from PySide6.QtCore import QTimer
 
 from omview.gui import errors
 from omview.gui.connect import SshConnector, SshSettings, UnixConnector
-from omview.gui.jobs import (
+from omview.gui.links import Links
+from omview.gui.session import ClusterSession
+from omview.gui.settings import GuiSettings
+from omview.model.channel import UnixChannel
+from omview.model.client import AgentClient
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import (
     COL_EXIT,
     COL_STATE,
     COL_WHERE,
@@ -28,15 +34,9 @@ from omview.gui.jobs import (
     Mode,
     mosrun_options,
 )
-from omview.gui.jobs import parallel_nodes as choose
-from omview.gui.links import Links
-from omview.gui.run_dialog import NodeDial, NodeIdSpinBox, RunDialog
-from omview.gui.session import ClusterSession
-from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
-from omview.model.channel import UnixChannel
-from omview.model.client import AgentClient
-from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import parallel_nodes as choose
+from omview.openmosixview.run_dialog import NodeDial, NodeIdSpinBox, RunDialog
+from omview.openmosixview.window import MainWindow
 from tests.gui.real_agents import RealAgents
 
 PY = "/usr/bin/python3"

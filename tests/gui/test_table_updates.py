@@ -10,7 +10,8 @@ from PySide6.QtCore import QModelIndex
 from PySide6.QtGui import QColor, QPalette
 
 from omview.gui.links import LinkState, LinkStatus
-from omview.gui.node_table import (
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.node_table import (
     COL_ID,
     COL_LCD,
     COL_LOAD,
@@ -21,7 +22,6 @@ from omview.gui.node_table import (
     NodeTableModel,
     NodeTableView,
 )
-from omview.model.cluster import NodeInfo
 
 
 def node(i: int, **kw: Any) -> NodeInfo:

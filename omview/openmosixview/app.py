@@ -1,4 +1,4 @@
-"""L6 composition root of openmosixview: command line, settings, connector, session, main window.
+"""openmosixview window: the composition root - command line, settings, connector, session, main window.
 
 ``openmosixview [--entry HOST] [--user U] [--identity KEY] [--known-hosts F] [--ssh-config F]``
 connects over SSH to the entry node's agent for the cluster table and to each node's own agent
@@ -25,8 +25,8 @@ from omview.gui.connect import Connector, SshConnector, UnixConnector
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
 from omview.gui.settings import load as load_settings
-from omview.main_window import MainWindow
 from omview.model.errors import OmviewError
+from omview.openmosixview.window import MainWindow
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""L4 GUI layer: jobs started from advanced execution - mosrun on the home node, streamed in that
+"""openmosixview window: jobs started from advanced execution - mosrun on the home node, streamed in that
 node's STREAM lane (omview.gui.links), the jobs model and the jobs view with each job's output.
 
 Each job is ``mosrun [OPTIONS] -- PROGRAM ARGS...`` run on the home node the admin picked (over

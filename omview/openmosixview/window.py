@@ -1,4 +1,4 @@
-"""L6 main window of openmosixview: cluster header, node table, menus, toolbar and status bar.
+"""openmosixview window: the main window - cluster header, node table, menus, toolbar and status bar.
 
 The window only talks to ``ClusterSession``, ``CollectorControl`` and ``JobControl`` (never to a
 client or transport) and only reacts to their GUI-thread signals. Sub-windows that are separate
@@ -19,8 +19,15 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QStyle, Q
 
 from omview import __version__
 from omview.gui import errors
-from omview.gui.cluster_header import ClusterHeader
-from omview.gui.collector_control import (
+from omview.gui.connect import HostKeyOffer
+from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.links import ConnectionReport, LinkState, LinkStatus
+from omview.gui.session import ClusterSession, SpeedReport
+from omview.gui.settings import GuiSettings
+from omview.gui.settings import save as save_settings
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.cluster_header import ClusterHeader
+from omview.openmosixview.collector_control import (
     Action,
     CollectorControl,
     CollectorSettingsDialog,
@@ -31,17 +38,10 @@ from omview.gui.collector_control import (
     load_config,
     save_config,
 )
-from omview.gui.connect import HostKeyOffer
-from omview.gui.connection_dialog import ConnectionDialog
-from omview.gui.jobs import JobControl, JobsView
-from omview.gui.links import ConnectionReport, LinkState, LinkStatus
-from omview.gui.node_dialog import AgentControl, NodeConfigDialog
-from omview.gui.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
-from omview.gui.run_dialog import RunDialog
-from omview.gui.session import ClusterSession, SpeedReport
-from omview.gui.settings import GuiSettings
-from omview.gui.settings import save as save_settings
-from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import JobControl, JobsView
+from omview.openmosixview.node_dialog import AgentControl, NodeConfigDialog
+from omview.openmosixview.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
+from omview.openmosixview.run_dialog import RunDialog
 
 log = logging.getLogger(__name__)
 

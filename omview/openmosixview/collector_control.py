@@ -1,4 +1,4 @@
-"""L4 GUI layer: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
+"""openmosixview window: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
 
 Commands run in the collector node's ACTION lane (omview.gui.links), never in the GUI thread and
 never in the way of that node's polls. On a node reached over SSH each one is an exec channel on

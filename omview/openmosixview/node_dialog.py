@@ -1,4 +1,4 @@
-"""L4 GUI layer: the openMosix configuration dialog for one node or for all nodes.
+"""openmosixview window: the openMosix configuration dialog for one node or for all nodes.
 
 The switches are preselected from each node's real state (flags.get, the fix for the original's
 FAQ 12.8.5). Apply sends only what the admin changed (per node, only what differs there) and

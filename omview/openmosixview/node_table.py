@@ -1,4 +1,4 @@
-"""L4 GUI layer: the node table of the main window (model, painting delegate, view).
+"""openmosixview window: the node table of the main window (model, painting delegate, view).
 
 One row per node: lamp with the node ID, node button (address), speed slider, speed LCD, load bar,
 memory bar, available memory, CPU count and the GUI's connection state. Nothing is a widget per
