@@ -9,13 +9,24 @@ their actions are present but disabled, with a tooltip saying so.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QStyle, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QStyle,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from omview import __version__
 from omview.gui import errors
@@ -73,6 +84,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.store = store
         self.dialogs: dict[str, NodeConfigDialog] = {}
+        self._asked_to_quit = False  # a quit signal arrived: close without questions
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
         self.setWindowTitle("openmosixview")
@@ -395,6 +407,8 @@ class MainWindow(QMainWindow):
         if self._entry_link.status is not LinkStatus.UP:
             self._entry_link = LinkState(LinkStatus.UP)
             self.statusBar().showMessage(f"connected to {self.session.entry}: {len(table)} nodes", 5000)
+            log.info("connected to entry node %s: %d nodes, %d rows", self.session.entry, len(table),
+                     self.model.rowCount())  # fmt: skip
         self._update_entry_text()
 
     @Slot(object)
@@ -623,10 +637,23 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._collector_watched:
             self._collector_watched = True
+            log.info("window shown")
             self.collector.start_monitoring()
 
+    def quit_on_signal(self, signum: int) -> None:
+        """SIGTERM, SIGINT or SIGHUP: close without asking (running jobs are ended), then quit."""
+        log.info("%s: closing openmosixview", signal.Signals(signum).name)
+        self._asked_to_quit = True
+        self.close()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        if not self._close_jobs():
+        if self._asked_to_quit:
+            # nobody to ask: end the jobs as "yes" would, within a time a service manager allows
+            self.jobs.shutdown(stop_jobs=True, timeout=5.0)
+        elif not self._close_jobs():
             event.ignore()
             return
         self.save_geometry()
