@@ -209,15 +209,17 @@ def test_run_home_job_through_a_local_agent_socket(qtbot: Any, agent: RealAgents
     qtbot.addWidget(w)
     pids: list[int] = []
     try:
+        w.show()
         session.refresh_now()
         qtbot.waitUntil(lambda: len(session.table) == 1, timeout=20000)
+        assert not w.jobs_dock.isVisible()  # hidden until the first job starts
         dlg = w.open_run_dialog()
         assert dlg.chooser.node_ids() == [1] and dlg.home.currentData() == entry
         dlg.program.setText(PY)
         dlg.arguments.setText(f"-c {PROBE!r} 'one arg' two")
         dlg.set_mode(Mode.RUNHOME)
         keys = dlg.execute()
-        assert w.jobs_dock.isVisible() or not w.isVisible()
+        assert w.isVisible() and w.jobs_dock.isVisible()  # the first job shows the jobs view
         (rec,) = wait_ended(qtbot, w.jobs, keys)
         pids.append(rec.pid or 0)
         assert rec.state is JobState.EXITED, rec.message
