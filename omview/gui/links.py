@@ -375,12 +375,14 @@ class LaneContext:
         self.node = node
         self.lane = lane
         self.address = node.address
+        #: the running task is an admin's action: connect now even while the node backs off
+        self.urgent = False
         self._client: AgentClient | None = None
 
     def client(self, *, urgent: bool = False) -> AgentClient:
         """The lane's agent client (its own bridge channel on the node's connection)."""
         if self._client is None:
-            channel = self.node.connect(urgent, open_channel=True)
+            channel = self.node.connect(urgent or self.urgent, open_channel=True)
             assert channel is not None
             try:
                 self._client = AgentClient(channel, client_name="openmosixview", timeout=self.node.call_timeout)
@@ -394,6 +396,11 @@ class LaneContext:
         self.node.connect(urgent=True)
         return self.node.endpoint.runner()
 
+    def adopt(self, client: AgentClient) -> None:
+        """Use ``client`` (opened step by step by the connection test) from now on."""
+        self.drop_client()
+        self._client = client
+
     def drop_client(self) -> None:
         if self._client is not None:
             try:
@@ -403,7 +410,7 @@ class LaneContext:
             self._client = None
 
 
-def test_connection(ctx: LaneContext) -> ConnectionReport:
+def connection_test(ctx: LaneContext) -> ConnectionReport:
     """Reopen the lane's agent channel step by step (and the connection, when no job or command
     shares it) and say which step fails."""
     node = ctx.node
@@ -438,7 +445,7 @@ def test_connection(ctx: LaneContext) -> ConnectionReport:
     hello = client.hello if isinstance(client.hello, dict) else {}
     step("agent handshake", True, f"node {hello.get('node', '?')}, agent "
          f"{hello.get('agent', hello.get('version', '?'))}, protocol {hello.get('protocol', '?')}", t0)  # fmt: skip
-    ctx._client = client
+    ctx.adopt(client)
     for name, op in (("round trip", "ping"), ("read admin flags", "flags.get")):
         t0 = time.monotonic()
         try:
@@ -480,6 +487,7 @@ class _LaneThread:
     def submit(self, task: _Task) -> None:
         if not self._started:
             self._started = True
+            self.node.lane_started()
             self._thread.start()
         self._queue.put(task)
 
@@ -506,6 +514,7 @@ class _LaneThread:
                     self._do(task)
         finally:
             self.ctx.drop_client()
+            self.node.lane_ended()
 
     def _do(self, task: _Task) -> None:
         started = time.monotonic()
@@ -568,6 +577,8 @@ class NodeLink:
         self._next_attempt = 0.0
         self.link = LinkState(LinkStatus.UNKNOWN)
         self.lanes = {lane: _LaneThread(self, lane) for lane in Lane}
+        self._live = 0  # lane threads running
+        self._stopping = False
 
     # -- connection state (any lane thread) --
 
@@ -608,9 +619,8 @@ class NodeLink:
 
     def execute(self, ctx: LaneContext, task: _Task) -> tuple[Any, LinkState | None]:
         """Run one task; an error becomes the LinkState it means for the row."""
+        ctx.urgent = task.urgent
         try:
-            if task.urgent and ctx.lane is Lane.POLL:
-                ctx.client(urgent=True)  # an admin's request reconnects now, even while backing off
             return task.fn(ctx), None
         except AgentFault as exc:
             # the agent answered: the connection is fine, only this request failed
@@ -634,9 +644,26 @@ class NodeLink:
             self._failures = 0
             self._next_attempt = 0.0
 
+    def lane_started(self) -> None:
+        with self._lock:
+            self._live += 1
+
+    def lane_ended(self) -> None:
+        """A lane thread ends; the last one of a stopped node closes its connection."""
+        with self._lock:
+            self._live -= 1
+            last = self._stopping and self._live == 0
+        if last:
+            self.endpoint.close()
+
     def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            idle = self._live == 0
         for lane in self.lanes.values():
             lane.stop()
+        if idle:
+            self.endpoint.close()
 
     def join(self, deadline: float) -> bool:
         ok = all([lane.join(max(0.0, deadline - time.monotonic())) for lane in self.lanes.values()])

@@ -28,8 +28,8 @@ from omview.gui.links import (
     LinkState,
     LinkStatus,
     TaskDone,
+    connection_test,
     deliverer,
-    test_connection,
 )
 from omview.model.client import AgentClient
 from omview.model.cluster import Flags, NodeInfo
@@ -290,7 +290,7 @@ class ClusterSession(QObject):
         return self._submit(address, "apply", _on_client(_apply(dict(changes), expel, bring)))
 
     def test_connection(self, address: str) -> int:
-        return self._submit(address, "test", test_connection)
+        return self._submit(address, "test", connection_test)
 
     def reconnect(self, address: str) -> int:
         """Drop and reopen the node's agent channel (the test does exactly that)."""
