@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from omview.model.channel import Channel, UnixChannel
-from omview.model.errors import ConfigError, ConnectionLost
+from omview.model.errors import ConnectionLost
 from omview.transport.ssh import SshConnection
 
 
@@ -65,11 +64,6 @@ class CommandRunner(Protocol):
 
     def signal(self, pid: int, sig: signal.Signals) -> None:
         """Send ``sig`` to process ``pid`` on the node."""
-
-    def open_agent(self) -> Channel:
-        """A protocol channel to the node's agent, on this runner's connection."""
-
-    def close(self) -> None: ...
 
 
 class LocalProcess:
@@ -165,13 +159,6 @@ class LocalRunner:
     def signal(self, pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
-    def open_agent(self) -> Channel:
-        if not self.agent_socket:
-            raise ConfigError("no agent socket is known for this machine")
-        return UnixChannel(self.agent_socket, connect_timeout=5.0)
-
-    def close(self) -> None:
-        pass
 
 
 class SshRunner:
@@ -224,9 +211,3 @@ class SshRunner:
         err = raw.decode(errors="replace")
         if status != 0:
             raise ProcessLookupError(f"kill {pid} on {self._where}: {err.strip() or f'exit status {status}'}")
-
-    def open_agent(self) -> Channel:
-        return self._connection().open_bridge()  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        pass  # the connection is the node link's
