@@ -38,7 +38,7 @@ from PySide6.QtCore import QObject
 
 from omview.gui.connect import Connector, SshConnector, UnixConnector
 from omview.gui.node_exec import CommandRunner, LocalRunner, SshRunner
-from omview.model.channel import Channel, UnixChannel
+from omview.model.channel import Channel
 from omview.model.client import AgentClient
 from omview.model.errors import (
     AgentFault,
@@ -290,33 +290,8 @@ class _SshEndpoint:
                 self._conn = None
 
 
-class _LocalEndpoint:
-    """An agent on a Unix socket of this machine: nothing to log in to, commands run here."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-
-    def describe(self) -> str:
-        return f"agent socket {self._path}"
-
-    def connected(self) -> bool:
-        return True
-
-    def connect(self) -> None:
-        pass
-
-    def open_channel(self) -> Channel:
-        return UnixChannel(self._path, connect_timeout=5.0)
-
-    def runner(self) -> CommandRunner:
-        return LocalRunner(self._path)
-
-    def close(self) -> None:
-        pass
-
-
 class _ChannelEndpoint:
-    """Any other connector (tests, benchmarks): agent channels only, no commands."""
+    """A connector without a login (Unix sockets, tests, benchmarks): each channel is its own."""
 
     def __init__(self, connector: Connector, address: str) -> None:
         self._connector = connector
@@ -344,6 +319,17 @@ class _ChannelEndpoint:
         pass
 
 
+class _LocalEndpoint(_ChannelEndpoint):
+    """An agent on a Unix socket of this machine: commands run here, as subprocesses."""
+
+    def __init__(self, connector: UnixConnector, address: str) -> None:
+        super().__init__(connector, address)
+        self._unix = connector
+
+    def runner(self) -> CommandRunner:
+        return LocalRunner(self._unix.socket_path(self._address))
+
+
 def endpoint_for(connector: object, address: str) -> _Endpoint:
     """How ``address`` is reached with ``connector`` (a routing connector picks one per node)."""
     route = getattr(connector, "connector_for", None)
@@ -352,10 +338,7 @@ def endpoint_for(connector: object, address: str) -> _Endpoint:
     if isinstance(connector, SshConnector):
         return _SshEndpoint(connector, address)
     if isinstance(connector, UnixConnector):
-        try:
-            return _LocalEndpoint(connector.socket_path(address))
-        except AgentUnavailable:
-            pass  # no socket for it: every channel says so when opened
+        return _LocalEndpoint(connector, address)
     return _ChannelEndpoint(connector, address)  # type: ignore[arg-type]
 
 
