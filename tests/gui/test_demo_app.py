@@ -1,6 +1,7 @@
 """``openmosixview --demo`` end to end (root): the real program under its own Xvfb brings up the
 demo cluster, shows a row for every node, and a quit signal (SIGTERM from a service manager,
-Ctrl-C's SIGINT, a closed terminal's SIGHUP) closes it and leaves no namespace, sshd or agent behind."""
+Ctrl-C's SIGINT, a closed terminal's SIGHUP) closes it and leaves no namespace, sshd or agent behind
+(with --keep-demo the cluster stays)."""
 
 from __future__ import annotations
 
@@ -65,15 +66,19 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float, seen: 
     raise AssertionError(f"no {text!r} from openmosixview within {timeout:.0f} s; it said:\n{''.join(seen)}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    ("sig", "keep"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGHUP, False), (signal.SIGTERM, True)],
+    ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGTERM-keep-demo"],
+)
 def test_demo_window_shows_every_node_and_a_signal_takes_it_all_down(
-    xvfb: str, tmp_path_factory: pytest.TempPathFactory, sig: signal.Signals
+    xvfb: str, tmp_path_factory: pytest.TempPathFactory, sig: signal.Signals, keep: bool
 ) -> None:
     state = tmp_path_factory.mktemp("cluster")
     home = tmp_path_factory.mktemp("home")
     env = dict(os.environ, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb", HOME=str(home), XDG_CONFIG_HOME=str(home))
     argv = [str(OPENMOSIXVIEW), "--demo", "--demo-state", str(state), "--demo-nodes", "2",
-            "--settings", str(home / "openmosixview.conf")]  # fmt: skip
+            "--settings", str(home / "openmosixview.conf"), *(["--keep-demo"] if keep else [])]  # fmt: skip
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
     try:
@@ -88,8 +93,11 @@ def test_demo_window_shows_every_node_and_a_signal_takes_it_all_down(
         assert pids and all(alive(p) for p in pids)
         proc.send_signal(sig)
         assert proc.wait(60) == 128 + sig, "".join(seen)
-        assert not leftovers(state), leftovers(state)
-        assert [p for p in pids if alive(p)] == []
+        if keep:  # --keep-demo: the cluster outlives the window
+            assert leftovers(state) and all(alive(p) for p in pids)
+        else:
+            assert not leftovers(state), leftovers(state)
+            assert [p for p in pids if alive(p)] == []
     finally:
         if proc.poll() is None:
             proc.kill()
