@@ -10,13 +10,13 @@ Measured side by side in one run (exit status 1 when a target is missed):
      Unix socket, every request validated with omview.model.protocol) whose ``cluster.nodes`` table
      changes every second (random walk of load, CPU use and memory, a few speed changes, nodes going
      down and coming back). The real main window (MainWindow + ClusterSession) polls it every second
-     exactly as ``openmosixview --local-socket SOCK --no-direct`` does: one worker thread, queued
+     exactly as ``openmosixview --local-socket SOCK --no-direct`` does: one poll-lane thread (omview.gui.links), queued
      signals, NodeTableModel updates, delegate painting. The table is scrolled every 200 ms.
      Per platform (offscreen; xcb under a private Xvfb), in a child process of its own:
        GUI-thread CPU per second (main thread only, target <= 10 % of one core),
        longest event-loop stall (5 ms probe timer, target <= 50 ms) and its p99.
   2. On the 4-node netns demo cluster (omview.testbed, torn down at the end): the median round trip
-     of a request through the GUI's own path (ClusterSession -> worker -> SshConnector bridge ->
+     of a request through the GUI's own path (ClusterSession -> poll lane -> SSH bridge channel ->
      agent -> queued signal back in the GUI thread; target <= 2 ms), the same path measured in the
      worker thread only, and a new `ssh ... omview-agent bridge` per request for the ratio.
 """
@@ -211,10 +211,10 @@ def run_window(sock: str, nodes: int, seconds: float, profile: str | None = None
     from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from omview.app import make_connector
     from omview.gui.session import ClusterSession
     from omview.gui.settings import GuiSettings
-    from omview.main_window import MainWindow
+    from omview.openmosixview.app import make_connector
+    from omview.openmosixview.window import MainWindow
 
     app = QApplication([sys.argv[0]])
     app.setStyle("Fusion")
@@ -401,7 +401,7 @@ def round_trips(count: int) -> dict[str, Any]:
             agent_command=cluster.agent_command,
         )  # fmt: skip
 
-        # (a) the whole GUI path: GUI thread -> node worker -> SSH bridge -> agent -> queued signal
+        # (a) the whole GUI path: GUI thread -> node poll lane -> SSH bridge -> agent -> queued signal
         session = ClusterSession(SshConnector(settings.ssh()), settings.entry, poll_interval=0, direct_poll=False)
         times: list[float] = []
         errors: list[str] = []

@@ -43,10 +43,10 @@ def main() -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from omview.app import render_screenshots
     from omview.gui.connect import UnixConnector
     from omview.gui.session import ClusterSession
     from omview.gui.settings import GuiSettings
+    from omview.openmosixview.app import render_screenshots
     from tests.gui.real_agents import RealAgents
 
     app = QApplication([sys.argv[0]])
@@ -79,8 +79,8 @@ def main() -> int:
 
 def render_jobs(app: Any, out: Path, session: Any, settings: Any) -> list[Path]:
     """run-dialog.png (advanced execution, "run on") and jobs.png (a finished job and its output)."""
-    from omview.gui.jobs import Mode
-    from omview.main_window import MainWindow
+    from omview.openmosixview.jobs import Mode
+    from omview.openmosixview.window import MainWindow
 
     def wait(pred: Any, seconds: float) -> None:
         end = time.monotonic() + seconds

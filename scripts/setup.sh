@@ -162,6 +162,27 @@ for name in "${SCRIPTS[@]}"; do
 done
 say "wrappers: ${#SCRIPTS[@]} entry points in /usr/local/bin ($made written)"
 
+# ---------------------------------------------------------------- desktop entry and icon
+# openmosixview in the desktop's application menu, with its icon (resources/). install(1) only
+# rewrites a file whose content changed, so running this again changes nothing.
+DESTDIR=${DESTDIR:-}
+for pair in "openmosixview.desktop:/usr/share/applications" \
+            "openmosixview.svg:/usr/share/icons/hicolor/scalable/apps"; do
+    src="$REPO/resources/${pair%%:*}"
+    dir="$DESTDIR${pair#*:}"
+    [ -f "$src" ] || die "$src missing: the checkout is incomplete"
+    if ! cmp -s "$src" "$dir/${pair%%:*}"; then
+        install -D -m 644 "$src" "$dir/${pair%%:*}"
+        say "installed $dir/${pair%%:*}"
+    fi
+done
+if [ -z "$DESTDIR" ]; then
+    # menus and icon caches pick the new files up at once where the tools exist
+    command -v update-desktop-database >/dev/null && update-desktop-database -q /usr/share/applications || true
+    command -v gtk-update-icon-cache >/dev/null && gtk-update-icon-cache -q -f -t /usr/share/icons/hicolor || true
+fi
+say "desktop entry and icon: installed"
+
 # The netns cluster bind-mounts per-node directories over these; they stay empty on the host.
 mkdir -p /etc/omview /var/lib/omview
 say "done"

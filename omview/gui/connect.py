@@ -1,9 +1,9 @@
 """L4 GUI support (no Qt): connectors, the one seam between the GUI session and a node's agent.
 
-A connector turns a node address into an open ``transport.Channel`` to that node's agent.
-``SshConnector`` is what openmosixview uses (one SSH connection + one ``omview-agent bridge``
-channel per node); ``UnixConnector`` reaches agents on their Unix sockets (tests, single host).
-Connectors are called only from the session's worker threads, never from the GUI thread.
+A connector says how a node address is reached. ``SshConnector`` is what openmosixview uses
+(omview.gui.links keeps one SSH connection per node from it and opens ``omview-agent bridge``
+channels on it); ``UnixConnector`` reaches agents on their Unix sockets (tests, single host).
+Connectors are called only from links.py's lane threads, never from the GUI thread.
 """
 
 from __future__ import annotations
@@ -143,8 +143,13 @@ class SshConnector:
             overrides["user"] = s.user
         return SshTarget.from_ssh_config(address, s.ssh_config, **overrides)
 
+    def connect(self, address: str) -> SshConnection:
+        """Log in to ``address`` (host key checked against known_hosts)."""
+        return SshConnection(self.target(address))
+
     def open(self, address: str) -> Channel:
-        connection = SshConnection(self.target(address))
+        """A bridge channel with its own connection (for tools; the GUI's links share one)."""
+        connection = self.connect(address)
         try:
             channel = connection.open_bridge()
         except BaseException:

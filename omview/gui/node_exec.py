@@ -1,10 +1,10 @@
-"""L4 GUI support: running commands on a node, for the Collector menu and advanced execution.
+"""L4 GUI support (no Qt): running commands on a node, for the Collector menu, agent start/stop
+and advanced execution.
 
-A runner reaches one node the way the session reaches its agent: over SSH it keeps one SSH
-connection to the node (opened on first use, shared by the threads that use the runner) and runs
-each command on its own exec channel; when the GUI reaches the node's agent through a local Unix
-socket, commands run here as local subprocesses. Runners block: call them from worker threads
-only. ``deliverer`` is the worker threads' way back to a QObject in the GUI thread.
+Over SSH a runner runs each command on its own exec channel of the node link's one SSH
+connection (omview.gui.links owns it); when the GUI reaches the node's agent through a local Unix
+socket, commands run here as local subprocesses. Runners block: only links.py's lane threads
+call them.
 """
 
 from __future__ import annotations
@@ -18,17 +18,11 @@ import signal
 import subprocess
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import shiboken6
-from PySide6.QtCore import QObject
-
-from omview.gui.connect import SshConnector, UnixConnector
-from omview.model.channel import Channel, UnixChannel
-from omview.model.errors import ConfigError, ConnectionLost
+from omview.model.errors import ConnectionLost
 from omview.transport.ssh import SshConnection
 
 
@@ -70,11 +64,6 @@ class CommandRunner(Protocol):
 
     def signal(self, pid: int, sig: signal.Signals) -> None:
         """Send ``sig`` to process ``pid`` on the node."""
-
-    def open_agent(self) -> Channel:
-        """A protocol channel to the node's agent, on this runner's connection."""
-
-    def close(self) -> None: ...
 
 
 class LocalProcess:
@@ -170,165 +159,55 @@ class LocalRunner:
     def signal(self, pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
-    def open_agent(self) -> Channel:
-        if not self.agent_socket:
-            raise ConfigError("no agent socket is known for this machine")
-        return UnixChannel(self.agent_socket, connect_timeout=5.0)
-
-    def close(self) -> None:
-        pass
 
 
 class SshRunner:
-    """The node over SSH: one connection, opened on first use and reused by every command."""
+    """The node over SSH: every command is an exec channel on the node's one connection.
 
-    def __init__(self, connector: SshConnector, address: str) -> None:
+    ``connection(fresh=False)`` is the node link's connection (reopened when it died, or with
+    ``fresh``); the runner never opens a connection of its own and never closes the shared one."""
+
+    def __init__(self, connection: Callable[..., SshConnection], where: str) -> None:
         self.node_args: tuple[str, ...] = ()
-        self._connector = connector
-        self._address = address
-        self._conn: SshConnection | None = None
-        self._lock = threading.Lock()  # job threads share the runner of their home node
+        self._connection = connection
+        self._where = where
 
     def describe(self) -> str:
-        return self._connector.describe(self._address)
+        return self._where
 
     def command(self, command: str) -> list[str]:
         return shlex.split(command)
 
-    def _connection(self, *, fresh: bool = False) -> tuple[SshConnection, bool]:
-        """The kept connection (a new one when there is none, it died, or ``fresh``); True if reused."""
-        with self._lock:
-            reused = not fresh and self._conn is not None and self._conn.alive
-            if not reused:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                self._conn = SshConnection(self._connector.target(self._address))
-            return self._conn, reused
-
     def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
-        conn, reused = self._connection()
+        conn = self._connection()
         try:
             status, out, err = conn.exec(argv, timeout=timeout)
         except ConnectionLost:
-            if not (reused and idempotent):
+            if not idempotent or conn.alive:
                 # never run a command that changes something twice: the first one may have done its work
-                self.close()
                 raise
             # the kept connection went stale (node rebooted, sshd restarted): one fresh try
-            conn, _ = self._connection(fresh=True)
-            status, out, err = conn.exec(argv, timeout=timeout)
+            status, out, err = self._connection(fresh=True).exec(argv, timeout=timeout)
         return status, out.decode(errors="replace"), err.decode(errors="replace")
 
-    def _on_own_connection(self, fn: Callable[[SshConnection], Any]) -> Any:
-        """FN on the kept connection; when that refuses another channel (sshd's MaxSessions, 10 by
-        default) FN gets a connection of its own, and when it died, a new kept one."""
-        conn, _ = self._connection()
+    def _channel(self, fn: Callable[[SshConnection], Any]) -> Any:
+        """FN on the node's connection; once more on a new one when it had died."""
+        conn = self._connection()
         try:
             return fn(conn)
-        except ConnectionLost:
+        except ConnectionLost as exc:
             if conn.alive:
-                extra = SshConnection(self._connector.target(self._address))
-                try:
-                    return fn(extra)
-                except BaseException:
-                    extra.close()
-                    raise
-            conn, _ = self._connection(fresh=True)
-            return fn(conn)
+                # sshd refuses more channels on this connection (MaxSessions, 10 by default)
+                raise ConnectionLost(f"{exc} (the node's sshd allows no more sessions on the GUI's "
+                                     "connection: raise MaxSessions in its sshd_config)") from exc  # fmt: skip
+            return fn(self._connection())
 
     def start(self, argv: Sequence[str]) -> RunningCommand:
-        def begin(conn: SshConnection) -> RunningCommand:
-            proc = conn.start(argv, announce_pid=True)
-            return proc if conn is self._conn else _Owning(proc, conn)
-
-        return self._on_own_connection(begin)  # type: ignore[no-any-return]
+        return self._channel(lambda conn: conn.start(argv, announce_pid=True))  # type: ignore[no-any-return]
 
     def signal(self, pid: int, sig: signal.Signals) -> None:
-        def kill(conn: SshConnection) -> tuple[int, bytes, bytes]:
-            try:
-                return conn.exec(["kill", "-s", sig.name.removeprefix("SIG"), str(pid)], timeout=15.0)
-            finally:
-                if conn is not self._conn:
-                    conn.close()
-
-        status, _, raw = self._on_own_connection(kill)
+        kill = ["kill", "-s", sig.name.removeprefix("SIG"), str(pid)]
+        status, _, raw = self._channel(lambda conn: conn.exec(kill, timeout=15.0))
         err = raw.decode(errors="replace")
         if status != 0:
-            raise ProcessLookupError(f"kill {pid} on {self._address}: {err.strip() or f'exit status {status}'}")
-
-    def open_agent(self) -> Channel:
-        conn, _ = self._connection()
-        return conn.open_bridge()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-
-class _Owning:
-    """A command on a connection of its own, closed with it."""
-
-    def __init__(self, proc: RunningCommand, conn: SshConnection) -> None:
-        self._proc = proc
-        self._conn = conn
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def read(self, timeout: float, limit: int = 1 << 20) -> tuple[bytes, bytes]:
-        return self._proc.read(timeout, limit)
-
-    @property
-    def finished(self) -> bool:
-        return self._proc.finished
-
-    @property
-    def exit_status(self) -> int | None:
-        return self._proc.exit_status
-
-    def close(self) -> None:
-        try:
-            self._proc.close()
-        finally:
-            self._conn.close()
-
-
-def runner_for(connector: object, address: str) -> CommandRunner:
-    """How to run a command on ``address``, given the connector the session reaches it with."""
-    route = getattr(connector, "connector_for", None)
-    if callable(route):
-        connector = route(address)
-    if isinstance(connector, SshConnector):
-        return SshRunner(connector, address)
-    if isinstance(connector, UnixConnector):
-        return LocalRunner(connector.socket_path(address))
-    raise ConfigError(
-        f"openmosixview cannot run commands on {address} through {type(connector).__name__}; "
-        "connect over SSH or through the node's local agent socket"
-    )
-
-
-def deliverer(target: QObject, signal_name: str) -> Callable[[Any], bool]:
-    """A worker thread's way back to ``target`` in the GUI thread, holding it only weakly.
-
-    The returned function emits ``target.<signal_name>(item)`` (a queued connection carries it to
-    the GUI thread) and returns False once the target is gone; ``None`` only asks whether it exists.
-    """
-    ref = weakref.ref(target)
-
-    def deliver(item: Any) -> bool:
-        obj = ref()
-        if obj is None or not shiboken6.isValid(obj):
-            return False
-        if item is not None:
-            try:
-                getattr(obj, signal_name).emit(item)
-            except RuntimeError:  # deleted between the check and the emit
-                return False
-        return True
-
-    return deliver
+            raise ProcessLookupError(f"kill {pid} on {self._where}: {err.strip() or f'exit status {status}'}")

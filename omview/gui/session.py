@@ -1,44 +1,39 @@
-"""L4 GUI layer: ClusterSession, the only way the GUI talks to agents (threaded, per-node queues).
+"""L4 GUI layer: ClusterSession, the membership polling every window of the suite shares.
 
-Every node has one worker thread with a serial job queue and at most one open agent client,
-opened on first use through a ``Connector`` and reopened with exponential backoff after a
-failure. Workers never touch Qt objects: they hand a frozen ``JobDone`` to a queued signal whose
-slot runs in the GUI thread, where it becomes one of the public ``sig_*`` signals. The GUI thread
-therefore never waits on the network, and a slow or dead node only delays its own queue.
-
-Membership comes from the entry node's ``cluster.nodes`` (what /proc/hpc/nodes was); with
-``direct_poll`` every listed node is also asked for ``node.info`` on its own agent, which is what
-gives each row its own connection state (paused above ``direct_limit`` nodes unless the user turns
-it on for the big cluster: one SSH connection and worker per node is what it costs). A poll tick is skipped for a node whose previous request
-of the same kind is still running, so a slow node never accumulates a backlog.
+The session asks the entry node for the cluster table (``cluster.nodes``, what /proc/hpc/nodes
+was) every ``poll_interval`` seconds and, with ``direct_poll``, every listed node for ``node.info``
+on its own agent, which is what gives each row its own connection state (paused above
+``direct_limit`` nodes unless the user turns it on for the big cluster). It also carries the
+node dialog's short requests (flags, speed, apply, connection test, host keys). All of it runs
+through omview.gui.links (the POLL lane of each node; host keys in the ACTION lane), which owns the
+threads and connections; results come back as frozen dataclasses and leave as ``sig_*`` signals.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from omview.gui.connect import Connector, HostKeyConnector, HostKeyOffer
+from omview.gui.links import (
+    ConnectionReport,
+    Lane,
+    LaneContext,
+    Links,
+    LinkState,
+    LinkStatus,
+    TaskDone,
+    connection_test,
+    deliverer,
+)
 from omview.model.client import AgentClient
 from omview.model.cluster import Flags, NodeInfo
-from omview.model.errors import (
-    AgentFault,
-    AgentUnavailable,
-    AuthenticationError,
-    ConnectionLost,
-    HostKeyError,
-    OmviewError,
-    TransportError,
-)
+from omview.model.errors import AgentFault
 
 log = logging.getLogger(__name__)
 
@@ -46,102 +41,7 @@ log = logging.getLogger(__name__)
 SWITCHES = ("stay", "lstay", "block", "quiet")
 
 
-class LinkStatus(StrEnum):
-    """State of the GUI's own connection to one node's agent (shown in the node's row)."""
-
-    UNKNOWN = "not connected yet"
-    CONNECTING = "connecting"
-    UP = "connected"
-    UNREACHABLE = "unreachable"
-    AUTH_FAILED = "authentication failed"
-    HOST_KEY_UNKNOWN = "host key unknown"
-    HOST_KEY_MISMATCH = "host key mismatch"
-    NO_AGENT = "no agent"
-    TIMEOUT = "timeout"
-    AGENT_ERROR = "agent error"
-
-    @property
-    def failed(self) -> bool:
-        return self not in (LinkStatus.UNKNOWN, LinkStatus.CONNECTING, LinkStatus.UP)
-
-
-#: What an administrator can do about each failure (shown in tooltips and the connection test).
-ADVICE: dict[LinkStatus, str] = {
-    LinkStatus.UNREACHABLE: "Check that the node is up, that its address is right and that sshd listens "
-    "(try 'ssh root@ADDRESS' in a terminal).",
-    LinkStatus.AUTH_FAILED: "Put your public key into the node's ~/.ssh/authorized_keys, load it into "
-    "ssh-agent (ssh-add), or name the identity file in Config > Connection settings.",
-    LinkStatus.HOST_KEY_UNKNOWN: "Compare the fingerprint with the node's key (on the node: ssh-keygen -lf "
-    "/etc/ssh/ssh_host_ed25519_key.pub), then accept it from the row's menu.",
-    LinkStatus.HOST_KEY_MISMATCH: "The node now offers a different key than known_hosts holds: a reinstalled "
-    "node or an attack. Check the node first, then remove the old entry (ssh-keygen -R ADDRESS).",
-    LinkStatus.NO_AGENT: "Start the agent on the node ('systemctl start omview-agent' or 'omview-agent run') "
-    "and check that omview-agent is on root's PATH there.",
-    LinkStatus.TIMEOUT: "The node or its agent does not answer in time: it may be overloaded, or a firewall "
-    "drops the packets.",
-    LinkStatus.AGENT_ERROR: "The agent refused the request; the message says why.",
-}
-
-
-@dataclass(frozen=True)
-class LinkState:
-    """One node's connection state; ``retry_in`` > 0 while the worker backs off."""
-
-    status: LinkStatus
-    message: str = ""
-    fingerprint: str = ""
-    retry_in: float = 0.0
-
-    @property
-    def advice(self) -> str:
-        return ADVICE.get(self.status, "")
-
-    def describe(self) -> str:
-        text = self.status.value
-        if self.message:
-            text += f": {self.message}"
-        return text
-
-
-def classify(exc: BaseException) -> LinkState:
-    """Map an exception from connecting or calling to the row state an admin sees."""
-    msg = str(exc) or type(exc).__name__
-    if isinstance(exc, HostKeyError):
-        status = LinkStatus.HOST_KEY_MISMATCH if exc.known else LinkStatus.HOST_KEY_UNKNOWN
-        return LinkState(status, msg, exc.fingerprint)
-    if isinstance(exc, AuthenticationError):
-        return LinkState(LinkStatus.AUTH_FAILED, msg)
-    if isinstance(exc, AgentUnavailable):
-        return LinkState(LinkStatus.NO_AGENT, msg)
-    if isinstance(exc, AgentFault):
-        return LinkState(LinkStatus.AGENT_ERROR, msg)
-    if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
-        return LinkState(LinkStatus.TIMEOUT, msg)
-    if isinstance(exc, (ConnectionLost, TransportError, OSError)):
-        return LinkState(LinkStatus.UNREACHABLE, msg)
-    return LinkState(LinkStatus.AGENT_ERROR, msg)
-
-
-#: Errors a worker turns into a node state; anything else is a bug and is logged with traceback.
-_EXPECTED = (OmviewError, TimeoutError, OSError, ValueError)
-#: Errors after which the open client is no longer trusted and is closed.
-_BROKEN = (TransportError, AgentUnavailable, TimeoutError, OSError, ValueError)
-
-
 # ---- results handed to the GUI thread (frozen, so they can cross threads) ------------------
-
-
-@dataclass(frozen=True)
-class JobDone:
-    """A worker finished one job (``error`` set when it failed)."""
-
-    address: str
-    kind: str
-    ticket: int
-    value: Any = None
-    error: LinkState | None = None
-    link: LinkState = LinkState(LinkStatus.UNKNOWN)
-    elapsed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,226 +88,12 @@ class SpeedReport:
     error: LinkState | None = None
 
 
-@dataclass(frozen=True)
-class TestStep:
-    """One step of a connection test."""
-
-    name: str
-    ok: bool
-    detail: str
-    ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class ConnectionReport:
-    """Outcome of "test connection": each step, and what to do about the first failure."""
-
-    address: str
-    how: str
-    steps: tuple[TestStep, ...]
-    link: LinkState
-
-    @property
-    def ok(self) -> bool:
-        return all(s.ok for s in self.steps)
-
-    def text(self) -> str:
-        lines = [f"Connection test for {self.address} ({self.how})", ""]
-        for s in self.steps:
-            mark = "ok  " if s.ok else "FAIL"
-            timing = f" ({s.ms:.0f} ms)" if s.ms else ""
-            lines.append(f"[{mark}] {s.name}{timing}: {s.detail}")
-        if not self.ok and self.link.advice:
-            lines += ["", "What to try: " + self.link.advice.replace("ADDRESS", self.address)]
-        return "\n".join(lines)
-
-
-# ---- the per-node worker (runs in its own thread; no Qt) -----------------------------------
-
-
-@dataclass(frozen=True)
-class _Job:
-    kind: str
-    ticket: int
-    fn: Callable[[AgentClient], Any] | None  # None: connection test
-    urgent: bool = False  # an admin's explicit action: connect now even while backing off
-
-
-class _NodeWorker:
-    """One thread, one queue and at most one agent client for one node."""
-
-    def __init__(
-        self,
-        address: str,
-        connector: Connector,
-        deliver: Callable[[JobDone], None],
-        *,
-        call_timeout: float,
-        backoff: tuple[float, float],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.address = address
-        self._connector = connector
-        self._deliver = deliver
-        self._call_timeout = call_timeout
-        self._backoff_min, self._backoff_max = backoff
-        self._clock = clock
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"omview-node-{address}", daemon=True)
-        self._started = False
-        self._client: AgentClient | None = None
-        self._failures = 0
-        self._next_attempt = 0.0
-        self._link = LinkState(LinkStatus.UNKNOWN)
-
-    def submit(self, job: _Job) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
-        self._queue.put(job)
-
-    def stop(self) -> None:
-        if self._started:
-            self._queue.put(None)
-
-    def join(self, timeout: float) -> bool:
-        if self._started:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    # -- worker thread from here on --
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                break
-            started = self._clock()
-            if job.fn is None:
-                value, error = self._test(), None
-            else:
-                value, error = self._execute(job)
-            self._deliver(
-                JobDone(self.address, job.kind, job.ticket, value, error, self._link, self._clock() - started)
-            )
-        self._close()
-
-    def _close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except OSError as exc:
-                log.debug("closing the channel to %s: %s", self.address, exc)
-            self._client = None
-
-    def _set_link(self, link: LinkState) -> None:
-        if link != self._link:
-            self._link = link
-            if link.status is LinkStatus.CONNECTING:
-                # let the row say "connecting" while a slow login is under way
-                self._deliver(JobDone(self.address, "link", 0, None, None, link))
-
-    def _connect(self, urgent: bool) -> AgentClient:
-        if self._client is not None:
-            return self._client
-        now = self._clock()
-        if not urgent and now < self._next_attempt:
-            raise _BackingOff(replace(self._link, retry_in=self._next_attempt - now))
-        self._set_link(LinkState(LinkStatus.CONNECTING, self._connector.describe(self.address)))
-        try:
-            channel = self._connector.open(self.address)
-            self._client = AgentClient(channel, client_name="openmosixview", timeout=self._call_timeout)
-        except _EXPECTED as exc:
-            self._failures += 1
-            delay = min(self._backoff_max, self._backoff_min * 2 ** (self._failures - 1))
-            self._next_attempt = self._clock() + delay
-            self._set_link(replace(classify(exc), retry_in=delay))
-            log.info("%s: %s (next attempt in %.0f s)", self.address, exc, delay)
-            raise
-        self._failures = 0
-        self._set_link(LinkState(LinkStatus.UP))
-        return self._client
-
-    def _execute(self, job: _Job) -> tuple[Any, LinkState | None]:
-        assert job.fn is not None
-        try:
-            client = self._connect(job.urgent)
-        except _BackingOff as exc:
-            return None, exc.link
-        except _EXPECTED:
-            return None, self._link
-        try:
-            return job.fn(client), None
-        except AgentFault as exc:
-            # the agent answered: the connection is fine, only this request failed
-            return None, classify(exc)
-        except _BROKEN as exc:
-            self._close()
-            self._set_link(classify(exc))
-            log.info("%s: %s failed: %s", self.address, job.kind, exc)
-            return None, self._link
-        except OmviewError as exc:
-            return None, classify(exc)
-
-    def _test(self) -> ConnectionReport:
-        """Open a fresh connection step by step and say which step fails."""
-        self._close()
-        how = self._connector.describe(self.address)
-        steps: list[TestStep] = []
-        t0 = self._clock()
-        try:
-            channel = self._connector.open(self.address)
-        except _EXPECTED as exc:
-            link = classify(exc)
-            steps.append(TestStep("connect", False, link.describe(), (self._clock() - t0) * 1000))
-            self._set_link(link)
-            return ConnectionReport(self.address, how, tuple(steps), link)
-        steps.append(TestStep("connect", True, f"channel open ({how})", (self._clock() - t0) * 1000))
-        t0 = self._clock()
-        try:
-            client = AgentClient(channel, client_name="openmosixview", timeout=self._call_timeout)
-        except _EXPECTED as exc:
-            link = classify(exc)
-            steps.append(TestStep("agent handshake", False, link.describe(), (self._clock() - t0) * 1000))
-            self._set_link(link)
-            return ConnectionReport(self.address, how, tuple(steps), link)
-        hello = client.hello if isinstance(client.hello, dict) else {}
-        steps.append(
-            TestStep(
-                "agent handshake",
-                True,
-                f"node {hello.get('node', '?')}, agent {hello.get('agent', hello.get('version', '?'))}, "
-                f"protocol {hello.get('protocol', '?')}",
-                (self._clock() - t0) * 1000,
-            )
-        )
-        self._client = client
-        self._failures = 0
-        self._next_attempt = 0.0
-        for name, op in (("round trip", "ping"), ("read admin flags", "flags.get")):
-            t0 = self._clock()
-            try:
-                client.call(op)
-                steps.append(TestStep(name, True, f"{op} answered", (self._clock() - t0) * 1000))
-            except _EXPECTED as exc:
-                link = classify(exc)
-                steps.append(TestStep(name, False, link.describe(), (self._clock() - t0) * 1000))
-                if isinstance(exc, _BROKEN):
-                    self._close()
-                self._set_link(link)
-                return ConnectionReport(self.address, how, tuple(steps), link)
-        self._set_link(LinkState(LinkStatus.UP))
-        return ConnectionReport(self.address, how, tuple(steps), self._link)
-
-
-class _BackingOff(Exception):
-    def __init__(self, link: LinkState) -> None:
-        super().__init__(link.message)
-        self.link = link
-
-
 # ---- job bodies (run in worker threads) ----------------------------------------------------
+
+
+def _on_client(fn: Callable[[AgentClient], Any]) -> Callable[[LaneContext], Any]:
+    """A request body that needs only the lane's agent client."""
+    return lambda ctx: fn(ctx.client())
 
 
 def _set_speed(speed: int) -> Callable[[AgentClient], Any]:
@@ -445,23 +131,17 @@ def _apply(changes: dict[str, bool], expel: bool, bring: bool) -> Callable[[Agen
 # ---- the session (GUI thread) --------------------------------------------------------------
 
 
-@dataclass
-class _NodeState:
-    worker: _NodeWorker
-    link: LinkState = field(default_factory=lambda: LinkState(LinkStatus.UNKNOWN))
-
-
-#: above this many nodes per-node polling (a connection and a worker thread per node) pauses by itself
+#: above this many nodes per-node polling (a connection and lanes per node) pauses by itself
 DIRECT_POLL_LIMIT = 64
 
 
 class ClusterSession(QObject):
-    """Owns the per-node workers, polls the cluster and republishes results as GUI-thread signals.
+    """Polls the cluster through the node links and republishes results as GUI-thread signals.
 
     Parameters
     ----------
     connector
-        Opens a channel to a node's agent (SSH in production, Unix sockets in tests).
+        How nodes are reached (SSH in production, Unix sockets in tests); ignored with ``links``.
     entry
         Address of the entry node, whose agent provides the cluster table.
     poll_interval
@@ -470,6 +150,8 @@ class ClusterSession(QObject):
         Also ask every node's own agent for node.info each tick (per-row connection state).
     direct_limit
         Above this many nodes direct polling pauses (sig_direct_paused) until set_direct_poll(True).
+    links
+        The node links to share (default: the session makes its own and stops them in ``stop``).
     """
 
     sig_cluster_updated = Signal(object)
@@ -497,7 +179,7 @@ class ClusterSession(QObject):
     sig_direct_paused = Signal(bool)
     """True: the cluster grew beyond direct_limit and direct polling paused; False: it runs again."""
 
-    _sig_job_done = Signal(object)  # emitted from worker threads; queued to the GUI thread
+    _sig_done = Signal(object)  # TaskDone from lane threads; queued to the GUI thread
 
     def __init__(
         self,
@@ -509,32 +191,37 @@ class ClusterSession(QObject):
         direct_limit: int = DIRECT_POLL_LIMIT,
         call_timeout: float = 5.0,
         backoff: tuple[float, float] = (1.0, 30.0),
+        links: Links | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.connector = connector
+        self.links = links if links is not None else Links(connector, call_timeout=call_timeout, backoff=backoff)
         self.entry = entry
         self.direct_poll = direct_poll
         self.direct_limit = direct_limit
         self._direct_all = False  # the user asked for direct polling on a cluster above the limit
         self.call_timeout = call_timeout
-        self._backoff = backoff
-        self._nodes: dict[str, _NodeState] = {}
-        self._retired: list[_NodeWorker] = []
+        self._links: dict[str, LinkState] = {}
         self._table: tuple[NodeInfo, ...] = ()
-        self._in_flight: set[tuple[str, str]] = set()
-        self._tickets = 0
         self._meta: dict[int, Any] = {}
-        self._side_threads: list[threading.Thread] = []
         self._stopped = False
-        #: poll requests not sent because the previous one of that node and kind still ran
-        self.skipped: Counter[tuple[str, str]] = Counter()
-        self._sig_job_done.connect(self._on_worker_done, Qt.ConnectionType.QueuedConnection)
+        self._deliver = deliverer(self, "_sig_done")
+        self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self.links.add_listener(self._deliver)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._on_timer_timeout)
         self.set_poll_interval(poll_interval)
 
     # -- public API (GUI thread only) --
+
+    @property
+    def connector(self) -> object:
+        return self.links.connector
+
+    @property
+    def skipped(self) -> Counter[tuple[str, str]]:
+        """Poll requests not sent because the previous one of that node and kind still ran."""
+        return self.links.skipped
 
     @property
     def table(self) -> tuple[NodeInfo, ...]:
@@ -545,11 +232,10 @@ class ClusterSession(QObject):
         return [n.address for n in self._table]
 
     def link(self, address: str) -> LinkState:
-        state = self._nodes.get(address)
-        return state.link if state else LinkState(LinkStatus.UNKNOWN)
+        return self._links.get(address, LinkState(LinkStatus.UNKNOWN))
 
     def busy(self, address: str, kind: str) -> bool:
-        return (address, kind) in self._in_flight
+        return self.links.busy(address, kind)
 
     def set_poll_interval(self, seconds: float) -> None:
         self.poll_interval = seconds
@@ -566,21 +252,10 @@ class ClusterSession(QObject):
             self._timer.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling and end every worker thread (waits at most ``timeout`` in total)."""
+        """Stop polling, end every lane thread and close every connection (waits at most ``timeout``)."""
         self._stopped = True
         self._timer.stop()
-        workers = [s.worker for s in self._nodes.values()] + self._retired
-        for w in workers:
-            w.stop()
-        deadline = time.monotonic() + timeout
-        for w in workers:
-            if not w.join(max(0.0, deadline - time.monotonic())):
-                log.warning("worker for %s did not stop within %.0f s", w.address, timeout)
-        for t in self._side_threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        self._side_threads.clear()
-        self._nodes.clear()
-        self._retired.clear()
+        self.links.stop(timeout)
 
     def refresh_now(self) -> None:
         """One poll tick: cluster table from the entry node, node.info from every node."""
@@ -602,112 +277,69 @@ class ClusterSession(QObject):
         self._direct_all = on and len(self._table) > self.direct_limit
 
     def request_flags(self, address: str) -> int:
-        return self._submit(address, "flags", AgentClient.flags, urgent=True)
+        return self._submit(address, "flags", _on_client(AgentClient.flags))
 
     def set_speed(self, address: str, speed: int) -> int:
-        return self._submit(address, "speed", _set_speed(speed), urgent=True, meta=speed)
+        return self._submit(address, "speed", _on_client(_set_speed(speed)), meta=speed)
 
     def apply_config(self, address: str, changes: dict[str, bool], *, expel: bool = False, bring: bool = False) -> int:
         """Send only ``changes`` (flags.set) and the one-shot actions to one node."""
         bad = set(changes) - set(SWITCHES)
         if bad:
             raise ValueError(f"not a node switch: {', '.join(sorted(bad))} (allowed: {', '.join(SWITCHES)})")
-        return self._submit(address, "apply", _apply(dict(changes), expel, bring), urgent=True)
+        return self._submit(address, "apply", _on_client(_apply(dict(changes), expel, bring)))
 
     def test_connection(self, address: str) -> int:
-        return self._submit(address, "test", None, urgent=True)
+        return self._submit(address, "test", connection_test)
 
     def reconnect(self, address: str) -> int:
-        """Drop and reopen the node's connection (the test does exactly that)."""
+        """Drop and reopen the node's agent channel (the test does exactly that)."""
         return self.test_connection(address)
 
     def supports_host_keys(self) -> bool:
-        return isinstance(self.connector, HostKeyConnector)
+        return isinstance(self.links.connector, HostKeyConnector)
 
     def fetch_host_key(self, address: str) -> None:
-        """Read the node's host key in a helper thread; answers with sig_host_key_fetched."""
-        if not isinstance(self.connector, HostKeyConnector):
-            return
-        connector = self.connector
-        self._side_job(address, "hostkey", lambda: connector.fetch_host_key(address))
+        """Read the node's host key (ACTION lane: the POLL lane may be stuck connecting)."""
+        connector = self.links.connector
+        if isinstance(connector, HostKeyConnector):
+            self._submit(address, "hostkey", lambda _ctx: connector.fetch_host_key(address), lane=Lane.ACTION)
 
     def accept_host_key(self, offer: HostKeyOffer) -> None:
         """Write an admin-approved key to known_hosts, then reconnect the node."""
-        if not isinstance(self.connector, HostKeyConnector):
-            return
-        connector = self.connector
-        self._side_job(offer.address, "accept", lambda: connector.accept_host_key(offer))
+        connector = self.links.connector
+        if isinstance(connector, HostKeyConnector):
+            self._submit(offer.address, "accept", lambda _ctx: connector.accept_host_key(offer), lane=Lane.ACTION)
 
     # -- internals --
 
-    def _state(self, address: str) -> _NodeState:
-        state = self._nodes.get(address)
-        if state is None:
-            worker = _NodeWorker(
-                address,
-                self.connector,
-                self._sig_job_done.emit,
-                call_timeout=self.call_timeout,
-                backoff=self._backoff,
-            )
-            state = self._nodes[address] = _NodeState(worker)
-        return state
-
-    def _next_ticket(self) -> int:
-        self._tickets += 1
-        return self._tickets
-
     def _poll(self, address: str, kind: str, fn: Callable[[AgentClient], Any]) -> None:
-        if (address, kind) in self._in_flight:
-            self.skipped[(address, kind)] += 1
-            return
-        self._submit(address, kind, fn)
+        self.links.poll(address, kind, _on_client(fn), self._deliver)
 
-    def _submit(
-        self, address: str, kind: str, fn: Callable[[AgentClient], Any] | None, *, urgent: bool = False, meta: Any = None
-    ) -> int:
-        ticket = self._next_ticket()
-        self._in_flight.add((address, kind))
+    def _submit(self, address: str, kind: str, fn: Callable[[LaneContext], Any], *, lane: Lane = Lane.POLL,
+                meta: Any = None) -> int:  # fmt: skip
+        """An admin's request: urgent (connects now even while the node backs off)."""
+        ticket = self.links.submit(address, lane, kind, fn, self._deliver, urgent=True)
         self._meta[ticket] = meta
-        self._state(address).worker.submit(_Job(kind, ticket, fn, urgent))
         return ticket
-
-    def _side_job(self, address: str, kind: str, fn: Callable[[], Any]) -> None:
-        """Host-key work: its own short-lived thread, since the node's worker may be stuck connecting."""
-        ticket = self._next_ticket()
-        emit = self._sig_job_done.emit
-
-        def run() -> None:
-            try:
-                emit(JobDone(address, kind, ticket, fn()))
-            except _EXPECTED as exc:
-                emit(JobDone(address, kind, ticket, None, classify(exc)))
-
-        thread = threading.Thread(target=run, name=f"omview-{kind}-{address}", daemon=True)
-        self._side_threads = [t for t in self._side_threads if t.is_alive()]
-        self._side_threads.append(thread)
-        thread.start()
 
     @Slot()
     def _on_timer_timeout(self) -> None:
         self.refresh_now()
 
     @Slot(object)
-    def _on_worker_done(self, done: JobDone) -> None:
-        if done.kind != "link":
-            self._in_flight.discard((done.address, done.kind))
+    def _on_done(self, done: TaskDone) -> None:
         meta = self._meta.pop(done.ticket, None)
         if self._stopped:
             return
-        state = self._nodes.get(done.address)
-        if state is not None and done.kind not in ("hostkey", "accept") and state.link != done.link:
-            state.link = done.link
+        if done.kind not in ("hostkey", "accept") and self.link(done.address) != done.link:
+            self._links[done.address] = done.link
             self.sig_link_changed.emit(done.address, done.link)
         handler = getattr(self, f"_done_{done.kind}", None)
         if handler is not None:
             handler(done, meta)
 
-    def _done_cluster(self, done: JobDone, _meta: Any) -> None:
+    def _done_cluster(self, done: TaskDone, _meta: Any) -> None:
         if done.error is not None:
             self.sig_entry_failed.emit(done.error)
             return
@@ -715,11 +347,10 @@ class ClusterSession(QObject):
         old = {n.address for n in self._table}
         new = {n.address for n in table}
         for address in old - new:
-            # a node left the cluster: end its worker without waiting for it here
-            if address != self.entry and address in self._nodes:
-                state = self._nodes.pop(address)
-                state.worker.stop()
-                self._retired.append(state.worker)
+            # a node left the cluster: stop polling it without waiting for it here
+            if address != self.entry:
+                self.links.retire(address)
+                self._links.pop(address, None)
         was_active = self.direct_active
         self._table = table
         self.sig_cluster_updated.emit(table)
@@ -735,14 +366,14 @@ class ClusterSession(QObject):
             for address in sorted(new - old):
                 self._poll(address, "info", AgentClient.node_info)
 
-    def _done_info(self, done: JobDone, _meta: Any) -> None:
+    def _done_info(self, done: TaskDone, _meta: Any) -> None:
         if done.error is None:
             self.sig_node_info_updated.emit(done.address, done.value)
 
-    def _done_flags(self, done: JobDone, _meta: Any) -> None:
+    def _done_flags(self, done: TaskDone, _meta: Any) -> None:
         self.sig_flags_read.emit(done.address, FlagsReply(done.address, done.value, done.error))
 
-    def _done_speed(self, done: JobDone, requested: Any) -> None:
+    def _done_speed(self, done: TaskDone, requested: Any) -> None:
         report = SpeedReport(done.address, int(requested), done.value, done.error)
         if done.error is None:
             self.sig_message.emit(f"set speed to {done.value} on {done.address}")
@@ -750,7 +381,7 @@ class ClusterSession(QObject):
             self.sig_message.emit(f"could not set speed {requested} on {done.address}: {done.error.describe()}")
         self.sig_speed_set.emit(done.address, report)
 
-    def _done_apply(self, done: JobDone, _meta: Any) -> None:
+    def _done_apply(self, done: TaskDone, _meta: Any) -> None:
         if done.error is not None:
             report = ApplyReport(done.address, error=done.error)
         else:
@@ -759,17 +390,17 @@ class ClusterSession(QObject):
         self.sig_message.emit(f"{done.address}: {report.summary()}")
         self.sig_flags_applied.emit(done.address, report)
 
-    def _done_test(self, done: JobDone, _meta: Any) -> None:
+    def _done_test(self, done: TaskDone, _meta: Any) -> None:
         report: ConnectionReport = done.value
         self.sig_message.emit(
             f"connection to {done.address}: " + ("ok" if report.ok else report.link.describe())
         )
         self.sig_connection_tested.emit(done.address, report)
 
-    def _done_hostkey(self, done: JobDone, _meta: Any) -> None:
+    def _done_hostkey(self, done: TaskDone, _meta: Any) -> None:
         self.sig_host_key_fetched.emit(done.address, done.error if done.error is not None else done.value)
 
-    def _done_accept(self, done: JobDone, _meta: Any) -> None:
+    def _done_accept(self, done: TaskDone, _meta: Any) -> None:
         self.sig_host_key_accepted.emit(done.address, done.error)
         if done.error is None:
             self.sig_message.emit(f"host key of {done.address} added to known_hosts; reconnecting")

@@ -17,10 +17,11 @@ from PySide6.QtCore import Qt
 from omview.agent import daemon
 from omview.gui import errors
 from omview.gui.connect import SshConnector, SshSettings
-from omview.gui.node_dialog import AgentAction, AgentResult, NodeConfigDialog
-from omview.gui.session import ClusterSession, LinkStatus
+from omview.gui.links import LinkStatus
+from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
+from omview.openmosixview.node_dialog import AgentAction, AgentResult, NodeConfigDialog
+from omview.openmosixview.window import MainWindow
 from omview.testbed import teardown
 from tests.support.agents import Cluster, make_base
 

@@ -16,7 +16,11 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction
 
 from omview.gui import errors
-from omview.gui.collector_control import (
+from omview.gui.connect import SshConnector, SshSettings, UnixConnector
+from omview.gui.session import ClusterSession
+from omview.gui.settings import GuiSettings
+from omview.model import records
+from omview.openmosixview.collector_control import (
     Action,
     CollectorConfig,
     CollectorSettingsDialog,
@@ -24,11 +28,7 @@ from omview.gui.collector_control import (
     CommandResult,
     load_config,
 )
-from omview.gui.connect import SshConnector, SshSettings, UnixConnector
-from omview.gui.session import ClusterSession
-from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
-from omview.model import records
+from omview.openmosixview.window import MainWindow
 from tests.gui.real_agents import RealAgents
 
 

@@ -8,10 +8,18 @@ import pytest
 from PySide6.QtCore import QPoint, Qt, QTimer
 
 from omview.gui import errors
-from omview.gui.node_table import COL_ID, COL_LCD, COL_SPEED, COL_STATE, SPEED_MAX, LampRole, ValueRole
-from omview.gui.session import LinkStatus
+from omview.gui.links import LinkStatus
 from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
+from omview.openmosixview.node_table import (
+    COL_ID,
+    COL_LCD,
+    COL_SPEED,
+    COL_STATE,
+    SPEED_MAX,
+    LampRole,
+    ValueRole,
+)
+from omview.openmosixview.window import MainWindow
 from tests.gui.conftest import SessionFactory
 from tests.gui.fake_agent import FakeCluster
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 
-from omview.gui.node_table import (
+from omview.gui.links import LinkState, LinkStatus
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.node_table import (
     COL_ID,
     COL_LCD,
     COL_LOAD,
@@ -25,8 +27,6 @@ from omview.gui.node_table import (
     mem_percent,
     totals,
 )
-from omview.gui.session import LinkState, LinkStatus
-from omview.model.cluster import NodeInfo
 
 
 def node(i: int, **kw: Any) -> NodeInfo:

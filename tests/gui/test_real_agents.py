@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QTimer
 
-from omview.gui.node_table import COL_ID, COL_LCD, COL_SPEED, LampRole, ValueRole
 from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
 from omview.model.client import AgentClient
+from omview.openmosixview.node_table import COL_ID, COL_LCD, COL_SPEED, LampRole, ValueRole
+from omview.openmosixview.window import MainWindow
 from tests.gui.conftest import SessionFactory
 from tests.gui.real_agents import RealAgents
 

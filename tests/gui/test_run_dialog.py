@@ -18,7 +18,13 @@ from PySide6.QtCore import QTimer
 
 from omview.gui import errors
 from omview.gui.connect import SshConnector, SshSettings, UnixConnector
-from omview.gui.jobs import (
+from omview.gui.links import Links
+from omview.gui.session import ClusterSession
+from omview.gui.settings import GuiSettings
+from omview.model.channel import UnixChannel
+from omview.model.client import AgentClient
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import (
     COL_EXIT,
     COL_STATE,
     COL_WHERE,
@@ -28,14 +34,9 @@ from omview.gui.jobs import (
     Mode,
     mosrun_options,
 )
-from omview.gui.jobs import parallel_nodes as choose
-from omview.gui.run_dialog import NodeDial, NodeIdSpinBox, RunDialog
-from omview.gui.session import ClusterSession
-from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
-from omview.model.channel import UnixChannel
-from omview.model.client import AgentClient
-from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import parallel_nodes as choose
+from omview.openmosixview.run_dialog import NodeDial, NodeIdSpinBox, RunDialog
+from omview.openmosixview.window import MainWindow
 from tests.gui.real_agents import RealAgents
 
 PY = "/usr/bin/python3"
@@ -115,7 +116,7 @@ def test_parallel_spinboxes_step_through_known_ids(qtbot: Any) -> None:
 
 
 def test_dialog_builds_requests_and_reports_bad_input(qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    control = JobControl(UnixConnector({}))
+    control = JobControl(Links(UnixConnector({})))
     started: list[Any] = []
     monkeypatch.setattr(control, "start", lambda req: started.append(req) or [1])
     dlg = RunDialog(control, nodes(1, 7, 25611), "10.9.0.1")
@@ -208,15 +209,17 @@ def test_run_home_job_through_a_local_agent_socket(qtbot: Any, agent: RealAgents
     qtbot.addWidget(w)
     pids: list[int] = []
     try:
+        w.show()
         session.refresh_now()
         qtbot.waitUntil(lambda: len(session.table) == 1, timeout=20000)
+        assert not w.jobs_dock.isVisible()  # hidden until the first job starts
         dlg = w.open_run_dialog()
         assert dlg.chooser.node_ids() == [1] and dlg.home.currentData() == entry
         dlg.program.setText(PY)
         dlg.arguments.setText(f"-c {PROBE!r} 'one arg' two")
         dlg.set_mode(Mode.RUNHOME)
         keys = dlg.execute()
-        assert w.jobs_dock.isVisible() or not w.isVisible()
+        assert w.isVisible() and w.jobs_dock.isVisible()  # the first job shows the jobs view
         (rec,) = wait_ended(qtbot, w.jobs, keys)
         pids.append(rec.pid or 0)
         assert rec.state is JobState.EXITED, rec.message

@@ -7,11 +7,11 @@ from typing import Any
 
 from PySide6.QtCore import QSettings
 
-from omview.app import build_parser, make_connector, make_settings
 from omview.gui.connect import SshConnector, UnixConnector
 from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings, import_legacy, load, save
-from omview.main_window import MainWindow
+from omview.openmosixview.app import build_parser, make_connector, make_settings
+from omview.openmosixview.window import MainWindow
 
 
 def store(tmp_path: Path) -> QSettings:

@@ -9,10 +9,11 @@ import pytest
 
 from omview.gui import errors
 from omview.gui.connect import SshConnector, SshSettings
-from omview.gui.node_table import COL_LCD, COL_SPEED, COL_STATE, ValueRole
-from omview.gui.session import ClusterSession, LinkStatus
+from omview.gui.links import LinkStatus
+from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings
-from omview.main_window import MainWindow
+from omview.openmosixview.node_table import COL_LCD, COL_SPEED, COL_STATE, ValueRole
+from omview.openmosixview.window import MainWindow
 
 pytestmark = pytest.mark.cluster
 

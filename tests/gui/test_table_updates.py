@@ -9,7 +9,9 @@ from typing import Any
 from PySide6.QtCore import QModelIndex
 from PySide6.QtGui import QColor, QPalette
 
-from omview.gui.node_table import (
+from omview.gui.links import LinkState, LinkStatus
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.node_table import (
     COL_ID,
     COL_LCD,
     COL_LOAD,
@@ -20,8 +22,6 @@ from omview.gui.node_table import (
     NodeTableModel,
     NodeTableView,
 )
-from omview.gui.session import LinkState, LinkStatus
-from omview.model.cluster import NodeInfo
 
 
 def node(i: int, **kw: Any) -> NodeInfo:

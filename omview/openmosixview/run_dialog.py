@@ -1,4 +1,4 @@
-"""L4 GUI layer: openMosixview's "advanced execution" dialog (HOWTO 12.4.3-12.4.6).
+"""openmosixview window: openMosixview's "advanced execution" dialog (HOWTO 12.4.3-12.4.6).
 
 Program chooser and arguments line, the nine run modes, the host chooser (a dial over the known
 node IDs, sparse ones too, with an LCD of the chosen ID) and the parallel chooser (first/last
@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.jobs import HOST_MODES, JobControl, Mode, RunRequest, parallel_nodes
 from omview.model.cluster import MAX_NODE_ID, NodeInfo
+from omview.openmosixview.jobs import HOST_MODES, JobControl, Mode, RunRequest, parallel_nodes
 
 
 class NodeDial(QWidget):

@@ -1,11 +1,11 @@
-"""L4 GUI layer: jobs started from advanced execution - mosrun on the home node, one thread per job,
-the jobs model and the jobs view with each job's output as it comes.
+"""openmosixview window: jobs started from advanced execution - mosrun on the home node, streamed in that
+node's STREAM lane (omview.gui.links), the jobs model and the jobs view with each job's output.
 
 Each job is ``mosrun [OPTIONS] -- PROGRAM ARGS...`` run on the home node the admin picked (over
 SSH: an exec channel on the GUI's SSH connection to that node; with a local agent socket: a local
 subprocess). That mosrun process is the job's deputy: its PID is the job's home PID (job id
-HOME:PID), its stdout and stderr are the job's, its exit status is the job's. A job thread reads
-them and asks the home agent (``job.status``) where the job runs; results reach the GUI thread as
+HOME:PID), its stdout and stderr are the job's, its exit status is the job's. A job's stream reads
+them (the home node's jobs take turns in one lane thread) and asks the home agent (``job.status``) where the job runs; results reach the GUI thread as
 frozen ``JobUpdate`` values on a queued signal. The GUI thread never waits for a node.
 """
 
@@ -17,9 +17,10 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import (
@@ -45,15 +46,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.node_exec import CommandRunner, deliverer, runner_for
-from omview.gui.session import classify
-from omview.model.client import AgentClient
+from omview.gui.links import LaneContext, Links, classify, deliverer
 from omview.model.errors import AgentFault, OmviewError
 from omview.model.protocol import FaultCode
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MOSRUN = "mosrun"
+#: seconds a job's stream waits for output in one step (its node's other jobs wait that long)
+STEP = 0.05
 #: seconds between ``job.status`` questions while a job runs (where it runs now)
 STATUS_EVERY = 1.0
 #: output kept per job in the GUI (older output is dropped, the job's files keep all of it)
@@ -155,7 +156,7 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobUpdate:
-    """What a job thread learned; None fields are unchanged."""
+    """What a job's stream learned; None fields are unchanged."""
 
     key: int
     home_id: int | None = None
@@ -213,44 +214,20 @@ class JobRecord:
         return ""
 
 
-# ---- the job thread (no Qt besides the deliver callback) --------------------------------------
+# ---- a job's stream (lane thread; no Qt besides the deliver callback) -------------------------
 
 
-class _Home:
-    """What the job threads of one home node share: its runner (one SSH connection) and an agent client."""
-
-    def __init__(self, runner: CommandRunner) -> None:
-        self.runner = runner
-        self._client: AgentClient | None = None
-        self._lock = threading.Lock()
-
-    def client(self) -> AgentClient:
-        with self._lock:
-            if self._client is None:
-                self._client = AgentClient(self.runner.open_agent(), client_name="openmosixview-jobs", timeout=10.0)
-            return self._client
-
-    def status(self, job_id: str) -> dict[str, Any] | None:
-        """The home agent's record of the job; None when it has none (not started)."""
-        try:
-            return dict(self.client().call("job.status", job=job_id))
-        except AgentFault as exc:
-            if exc.code == FaultCode.NO_SUCH_PROCESS:
-                return None
-            raise
-        except (OmviewError, TimeoutError, OSError):
-            self.drop_client()
-            raise
-
-    def drop_client(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    def close(self) -> None:
-        self.drop_client()
-        self.runner.close()
+def _status(ctx: LaneContext, job_id: str) -> dict[str, Any] | None:
+    """The home agent's record of the job; None when it has none (not started)."""
+    try:
+        return dict(ctx.client().call("job.status", job=job_id))
+    except AgentFault as exc:
+        if exc.code == FaultCode.NO_SUCH_PROCESS:
+            return None
+        raise
+    except (OmviewError, TimeoutError, OSError):
+        ctx.drop_client()  # the next question reconnects
+        raise
 
 
 def _last_line(text: str) -> str:
@@ -258,19 +235,21 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_job(spec: JobSpec, home: _Home, mosrun: str, stop: threading.Event,
-            deliver: Callable[[JobUpdate | None], bool]) -> None:  # fmt: skip
-    """The life of one job, in its own thread: start mosrun, relay its output, report its end."""
+def run_job(spec: JobSpec, mosrun: str, stop: threading.Event, deliver: Callable[[JobUpdate | None], bool],
+            ctx: LaneContext) -> Iterator[float | None]:  # fmt: skip
+    """The life of one job, stepped by its home node's STREAM lane: start mosrun, relay its
+    output, report its end. It yields before each short read, so the lane's other jobs go on."""
     key = spec.key
     try:
-        home_id = home.client().node_id
+        home_id = ctx.client(urgent=True).node_id
     except (OmviewError, TimeoutError, OSError) as exc:
         deliver(JobUpdate(key, state=JobState.FAILED, message=f"cannot reach the agent on {spec.home}: "
                           f"{classify(exc).describe()}"))  # fmt: skip
         return
-    argv = [*home.runner.command(mosrun), *spec.mosrun_args()]
     try:
-        proc = home.runner.start(argv)
+        runner = ctx.runner()
+        argv = [*runner.command(mosrun), *spec.mosrun_args()]
+        proc = runner.start(argv)
     except FileNotFoundError as exc:
         deliver(JobUpdate(key, home_id, state=JobState.FAILED,
                           message=f"{exc.filename or mosrun} not found on {spec.home}: install omview there"))  # fmt: skip
@@ -283,11 +262,14 @@ def run_job(spec: JobSpec, home: _Home, mosrun: str, stop: threading.Event,
     err_tail = ""
     job_id = ""
     signalled = False
+    listed = False  # the home agent has a record of the job
+    stop_at = 0.0  # when the stop was asked for
     next_status = 0.0
     where: int | None = None
     try:
         while True:
-            out, err = proc.read(0.2)
+            yield
+            out, err = proc.read(STEP)
             upd = JobUpdate(key)
             if not job_id and proc.pid:
                 job_id = f"{home_id}:{proc.pid}"
@@ -297,10 +279,15 @@ def run_job(spec: JobSpec, home: _Home, mosrun: str, stop: threading.Event,
                 err_tail = (err_tail + upd.err)[-4000:]
             if not deliver(None):
                 stop.set()  # the window is gone without shutting down: end the job like a lost terminal
-            if stop.is_set() and not signalled and proc.pid and not proc.finished:
+            if stop.is_set() and not stop_at:
+                stop_at = time.monotonic()
+            # a deputy forwards a signal only once its job runs: a SIGTERM sent while mosrun still
+            # starts the job can be lost, so wait (a few seconds at most) until the home agent lists it
+            ready = listed or (stop_at and time.monotonic() - stop_at > 3.0)
+            if stop_at and ready and not signalled and proc.pid and not proc.finished:
                 signalled = True
                 try:
-                    home.runner.signal(proc.pid, signal.SIGTERM)  # the deputy passes it on to the job
+                    runner.signal(proc.pid, signal.SIGTERM)  # the deputy passes it on to the job
                     upd = replace(upd, state=JobState.STOPPING, message="sent SIGTERM")
                 except (OmviewError, OSError) as exc:
                     upd = replace(upd, message=f"could not stop it: {exc}")
@@ -310,22 +297,34 @@ def run_job(spec: JobSpec, home: _Home, mosrun: str, stop: threading.Event,
                 deliver(upd)
                 break
             if job_id and time.monotonic() >= next_status:
-                next_status = time.monotonic() + STATUS_EVERY
+                next_status = time.monotonic() + (STATUS_EVERY if listed else 0.2)
                 try:
-                    rec = home.status(job_id)
+                    rec = _status(ctx, job_id)
                 except (OmviewError, TimeoutError, OSError):
                     rec = None  # the next question reconnects; the channel still carries the job
+                listed = listed or rec is not None
                 if rec is not None and rec.get("where") != where:
                     where = int(rec["where"])
                     upd = replace(upd, where=where)
             if upd != JobUpdate(key):
                 deliver(upd)
-        deliver(_final(spec, home, job_id, proc.exit_status, err_tail))
+        final = yield from _final(spec, ctx, job_id, proc.exit_status, err_tail)
+        deliver(final)
     finally:
         proc.close()
 
 
-def _final(spec: JobSpec, home: _Home, job_id: str, code: int | None, err_tail: str) -> JobUpdate:
+def _job_stream(spec: JobSpec, mosrun: str, stop: threading.Event, ended: threading.Event,
+                deliver: Callable[[JobUpdate | None], bool], ctx: LaneContext) -> Iterator[float | None]:
+    """run_job, and ``ended`` set however it ends (JobControl.shutdown waits for it)."""
+    try:
+        yield from run_job(spec, mosrun, stop, deliver, ctx)
+    finally:
+        ended.set()
+
+
+def _final(spec: JobSpec, ctx: LaneContext, job_id: str, code: int | None,
+           err_tail: str) -> Generator[float | None, None, JobUpdate]:  # fmt: skip
     """How the job ended, from its home agent's record (the deputy's exit status alone cannot tell
     mosrun's own failures, exit 3 or 4, from a job that exited 3 or 4)."""
     rec: dict[str, Any] | None = None
@@ -333,13 +332,13 @@ def _final(spec: JobSpec, home: _Home, job_id: str, code: int | None, err_tail: 
     if job_id:
         for _ in range(20):
             try:
-                rec = home.status(job_id)
+                rec = _status(ctx, job_id)
             except (OmviewError, TimeoutError, OSError) as exc:
                 problem = classify(exc).describe()
                 rec = None
             if rec is None or rec.get("state") != "running":
                 break
-            time.sleep(0.1)  # the exit reached the deputy a moment before the record
+            yield 0.1  # the exit reached the deputy a moment before the record: ask again in 0.1 s
     if rec is not None and rec.get("state") != "running":
         return JobUpdate(spec.key, where=int(rec["where"]), state=JobState.EXITED, status=rec.get("status"),
                          exit_code=rec.get("exit_code"))  # fmt: skip
@@ -359,7 +358,7 @@ def _final(spec: JobSpec, home: _Home, job_id: str, code: int | None, err_tail: 
 
 
 class JobControl(QObject):
-    """Starts jobs (one thread each), keeps their records and output; owns the jobs model."""
+    """Starts jobs (a stream each in the home node's lane), keeps their records and output; owns the jobs model."""
 
     sig_message = Signal(str)
     """A status-bar line."""
@@ -367,15 +366,14 @@ class JobControl(QObject):
     """(key, stream "out"/"err", text): new output of a job."""
     sig_job_ended = Signal(int)
 
-    _sig_update = Signal(object)  # JobUpdate from job threads, queued to the GUI thread
+    _sig_update = Signal(object)  # JobUpdate from the lane threads, queued to the GUI thread
 
-    def __init__(self, connector: object, parent: QObject | None = None, *, mosrun: str = DEFAULT_MOSRUN) -> None:
+    def __init__(self, links: Links, parent: QObject | None = None, *, mosrun: str = DEFAULT_MOSRUN) -> None:
         super().__init__(parent)
-        self.connector = connector
+        self.links = links
         self.mosrun = mosrun
         self.model = JobsModel(self)
-        self._homes: dict[str, _Home] = {}
-        self._threads: dict[int, threading.Thread] = {}
+        self._ended: dict[int, threading.Event] = {}  # set when a job's stream ended
         self._stops: dict[int, threading.Event] = {}
         self._keys = 0
         self._closed = False
@@ -390,20 +388,16 @@ class JobControl(QObject):
         if not request.argv or not request.argv[0]:
             raise ValueError("no program given")
         targets = request.targets()
-        home = self._homes.get(request.home)
-        if home is None:
-            home = self._homes[request.home] = _Home(runner_for(self.connector, request.home))
         keys = []
         for target in targets:
             self._keys += 1
             spec = JobSpec(self._keys, request.home, request.mode, target, tuple(request.argv))
             self.model.add(JobRecord(spec, time.time()))
-            stop = threading.Event()
-            thread = threading.Thread(target=run_job, args=(spec, home, self.mosrun, stop, deliverer(self, "_sig_update")),
-                                      name=f"omview-job-{spec.key}", daemon=True)  # fmt: skip
+            stop, ended = threading.Event(), threading.Event()
             self._stops[spec.key] = stop
-            self._threads[spec.key] = thread
-            thread.start()
+            self._ended[spec.key] = ended
+            self.links.stream(request.home, "job", partial(_job_stream, spec, self.mosrun, stop, ended,
+                                                           deliverer(self, "_sig_update")))  # fmt: skip
             keys.append(spec.key)
         where = "its home node" if targets == [None] else ", ".join(f"node {t}" for t in targets)
         self.sig_message.emit(f"starting {one_line(shlex.join(request.argv))[:80]} ({request.mode.value}) on {where} "
@@ -425,24 +419,23 @@ class JobControl(QObject):
         return [r.spec.key for r in self.model.records() if r.running]
 
     def shutdown(self, *, stop_jobs: bool = True, timeout: float = 15.0) -> list[int]:
-        """End every job thread: with ``stop_jobs`` first ask the running jobs to end; then close
-        the channels (a deputy whose channel is gone ends its job, openMosix-style). Returns the
-        keys of jobs still running when the time was up."""
+        """No more jobs: with ``stop_jobs`` first ask the running jobs to end and wait (at most
+        ``timeout``) for their streams to end. Closing the links then closes the channels (a deputy
+        whose channel is gone ends its job, openMosix-style). Returns the keys of jobs still
+        running when the time was up."""
         self._closed = True
         if stop_jobs:
             for stop in self._stops.values():
                 stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        left = [k for k, t in self._threads.items() if t.is_alive()]
-        if left:
-            log.warning("%d job thread(s) did not end within %.0f s", len(left), timeout)
-        for home in self._homes.values():
-            home.close()
+            deadline = time.monotonic() + timeout
+            for ended in self._ended.values():
+                ended.wait(max(0.0, deadline - time.monotonic()))
+        left = [k for k, ended in self._ended.items() if not ended.is_set()]
+        if left and stop_jobs:
+            log.warning("%d job(s) did not end within %.0f s", len(left), timeout)
         return left
 
-    # -- updates from the job threads --
+    # -- updates from the jobs' streams --
 
     @Slot(object)
     def _on_update(self, upd: JobUpdate) -> None:
@@ -469,8 +462,8 @@ class JobControl(QObject):
                 self.sig_message.emit(f"job {name} {rec.state.value}: {rec.message}")
             self.sig_job_ended.emit(spec.key)
             self._stops.pop(spec.key, None)
-            # forget threads that are done (the thread of this job still closes its channel)
-            self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
+            # forget streams that are done (this job's stream still closes its channel)
+            self._ended = {k: e for k, e in self._ended.items() if not e.is_set()}
 
 
 def one_line(text: str) -> str:

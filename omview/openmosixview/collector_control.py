@@ -1,22 +1,22 @@
-"""L4 GUI layer: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
+"""openmosixview window: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
 
-Commands run in one worker thread, never in the GUI thread. On a node reached over SSH they run
-through the control's own SSH connection to that node (opened once, reused). When the GUI reaches
-the node's agent through a local Unix socket, they run here as a local subprocess. Results go
-back to the GUI thread as frozen dataclasses on a queued signal.
+Commands run in the collector node's ACTION lane (omview.gui.links), never in the GUI thread and
+never in the way of that node's polls. On a node reached over SSH each one is an exec channel on
+the GUI's one SSH connection to the node. When the GUI reaches the node's agent through a local
+Unix socket, they run here as a local subprocess. Results go back to the GUI thread as frozen
+dataclasses on a queued signal.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
@@ -30,8 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.node_exec import CommandRunner, deliverer, runner_for
-from omview.gui.session import classify
+from omview.gui.links import Lane, LaneContext, Links, TaskDone, classify, deliverer
 from omview.model.errors import OmviewError
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def check_label(label: str) -> str | None:
     return None
 
 
-# ---- results (frozen, they cross from the worker to the GUI thread) --------------------------
+# ---- results (frozen, they cross from the lane thread to the GUI thread) ---------------------
 
 
 @dataclass(frozen=True)
@@ -214,9 +213,7 @@ def parse_status(result: CommandResult) -> CollectorStatus:
     return replace(base, state=CollectorState.ERROR)
 
 
-# ---- running commands on a node (worker thread; no Qt) ---------------------------------------
-
-# (the runners live in omview.gui.node_exec, shared with advanced execution)
+# ---- running commands on a node (lane thread; no Qt) -----------------------------------------
 
 #: What to do about a failure, by kind.
 _ADVICE_UNREACHABLE = ("Check that {node} is up and that you can log in to it (File > Test connection, "
@@ -236,77 +233,37 @@ class _Job:
     periodic: bool = False  # a toolbar refresh, not an admin's action
 
 
-class _Worker:
-    """One thread with a serial queue; keeps one runner (and so one SSH connection) per node."""
-
-    def __init__(self, connector: object, deliver: Callable[[CommandResult | None], bool]) -> None:
-        self._connector = connector
-        #: hands a result to the GUI thread; False once the control is gone (its window was deleted)
-        self._deliver = deliver
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="omview-collector", daemon=True)
-        self._started = False
-        self._runners: dict[str, CommandRunner] = {}
-
-    def submit(self, job: _Job) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
-        self._queue.put(job)
-
-    def stop(self, timeout: float) -> bool:
-        if not self._started:
-            return True
-        self._queue.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                job = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                # a window deleted without closing (no shutdown) must not leave this thread behind
-                if self._deliver(None):
-                    continue
-                break
-            if job is None or not self._deliver(self._execute(job)):
-                break
-        for runner in self._runners.values():
-            runner.close()
-
-    def _execute(self, job: _Job) -> CommandResult:
-        started = time.monotonic()
-        node = job.node
-        logdir = job.config.logdir or "/var/log/openmosixcollector"
-        result = CommandResult(job.action, node, "", (), None, periodic=job.periodic)
-        try:
-            runner = self._runners.get(node)
-            if runner is None:
-                runner = self._runners[node] = runner_for(self._connector, node)
-            argv = (*runner.command(job.config.command), *job.args, *job.config.options(), *runner.node_args)
-            result = replace(result, where=runner.describe(), argv=argv)
-            status, out, err = runner.run(argv, TIMEOUTS[job.action], idempotent=job.action is Action.STATUS)
-        except FileNotFoundError as exc:
-            result = replace(result, problem=f"{exc.filename or job.config.command} not found",
-                             advice=_ADVICE_MISSING.format(node=node))  # fmt: skip
-        except subprocess.TimeoutExpired:
-            result = replace(result, problem=f"no answer within {TIMEOUTS[job.action]:.0f} s",
-                             advice=_ADVICE_FAILED.format(node=node, logdir=logdir))  # fmt: skip
-        except (OmviewError, TimeoutError, OSError) as exc:
-            link = classify(exc)
-            result = replace(result, unreachable=True, problem=link.describe(),
-                             advice=link.advice.replace("ADDRESS", node) or _ADVICE_UNREACHABLE.format(node=node))
-        else:
-            advice = ""
-            if status == 127:
-                advice = _ADVICE_MISSING.format(node=node)
-            elif status != 0:
-                advice = _ADVICE_FAILED.format(node=node, logdir=logdir)
-            result = replace(result, status=status, stdout=out, stderr=err, advice=advice)
-        result = replace(result, elapsed=time.monotonic() - started)
-        log.debug("collector %s on %s: %s", job.action, node, result.summary())
-        return result
+def _run_command(job: _Job, ctx: LaneContext) -> CommandResult:
+    """Run one collector command on its node (in the node's ACTION lane; no Qt)."""
+    started = time.monotonic()
+    node = job.node
+    logdir = job.config.logdir or "/var/log/openmosixcollector"
+    result = CommandResult(job.action, node, "", (), None, periodic=job.periodic)
+    try:
+        runner = ctx.runner()
+        argv = (*runner.command(job.config.command), *job.args, *job.config.options(), *runner.node_args)
+        result = replace(result, where=runner.describe(), argv=argv)
+        status, out, err = runner.run(argv, TIMEOUTS[job.action], idempotent=job.action is Action.STATUS)
+    except FileNotFoundError as exc:
+        result = replace(result, problem=f"{exc.filename or job.config.command} not found",
+                         advice=_ADVICE_MISSING.format(node=node))  # fmt: skip
+    except subprocess.TimeoutExpired:
+        result = replace(result, problem=f"no answer within {TIMEOUTS[job.action]:.0f} s",
+                         advice=_ADVICE_FAILED.format(node=node, logdir=logdir))  # fmt: skip
+    except (OmviewError, TimeoutError, OSError) as exc:
+        link = classify(exc)
+        result = replace(result, unreachable=True, problem=link.describe(),
+                         advice=link.advice.replace("ADDRESS", node) or _ADVICE_UNREACHABLE.format(node=node))
+    else:
+        advice = ""
+        if status == 127:
+            advice = _ADVICE_MISSING.format(node=node)
+        elif status != 0:
+            advice = _ADVICE_FAILED.format(node=node, logdir=logdir)
+        result = replace(result, status=status, stdout=out, stderr=err, advice=advice)
+    result = replace(result, elapsed=time.monotonic() - started)
+    log.debug("collector %s on %s: %s", job.action, node, result.summary())
+    return result
 
 
 # ---- the control (GUI thread) ----------------------------------------------------------------
@@ -315,7 +272,7 @@ class _Worker:
 class CollectorControl(QObject):
     """Start, stop, checkpoint, rotate and watch the collector on its node (default: the entry node).
 
-    Actions and status checks go to one worker thread; answers arrive as ``sig_result`` (every
+    Actions and status checks go to the node's ACTION lane, one after the other; answers arrive as ``sig_result`` (every
     action, including "Show status"; not the periodic checks) and ``sig_status`` (after every
     status check of the current node).
     """
@@ -327,15 +284,17 @@ class CollectorControl(QObject):
     sig_busy = Signal(bool)
     """True while a start/stop/checkpoint/rotate runs."""
 
-    _sig_done = Signal(object)  # from the worker thread, queued to the GUI thread
+    _sig_done = Signal(object)  # TaskDone from the lane thread, queued to the GUI thread
 
-    def __init__(self, connector: object, entry: str, config: CollectorConfig | None = None,
+    def __init__(self, links: Links, entry: str, config: CollectorConfig | None = None,
                  parent: QObject | None = None) -> None:  # fmt: skip
         super().__init__(parent)
         self.entry = entry
         self.config = config or CollectorConfig()
         self.status = CollectorStatus(self.node)
-        self._worker = _Worker(connector, deliverer(self, "_sig_done"))
+        self.links = links
+        self._deliver = deliverer(self, "_sig_done")
+        self._jobs: dict[int, _Job] = {}
         self._actions_pending = 0
         self._checks_queued = 0
         self._stopped = False
@@ -374,12 +333,10 @@ class CollectorControl(QObject):
     def stop_monitoring(self) -> None:
         self._timer.stop()
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """End the worker thread (and its SSH connections); waits at most ``timeout``."""
+    def shutdown(self) -> None:
+        """No more commands or checks (the node links end their lanes when the window closes)."""
         self._stopped = True
         self._timer.stop()
-        if not self._worker.stop(timeout):
-            log.warning("the collector worker did not stop within %.0f s", timeout)
 
     # -- actions --
 
@@ -412,7 +369,7 @@ class CollectorControl(QObject):
 
     def _queue_check(self) -> None:
         self._checks_queued += 1
-        self._worker.submit(_Job(Action.STATUS, self.node, ("-s",), self.config, periodic=True))
+        self._put(_Job(Action.STATUS, self.node, ("-s",), self.config, periodic=True))
 
     def _submit(self, action: Action, args: tuple[str, ...]) -> None:
         if self._stopped:
@@ -421,13 +378,23 @@ class CollectorControl(QObject):
             self._actions_pending += 1
             if self._actions_pending == 1:
                 self.sig_busy.emit(True)
-        self._worker.submit(_Job(action, self.node, args, self.config))
+        self._put(_Job(action, self.node, args, self.config))
         if action is not Action.STATUS:
             # the toolbar follows at once what the action did (the queue is serial)
             self._queue_check()
 
+    def _put(self, job: _Job) -> None:
+        ticket = self.links.submit(job.node, Lane.ACTION, "collector", partial(_run_command, job), self._deliver,
+                                   urgent=True)  # fmt: skip
+        self._jobs[ticket] = job
+
     @Slot(object)
-    def _on_done(self, result: CommandResult) -> None:
+    def _on_done(self, done: TaskDone) -> None:
+        job = self._jobs.pop(done.ticket)
+        result = done.value
+        if not isinstance(result, CommandResult):  # the lane caught a bug in _run_command
+            problem = done.error.describe() if done.error is not None else "internal error"
+            result = CommandResult(job.action, job.node, "", (), None, problem=problem, periodic=job.periodic)
         if self._stopped:
             return
         if result.action is Action.STATUS:

@@ -1,21 +1,21 @@
-"""L4 GUI layer: the openMosix configuration dialog for one node or for all nodes.
+"""openmosixview window: the openMosix configuration dialog for one node or for all nodes.
 
 The switches are preselected from each node's real state (flags.get, the fix for the original's
 FAQ 12.8.5). Apply sends only what the admin changed (per node, only what differs there) and
 shows each node's result in the dialog; nothing ever blocks the GUI thread. "start agent" and
 "stop agent" (the original's openMosix start/stop) run ``omview-agent start|stop`` on the node
-through the shared node command runner, in a worker thread (``AgentControl``).
+in its ACTION lane of omview.gui.links (``AgentControl``).
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import (
@@ -37,8 +37,9 @@ from PySide6.QtWidgets import (
 
 from omview.gui import errors
 from omview.gui.connect import SshConnector
-from omview.gui.node_exec import LocalRunner, RunningCommand, deliverer, runner_for
-from omview.gui.session import ApplyReport, ClusterSession, FlagsReply, LinkState, LinkStatus, classify
+from omview.gui.links import Lane, LaneContext, Links, LinkState, LinkStatus, TaskDone, classify, deliverer
+from omview.gui.node_exec import LocalRunner, RunningCommand
+from omview.gui.session import ApplyReport, ClusterSession, FlagsReply
 from omview.model.cluster import Flags
 from omview.model.errors import OmviewError
 from omview.transport.ssh import DEFAULT_AGENT_COMMAND
@@ -163,10 +164,11 @@ def agent_argv(connector: object, runner: object, address: str, action: AgentAct
 
 
 class AgentControl(QObject):
-    """Runs ``omview-agent start|stop`` on nodes, one worker thread per action, never in the GUI thread.
+    """Runs ``omview-agent start|stop`` on nodes in their ACTION lanes, never in the GUI thread.
 
-    Each action opens its own runner (SSH connection, or local subprocess) and closes it when done;
-    progress lines and the result come back to the GUI thread as ``sig_result``.
+    Each action is a command on the node's one connection (an exec channel over SSH, a local
+    subprocess otherwise); progress lines and the result come back to the GUI thread as
+    ``sig_result``.
     """
 
     sig_result = Signal(object)
@@ -176,13 +178,12 @@ class AgentControl(QObject):
     sig_message = Signal(str)
     """A status-bar line for each outcome."""
 
-    _sig_done = Signal(object)  # from worker threads, queued to the GUI thread
+    _sig_done = Signal(object)  # AgentResult (progress) or TaskDone from lane threads, queued to the GUI thread
 
-    def __init__(self, connector: object, parent: QObject | None = None) -> None:
+    def __init__(self, links: Links, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.connector = connector
+        self.links = links
         self._busy: set[str] = set()
-        self._threads: list[threading.Thread] = []
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
 
     def busy(self, address: str) -> bool:
@@ -194,42 +195,29 @@ class AgentControl(QObject):
             return False
         self._busy.add(address)
         deliver = deliverer(self, "_sig_done")
-        thread = threading.Thread(
-            target=self._work, args=(address, action, deliver), name=f"omview-agentctl-{address}", daemon=True
-        )
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
         self.sig_busy.emit(address, True)
-        thread.start()
+        self.links.submit(address, Lane.ACTION, action.value, partial(self._work, address, action, deliver), deliver,
+                          urgent=True)  # fmt: skip
         return True
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Wait (at most TIMEOUT) for running actions; a stop already sent goes on on the node."""
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+    # -- lane thread --
 
-    # -- worker thread --
-
-    def _work(self, address: str, action: AgentAction, deliver: Callable[[AgentResult], bool]) -> None:
+    def _work(self, address: str, action: AgentAction, deliver: Callable[[AgentResult], bool],
+              ctx: LaneContext) -> AgentResult:  # fmt: skip
         started = time.monotonic()
         result = AgentResult(action, address)
-        runner = None
         try:
-            runner = runner_for(self.connector, address)
-            argv = agent_argv(self.connector, runner, address, action)
+            runner = ctx.runner()
+            argv = agent_argv(self.links.connector, runner, address, action)
             result = replace(result, where=runner.describe(), argv=tuple(argv))
             result = self._follow(runner.start(argv), result, deliver, started)
         except FileNotFoundError as exc:
             result = replace(result, status=127, problem=f"{exc.filename or 'omview-agent'} not found")
         except (OmviewError, TimeoutError, OSError, ValueError) as exc:
             result = replace(result, problem=classify(exc).describe())
-        finally:
-            if runner is not None:
-                runner.close()
         result = replace(result, elapsed=time.monotonic() - started, final=True)
         log.info("agent %s on %s: %s", action.value, address, result.summary())
-        deliver(result)
+        return result
 
     @staticmethod
     def _follow(proc: RunningCommand, result: AgentResult, deliver: Callable[[AgentResult], bool],
@@ -262,7 +250,15 @@ class AgentControl(QObject):
     # -- GUI thread --
 
     @Slot(object)
-    def _on_done(self, result: AgentResult) -> None:
+    def _on_done(self, item: AgentResult | TaskDone) -> None:
+        if isinstance(item, TaskDone):
+            if isinstance(item.value, AgentResult):
+                result = item.value
+            else:  # the lane caught a bug in _work
+                problem = item.error.describe() if item.error is not None else "internal error"
+                result = AgentResult(AgentAction(item.kind), item.address, problem=problem, final=True)
+        else:
+            result = item
         if result.final:
             self._busy.discard(result.node)
             self.sig_message.emit(f"{result.node}: {result.summary()}")
@@ -284,7 +280,7 @@ class NodeConfigDialog(QDialog):
         super().__init__(parent)
         self.session = session
         #: runs omview-agent start/stop on the nodes (the main window shares one with the status bar)
-        self.agents = agents if agents is not None else AgentControl(session.connector, self)
+        self.agents = agents if agents is not None else AgentControl(session.links, self)
         self.addresses = list(dict.fromkeys(addresses))
         self.all_nodes = len(self.addresses) != 1
         #: each node's flags as last read (None until read, or when reading failed)

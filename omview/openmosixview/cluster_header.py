@@ -1,4 +1,4 @@
-"""L4 GUI layer: the main window's first line (all-nodes button and cluster totals)."""
+"""openmosixview window: the main window's first line (all-nodes button and cluster totals)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from omview.gui.node_table import ClusterTotals, bar_colour, human_bytes
+from omview.openmosixview.node_table import ClusterTotals, bar_colour, human_bytes
 
 
 class ClusterHeader(QFrame):

@@ -1,4 +1,4 @@
-"""L6 composition root of openmosixview: command line, settings, connector, session, main window.
+"""openmosixview window: the composition root - command line, settings, connector, session, main window.
 
 ``openmosixview [--entry HOST] [--user U] [--identity KEY] [--known-hosts F] [--ssh-config F]``
 connects over SSH to the entry node's agent for the cluster table and to each node's own agent
@@ -21,12 +21,14 @@ from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
+from omview.gui.assets import app_icon
 from omview.gui.connect import Connector, SshConnector, UnixConnector
+from omview.gui.lifecycle import Interrupted, SignalQuitter, interrupt_on_signals
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
 from omview.gui.settings import load as load_settings
-from omview.main_window import MainWindow
 from omview.model.errors import OmviewError
+from omview.openmosixview.window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationVersion(__version__)
     app.setStyle("Fusion")
     store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
+    app.setWindowIcon(app_icon())
 
+    # until the event loop runs, SIGTERM/SIGINT/SIGHUP raise Interrupted: a demo cluster that is
+    # coming up is removed again (Cluster.up undoes a half-built one), the rest is skipped
+    interrupt_on_signals()
     demo = None
     demo_started = False
     try:
@@ -202,16 +208,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         errors.show_error(None, "openmosixview", f"Cannot start: {exc}")
         return 2
-    legacy = import_legacy(store)
+    except Interrupted as exc:
+        log.info("%s", exc)
+        return 128 + exc.signum
 
+    def take_demo_down() -> None:
+        if demo is not None and demo_started and not args.keep_demo:
+            log.info("taking the demo cluster down (use --keep-demo to keep it)")
+            demo.down()  # type: ignore[attr-defined]
+
+    legacy = import_legacy(store)
     if args.screenshot:
         session = ClusterSession(make_connector(settings, args.local_socket), settings.entry, poll_interval=1.0)
         try:
             shots = render_screenshots(Path(args.screenshot), session, settings)
+        except Interrupted as exc:
+            log.info("%s", exc)
+            return 128 + exc.signum
         finally:
+            SignalQuitter(app)  # from here on a second signal must not cut the clean-up short
             session.stop(timeout=5.0)
-            if demo is not None and demo_started and not args.keep_demo:
-                demo.down()  # type: ignore[attr-defined]
+            take_demo_down()
         for shot in shots:
             log.info("wrote %s", shot)
         return 0 if shots else 1
@@ -225,18 +242,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         call_timeout=settings.call_timeout,
     )
     window = MainWindow(session, settings, store)
+    # from here on the event loop turns a quit signal into closing the window (no question asked)
+    quit_signals: list[int] = []
+    quitter = SignalQuitter(app)
+    quitter.sig_quit.connect(quit_signals.append)
+    quitter.sig_quit.connect(window.quit_on_signal)
     window.show()
     if legacy:
         window.statusBar().showMessage(legacy, 15000)
     # start polling once the window is on screen, so a slow entry node never delays the first paint
     QTimer.singleShot(0, session.start)
     try:
-        return app.exec()
+        code = app.exec()
     finally:
+        # every node link ends: lanes joined, SSH connections closed; then the demo cluster
         session.stop(timeout=5.0)
-        if demo is not None and demo_started and not args.keep_demo:
-            log.info("taking the demo cluster down (use --keep-demo to keep it)")
-            demo.down()  # type: ignore[attr-defined]
+        take_demo_down()
+    return 128 + quit_signals[0] if quit_signals else code
 
 
 if __name__ == "__main__":

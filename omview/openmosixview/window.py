@@ -1,4 +1,4 @@
-"""L6 main window of openmosixview: cluster header, node table, menus, toolbar and status bar.
+"""openmosixview window: the main window - cluster header, node table, menus, toolbar and status bar.
 
 The window only talks to ``ClusterSession``, ``CollectorControl`` and ``JobControl`` (never to a
 client or transport) and only reacts to their GUI-thread signals. Sub-windows that are separate
@@ -9,18 +9,36 @@ their actions are present but disabled, with a tooltip saying so.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QStyle, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QStyle,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from omview import __version__
 from omview.gui import errors
-from omview.gui.cluster_header import ClusterHeader
-from omview.gui.collector_control import (
+from omview.gui.connect import HostKeyOffer
+from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.links import ConnectionReport, LinkState, LinkStatus
+from omview.gui.session import ClusterSession, SpeedReport
+from omview.gui.settings import GuiSettings
+from omview.gui.settings import save as save_settings
+from omview.model.cluster import NodeInfo
+from omview.openmosixview.cluster_header import ClusterHeader
+from omview.openmosixview.collector_control import (
     Action,
     CollectorControl,
     CollectorSettingsDialog,
@@ -31,16 +49,10 @@ from omview.gui.collector_control import (
     load_config,
     save_config,
 )
-from omview.gui.connect import HostKeyOffer
-from omview.gui.connection_dialog import ConnectionDialog
-from omview.gui.jobs import JobControl, JobsView
-from omview.gui.node_dialog import AgentControl, NodeConfigDialog
-from omview.gui.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
-from omview.gui.run_dialog import RunDialog
-from omview.gui.session import ClusterSession, ConnectionReport, LinkState, LinkStatus, SpeedReport
-from omview.gui.settings import GuiSettings
-from omview.gui.settings import save as save_settings
-from omview.model.cluster import NodeInfo
+from omview.openmosixview.jobs import JobControl, JobsView
+from omview.openmosixview.node_dialog import AgentControl, NodeConfigDialog
+from omview.openmosixview.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
+from omview.openmosixview.run_dialog import RunDialog
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +84,17 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.store = store
         self.dialogs: dict[str, NodeConfigDialog] = {}
+        self._asked_to_quit = False  # a quit signal arrived: close without questions
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
         self.setWindowTitle("openmosixview")
-        #: the Collector menu's engine: commands run on the collector's node in a worker thread
+        #: the Collector menu's engine: commands run in the collector node's ACTION lane
         if collector is None:
-            collector = CollectorControl(session.connector, session.entry, load_config(store), self)
+            collector = CollectorControl(session.links, session.entry, load_config(store), self)
         self.collector = collector
         #: "start agent" / "stop agent" of the node dialogs: omview-agent start|stop on the node, in
-        #: worker threads; outcomes reach the status bar even after the dialog was closed
-        self.agents = AgentControl(session.connector, self)
+        #: its ACTION lane; outcomes reach the status bar even after the dialog was closed
+        self.agents = AgentControl(session.links, self)
 
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
@@ -98,7 +111,7 @@ class MainWindow(QMainWindow):
         self.tools: dict[str, QAction] = {}
         self._collector_watched = False
         # advanced execution: jobs started through mosrun, listed with their output in a dock
-        self.jobs = JobControl(session.connector, self)
+        self.jobs = JobControl(session.links, self)
         self.jobs_view = JobsView(self.jobs)
         self.jobs_dock = QDockWidget("Jobs", self)
         self.jobs_dock.setObjectName("jobs-dock")
@@ -394,6 +407,8 @@ class MainWindow(QMainWindow):
         if self._entry_link.status is not LinkStatus.UP:
             self._entry_link = LinkState(LinkStatus.UP)
             self.statusBar().showMessage(f"connected to {self.session.entry}: {len(table)} nodes", 5000)
+            log.info("connected to entry node %s: %d nodes, %d rows", self.session.entry, len(table),
+                     self.model.rowCount())  # fmt: skip
         self._update_entry_text()
 
     @Slot(object)
@@ -622,15 +637,27 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._collector_watched:
             self._collector_watched = True
+            log.info("window shown")
             self.collector.start_monitoring()
 
+    def quit_on_signal(self, signum: int) -> None:
+        """SIGTERM, SIGINT or SIGHUP: close without asking (running jobs are ended), then quit."""
+        log.info("%s: closing openmosixview", signal.Signals(signum).name)
+        self._asked_to_quit = True
+        self.close()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        if not self._close_jobs():
+        if self._asked_to_quit:
+            # nobody to ask: end the jobs as "yes" would, within a time a service manager allows
+            self.jobs.shutdown(stop_jobs=True, timeout=5.0)
+        elif not self._close_jobs():
             event.ignore()
             return
         self.save_geometry()
-        self.collector.shutdown(timeout=5.0)
-        self.agents.shutdown(timeout=5.0)
+        self.collector.shutdown()
         super().closeEvent(event)
 
 

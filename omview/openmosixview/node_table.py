@@ -1,4 +1,4 @@
-"""L4 GUI layer: the node table of the main window (model, painting delegate, view).
+"""openmosixview window: the node table of the main window (model, painting delegate, view).
 
 One row per node: lamp with the node ID, node button (address), speed slider, speed LCD, load bar,
 memory bar, available memory, CPU count and the GUI's connection state. Nothing is a widget per
@@ -50,7 +50,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.session import LinkState, LinkStatus, SpeedReport
+from omview.gui.links import LinkState, LinkStatus
+from omview.gui.session import SpeedReport
 from omview.model.cluster import STD_SPEED, NodeInfo
 
 COL_ID, COL_NODE, COL_SPEED, COL_LCD, COL_LOAD, COL_MEM, COL_AVAIL, COL_CPUS, COL_STATE = range(9)
