@@ -18,10 +18,11 @@ from omview.agent.core import Agent
 from omview.agent.jobs.ops import JobOps
 from omview.agent.jobs.stats import JobStats, Usage, decay_mode, measure, mode_flags
 from omview.agent.jobs.table import Job
-from omview.agent.node.sampler import HZ, Sample
+from omview.agent.node.sampler import Sample
 from omview.agent.node.state import StateStore
 from omview.agent.peers.gossip import genkey
 from omview.model.cluster import Flags, NodeInfo
+from omview.model.procfs import HZ
 
 DEFAULT = Flags()  # interval 1 s, slow 975, fast 926 per mille
 #: numbers that come out exact: the per-mille value applies 10 times per decay interval
