@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from omview.agent import core, daemon
+from omview.model.procfs import read_stat
 from tests.support.agents import PY, REPO, AgentProc, Cluster, wait_for
 
 
@@ -70,9 +71,8 @@ def test_start_daemonizes_refuses_twice_and_stop_ends_it(node: AgentProc) -> Non
     res = ctl(node, "start", "--config", node.config)
     pid = started_pid(node, res)
     # a real daemon: not our child, in a session of its own, no terminal, stdio on its log file
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    assert int(fields[1]) != os.getpid() and os.getsid(pid) != os.getsid(0) and int(fields[4]) == 0
+    st = read_stat(pid)
+    assert st is not None and st.ppid != os.getpid() and os.getsid(pid) != os.getsid(0) and st.tty_nr == 0
     log_path = os.path.join(node.state_dir, "agent.log")
     assert os.path.realpath(f"/proc/{pid}/fd/2") == log_path
     assert os.readlink(f"/proc/{pid}/fd/0") == os.devnull
