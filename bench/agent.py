@@ -26,20 +26,20 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 from omview.agent.migration.criu import descendants
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
+from omview.model.procfs import HZ, read_stat
 from omview.testbed import Cluster, teardown
 from omview.transport.ssh import SshConnection, SshTarget
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    st = read_stat(pid)
+    if st is None:
+        raise RuntimeError(f"pid {pid} is gone")
+    return (st.utime + st.stime) / HZ
 
 
 def bench_cpu(cluster: Cluster, seconds: float) -> list[float]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from omview import __version__
 from omview.model import paths
 from omview.model.errors import AgentUnavailable, ConfigError
+from omview.model.pidfile import PidFileError
 
 if TYPE_CHECKING:
     from omview.agent import daemon
@@ -139,7 +140,7 @@ def _control(args: argparse.Namespace) -> int:
             return daemon.stop(sock, timeout=args.timeout, no_systemd=args.no_systemd, config_path=args.config,
                                out=_flush_out, err=_err)  # fmt: skip
         return daemon.status(sock, _out)
-    except ConfigError as exc:
+    except (ConfigError, PidFileError) as exc:  # a PID file that cannot be used is never overwritten
         _err(f"omview-agent {args.cmd}: {exc}")
         return daemon.EXIT_FAILED
 

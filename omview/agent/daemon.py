@@ -3,7 +3,8 @@
 Under systemd (PID 1 is systemd and omview-agent.service is installed) start/stop go through
 systemctl; otherwise ``start`` daemonizes ``omview-agent run`` itself (double fork, setsid, stdio
 to a log file) and ``stop`` sends SIGTERM to the PID the PID file and the socket both name.
-Every ``run`` keeps a PID file next to its socket (agent.sock -> agent.pid), however it was started.
+Every ``run`` keeps a PID file next to its socket (agent.sock -> agent.pid), however it was started;
+what a missing, stale or unusable PID file means is omview.model.pidfile's, the collector's too.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from omview.agent.config import AgentConfig
+from omview.model import pidfile as pidfiles
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
 from omview.model.errors import ConfigError, OmviewError
+from omview.model.pidfile import PidFileError, PidFileHeld, command_line, pid_alive, read_pid
 
 #: exit codes of start / stop / status (docs/agent.md)
 EXIT_OK = 0
@@ -37,6 +40,8 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 150.0
 PROGRESS_EVERY = 5.0
 LOG_TAIL = 15
+#: how the PID file's reasons name the agent ("pid N is not an omview agent")
+AGENT = "an omview agent"
 
 Say = Callable[[str], None]
 
@@ -57,107 +62,53 @@ def default_log(cfg: AgentConfig) -> str:
     return os.path.join(cfg.state_dir, "agent.log")
 
 
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            text = fh.read(64).strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a running process; a zombie (dead, not yet reaped) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, it is just not ours
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def is_agent(pid: int) -> bool:
     """Is ``pid`` an ``omview-agent run`` process? (read from /proc, never matched by name)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return False
+    args = command_line(pid)
+    return args is not None and _runs_agent(args)
+
+
+def _runs_agent(args: list[str]) -> bool:
     agent = any(a == "omview.agent" or os.path.basename(a) == "omview-agent" for a in args)
     return agent and "run" in args
 
 
+def holder(pidfile: str) -> tuple[int | None, str]:
+    """(the live agent the PID file names, else None; why the file is stale, "" when missing or held).
+    Raises PidFileError for a file that cannot be used (omview.model.pidfile)."""
+    return pidfiles.holder(pidfile, _runs_agent, AGENT)
+
+
 def running_pid(pidfile: str) -> int | None:
-    """The live agent the PID file names, else None."""
-    pid = read_pid(pidfile)
-    return pid if pid is not None and pid_alive(pid) and is_agent(pid) else None
+    """The live agent the PID file names, else None (raises PidFileError)."""
+    return holder(pidfile)[0]
 
 
-class PidFile:
-    """The PID file a running agent keeps: created with O_EXCL; a stale one (its PID is gone or
-    is no omview agent) is replaced; removed at exit only while it still names this process."""
+class PidFile(pidfiles.PidFile):
+    """The PID file a running agent keeps (omview.model.pidfile), refusals as ConfigError."""
 
     def __init__(self, path: str, socket_path: str) -> None:
-        self.path = path
+        super().__init__(path, _runs_agent, AGENT)
         self.socket_path = socket_path
-        self.replaced: str = ""  # why a stale file was replaced (for the log)
-        self._mine = False
 
     def acquire(self) -> None:
-        """Raises ConfigError when another live agent holds the file or it cannot be written."""
-        directory = os.path.dirname(self.path) or "."
+        """Raises ConfigError when another live agent holds the file or it cannot be taken."""
         try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-        except OSError as exc:
+            super().acquire()
+        except PidFileHeld as held:
+            if probe(self.socket_path, 2.0).answers:
+                raise ConfigError(
+                    f"another omview agent is already serving this socket (pid {held.pid}); stop it first "
+                    "with 'omview-agent stop'",
+                    path=self.socket_path,
+                ) from None
             raise ConfigError(
-                f"cannot create the directory of the PID file: {exc.strerror}", path=self.path
+                f"another omview agent (pid {held.pid}) holds this PID file but does not answer on "
+                f"{self.socket_path} (starting, or hung); stop it first with 'omview-agent stop'",
+                path=self.path,
             ) from None
-        me = os.getpid()
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            except FileExistsError:
-                pid = read_pid(self.path)
-                if pid is not None and pid != me and pid_alive(pid) and is_agent(pid):
-                    if probe(self.socket_path, 2.0).answers:
-                        raise ConfigError(
-                            f"another omview agent is already serving this socket (pid {pid}); stop it first "
-                            "with 'omview-agent stop'",
-                            path=self.socket_path,
-                        ) from None
-                    raise ConfigError(
-                        f"another omview agent (pid {pid}) holds this PID file but does not answer on "
-                        f"{self.socket_path} (starting, or hung); stop it first with 'omview-agent stop'",
-                        path=self.path,
-                    ) from None
-                self.replaced = (
-                    "it held no PID" if pid is None else f"pid {pid} is gone" if not pid_alive(pid)
-                    else f"pid {pid} is not an omview agent"
-                )  # fmt: skip
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
-                continue
-            except OSError as exc:
-                raise ConfigError(f"cannot create the PID file: {exc.strerror}", path=self.path) from None
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{me}\n")
-            self._mine = True
-            return
-        raise ConfigError(
-            "the PID file keeps reappearing; is another agent starting right now?", path=self.path
-        )
-
-    def release(self) -> None:
-        if self._mine and read_pid(self.path) == os.getpid():
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        self._mine = False
+        except PidFileError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 # ---- asking the socket --------------------------------------------------------------------------
@@ -291,29 +242,27 @@ def _already(cfg: AgentConfig, pidfile: str, out: Say, err: Say) -> int | None:
     """EXIT_ALREADY with a message when an agent answers or lives; removes a stale PID file."""
     p = probe(cfg.socket)
     if p.answers:
-        err(f"omview-agent: an agent already runs (pid {p.pid or read_pid(pidfile) or '?'}, node {p.node}) "
+        err(f"omview-agent: an agent already runs (pid {p.pid or _file_pid(pidfile) or '?'}, node {p.node}) "
             f"and answers on {cfg.socket}; stop it first with 'omview-agent stop'")  # fmt: skip
         return EXIT_ALREADY
-    pid = running_pid(pidfile)
+    pid, why = holder(pidfile)
     if pid is not None:
         err(f"omview-agent: agent pid {pid} (from {pidfile}) runs but does not answer on {cfg.socket} "
             "(still starting, or hung); 'omview-agent stop' ends it")  # fmt: skip
         return EXIT_ALREADY
-    stale = read_pid(pidfile)
-    if os.path.exists(pidfile):
-        why = (
-            "holds no PID"
-            if stale is None
-            else (
-                f"names pid {stale}, which is gone"
-                if not pid_alive(stale)
-                else f"names pid {stale}, not an omview agent"
-            )
-        )
-        out(f"removing the stale PID file {pidfile} (it {why})")
+    if why:
+        out(f"removing the stale PID file {pidfile} ({why})")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pidfile)
     return None
+
+
+def _file_pid(pidfile: str) -> int | None:
+    """The PID in the file where it only adds to a message or confirms a PID known otherwise."""
+    try:
+        return read_pid(pidfile)
+    except PidFileError:
+        return None
 
 
 def _spawn_daemon(argv: list[str], log_path: str) -> int:
@@ -412,7 +361,7 @@ def _wait_answer(socket_path: str, pid: int | None, timeout: float, pidfile: str
             return False
         if os.path.exists(socket_path):
             p = probe(socket_path, 2.0)
-            if p.answers and (pid is None or p.pid == pid or (pidfile and read_pid(pidfile) == pid)):
+            if p.answers and (pid is None or p.pid == pid or (pidfile and _file_pid(pidfile) == pid)):
                 return True
         time.sleep(0.1)
     return False
@@ -434,12 +383,13 @@ def _terminate(pid: int, grace: float) -> None:
 
 def _target(socket_path: str, pidfile: str) -> tuple[int | None, Probe]:
     """The agent to stop: the PID the socket's listener has (kernel-vouched), else the PID file's;
-    only ever a live ``omview-agent run`` process."""
+    only ever a live ``omview-agent run`` process. Raises PidFileError when only the file could tell
+    and it cannot be used."""
     p = probe(socket_path)
-    for pid in (p.pid, read_pid(pidfile)):
-        if pid is not None and pid != os.getpid() and pid_alive(pid) and is_agent(pid):
-            return pid, p
-    return None, p
+    if p.pid is not None and p.pid != os.getpid() and pid_alive(p.pid) and is_agent(p.pid):
+        return p.pid, p
+    pid = running_pid(pidfile)
+    return (pid if pid != os.getpid() else None), p
 
 
 def stop(socket_path: str, *, timeout: float, no_systemd: bool, config_path: str | None,
@@ -448,12 +398,11 @@ def stop(socket_path: str, *, timeout: float, no_systemd: bool, config_path: str
     pidfile = pid_file_for(socket_path)
     pid, p = _target(socket_path, pidfile)
     if pid is None:
-        stale = read_pid(pidfile)
-        if os.path.exists(pidfile):
+        _, why = holder(pidfile)
+        if why:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)
-            err(f"omview-agent: no agent is running (removed the stale PID file {pidfile}"
-                f"{f', pid {stale}' if stale else ''})")  # fmt: skip
+            err(f"omview-agent: no agent is running (removed the stale PID file {pidfile}: {why})")
         elif p.pid is not None:
             err(
                 f"omview-agent: pid {p.pid} listens on {socket_path} but is not an omview agent; not stopping it"
@@ -496,7 +445,7 @@ def stop(socket_path: str, *, timeout: float, no_systemd: bool, config_path: str
             detail = f", {left} guest job(s) still here" if left is not None else ""
             out(f"still stopping pid {pid} ({now - started:.0f} s{detail})")
         time.sleep(0.1)
-    if read_pid(pidfile) == pid:  # it died without cleaning up (killed meanwhile)
+    if _file_pid(pidfile) == pid:  # it died without cleaning up (killed meanwhile)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pidfile)
     out(f"omview-agent stopped (pid {pid}) after {time.monotonic() - started:.1f} s")
@@ -516,7 +465,7 @@ def status(socket_path: str, out: Say) -> int:
     if pid is not None:
         out(f"omview-agent pid {pid} runs but does not answer on {socket_path} ({p.error})")
         return EXIT_FAILED
-    stale = read_pid(pidfile)
-    extra = f"; stale PID file {pidfile} names pid {stale}" if stale else ""
+    _, why = holder(pidfile)
+    extra = f"; stale PID file {pidfile}: {why}" if why else ""
     out(f"omview-agent is not running (nothing answers on {socket_path}{extra})")
     return EXIT_ALREADY

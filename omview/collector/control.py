@@ -1,8 +1,9 @@
 """L3 collector: one instance per PID file, and the control socket that -n / -r talk through.
 
-The PID file is created with O_EXCL; a PID file whose process is gone (or is no collector)
-is stale and is replaced. The control socket (mode 0600, next to the PID file) takes one
-line - ``checkpoint LABEL``, ``rotate`` or ``status`` - and answers ``ok ...`` or ``error ...``.
+The PID file follows omview.model.pidfile (as the agent's does): one whose process is gone (or is
+no collector) is stale and is replaced; one that cannot be read or holds no PID is an error, never
+overwritten. The control socket (mode 0600, next to the PID file) takes one line -
+``checkpoint LABEL``, ``rotate`` or ``status`` - and answers ``ok ...`` or ``error ...``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import time
 from collections.abc import Callable
 
 from omview.collector.writer import CollectorError
+from omview.model import pidfile as pidfiles
+from omview.model.pidfile import PidFileError, PidFileHeld, command_line, pid_alive
 
 log = logging.getLogger(__name__)
 
 #: The original's name (/var/run/openMosixcollector.pid, capital M), under today's /run.
 DEFAULT_PIDFILE = "/run/openMosixcollector.pid"
 _MAX_REQUEST = 4096
+#: how the PID file's reasons name the collector ("pid N is not a collector")
+COLLECTOR = "a collector"
 
 
 class AlreadyRunning(CollectorError):
@@ -44,103 +49,45 @@ def control_path(pidfile: str) -> str:
     return base + ".sock"
 
 
-def read_pid(pidfile: str) -> int | None:
-    """The PID in the file, or None if there is no file or it holds no number."""
-    try:
-        with open(pidfile) as f:
-            text = f.read(64).strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CollectorError(f"cannot read the PID file {pidfile}: {exc.strerror}") from exc
-    return int(text) if text.isdigit() else None
-
-
-def pid_alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # the state letter follows the parenthesised command name
-        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-    except (OSError, ValueError):
-        return True
+def _runs_collector(args: list[str]) -> bool:
+    return any("openmosixcollector" in a or "omview.collector" in a for a in args)
 
 
 def is_collector(pid: int) -> bool:
     """True if the process's command line is an openmosixcollector (guards against reused PIDs)."""
+    args = command_line(pid)
+    return args is not None and _runs_collector(args)
+
+
+def _holder(pidfile: str) -> tuple[int | None, str]:
+    """pidfile.holder for the collector; a PID file that cannot be used is a CollectorError."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return b"openmosixcollector" in cmd or b"omview.collector" in cmd
+        return pidfiles.holder(pidfile, _runs_collector, COLLECTOR)
+    except PidFileError as exc:
+        raise CollectorError(str(exc)) from None
 
 
 def running_pid(pidfile: str) -> int | None:
     """The PID of the live collector named by the PID file, else None."""
-    pid = read_pid(pidfile)
-    if pid is not None and pid_alive(pid) and is_collector(pid):
-        return pid
-    return None
+    return _holder(pidfile)[0]
 
 
-class PidFile:
+class PidFile(pidfiles.PidFile):
     """The single-instance guard; ``acquire`` raises AlreadyRunning or CollectorError."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        super().__init__(path, _runs_collector, COLLECTOR)
         self.notices: list[str] = []
-        self._mine = False
 
     def acquire(self) -> None:
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            except FileExistsError:
-                pid = read_pid(self.path)
-                if pid is not None and pid != os.getpid() and pid_alive(pid) and is_collector(pid):
-                    raise AlreadyRunning(pid, self.path) from None
-                why = (
-                    "holds no PID"
-                    if pid is None
-                    else f"pid {pid} is gone"
-                    if not pid_alive(pid)
-                    else f"pid {pid} is not a collector"
-                )
-                self.notices.append(f"removed a stale PID file {self.path} ({why})")
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise CollectorError(
-                        f"cannot remove the stale PID file {self.path}: {exc.strerror}"
-                    ) from exc
-                continue
-            except OSError as exc:
-                raise CollectorError(
-                    f"cannot create the PID file {self.path}: {exc.strerror}; run as root or pass --pidfile"
-                ) from exc
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            self._mine = True
-            return
-        raise CollectorError(f"could not take the PID file {self.path}: other processes keep recreating it")
-
-    def release(self) -> None:
-        if self._mine and read_pid(self.path) == os.getpid():
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-        self._mine = False
+        try:
+            super().acquire()
+        except PidFileHeld as held:
+            raise AlreadyRunning(held.pid, self.path) from None
+        except PidFileError as exc:
+            raise CollectorError(f"{exc}; run as root or pass --pidfile") from None
+        if self.replaced:
+            self.notices.append(f"removed a stale PID file {self.path} ({self.replaced})")
 
 
 def read_request(listener: socket.socket, end: bytes, limit: int, timeout: float) -> tuple[socket.socket, bytes] | None:
@@ -262,17 +209,15 @@ def stop(pidfile: str, timeout: float = 20.0) -> int:
 
     Raises NotRunning (a stale PID file is removed and said so) or CollectorError on timeout.
     """
-    pid = read_pid(pidfile)
-    if pid is None:
+    pid, why = _holder(pidfile)
+    if pid is None and not why:
         raise NotRunning(f"no openmosixcollector is running (no PID file at {pidfile})")
-    if not pid_alive(pid) or not is_collector(pid):
+    if pid is None:
         try:
             os.unlink(pidfile)
         except OSError:
             pass
-        raise NotRunning(
-            f"no openmosixcollector is running (removed the stale PID file {pidfile}, pid {pid})"
-        )
+        raise NotRunning(f"no openmosixcollector is running (removed the stale PID file {pidfile}: {why})")
     try:
         os.kill(pid, signal.SIGTERM)
     except PermissionError as exc:

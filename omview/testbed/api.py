@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from omview.model.errors import OmviewError
+from omview.model.procfs import alive, start_time, task_children
 
 log = logging.getLogger(__name__)
 
@@ -114,28 +115,6 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> s
     return cp
 
 
-def _start_time(pid: int) -> int | None:
-    """Kernel start time of PID (clock ticks since boot), None if gone or a zombie.
-
-    Recorded with every PID so a PID the kernel reused after a crash is never signalled.
-    """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    if not pid:
-        return False
-    now = _start_time(pid)
-    return now is not None and (start is None or now == start)
-
-
 #: Children we started in this process; kept so they can be reaped (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -168,23 +147,16 @@ def _reap(pid: int) -> None:
             proc.wait(timeout=0.5)
 
 
-def _children_of(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
 def _forked_child(parent: int, *, what: str, log_path: Path, timeout: float = 10.0) -> tuple[int, int | None]:
     """The process PARENT (`unshare --fork`, `nsenter -p`) forked to run the real program."""
-    start = _start_time(parent)
+    start = start_time(parent)
     deadline = time.monotonic() + timeout
     while True:
-        kids = _children_of(parent)
+        kids = task_children(parent)
         if kids:
             _VIA[kids[0]] = parent
-            return kids[0], _start_time(kids[0])
-        if not _alive(parent, start):
+            return kids[0], start_time(kids[0])
+        if not alive(parent, start):
             _reap(parent)
             raise ClusterError(f"{what} exited before it started:\n{_tail(log_path)}")
         if time.monotonic() >= deadline:
@@ -200,7 +172,7 @@ def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
         if proc is not None and proc.poll() is not None:
             _CHILDREN.pop(pid, None)
             return True
-        if not _alive(pid, start):
+        if not alive(pid, start):
             _reap(pid)
             return True
         if time.monotonic() >= deadline:
@@ -210,7 +182,7 @@ def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
 
 def _signal(pid: int | None, start: int | None, sig: int) -> bool:
     """Send SIG to PID only if it is still the very process we recorded."""
-    if not _alive(pid, start):
+    if not alive(pid, start):
         return False
     assert pid is not None
     try:
@@ -360,13 +332,13 @@ class Node:
     agent_start: int | None = None
 
     def holder_alive(self) -> bool:
-        return _alive(self.holder_pid, self.holder_start)
+        return alive(self.holder_pid, self.holder_start)
 
     def sshd_alive(self) -> bool:
-        return _alive(self.sshd_pid, self.sshd_start)
+        return alive(self.sshd_pid, self.sshd_start)
 
     def agent_alive(self) -> bool:
-        return _alive(self.agent_pid, self.agent_start)
+        return alive(self.agent_pid, self.agent_start)
 
 
 @dataclass
@@ -555,7 +527,7 @@ class Cluster:
         pid = _spawn(argv, log_path=log_path, env=env, append=append)
         if self.pid_ns:
             return _forked_child(pid, what=f"{what} of {n.name}", log_path=log_path)
-        return pid, _start_time(pid)
+        return pid, start_time(pid)
 
     def _await_agent(self, n: Node, pid: int, start: int | None, timeout: float) -> None:
         """Wait until the agent PID listens on its socket; on failure stop it and say why."""
@@ -563,7 +535,7 @@ class Cluster:
         logp = Path(n.dir) / "agent.log"
         deadline = time.monotonic() + timeout
         while True:
-            if not _alive(pid, start):
+            if not alive(pid, start):
                 _reap(pid)
                 raise ClusterError(f"agent on node {n.id} did not start (it exited):\n{_tail(logp)}")
             if _socket_accepts(sock):
@@ -771,14 +743,14 @@ class Cluster:
                 str(self.ssh_config_path), str(self.state_dir / "hosts"), str(ready)]  # fmt: skip
         logp = d / "holder.log"
         pid = _spawn(argv, log_path=logp, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-        start = _start_time(pid)
+        start = start_time(pid)
         if self.pid_ns:  # the holder is the child `unshare --fork` made (reaped with it, see _VIA)
             pid, start = _forked_child(pid, what=f"holder of {n.name}", log_path=logp)
         deadline = time.monotonic() + 15.0
         # ip, unshare and sh all exec, so PID ends as `sleep` (or the reaper) once every mount is in place
         want = "python3" if self.pid_ns else "sleep"
         while True:
-            if not _alive(pid, start):
+            if not alive(pid, start):
                 _reap(pid)
                 raise ClusterError(f"holder of {n.name} failed:\n{_tail(logp)}")
             try:
@@ -903,7 +875,7 @@ def teardown(state_dir: str | os.PathLike[str]) -> list[str]:
             done.append(f"agent {n.name} (PID {n.agent_pid})")
     for n in recorded:
         for what, pid, start in (("sshd", n.sshd_pid, n.sshd_start), ("holder", n.holder_pid, n.holder_start)):
-            if _alive(pid, start):
+            if alive(pid, start):
                 _stop(pid, start, grace=0)
                 done.append(f"{what} {n.name} (PID {pid})")
     existing = set(_netns_list())
@@ -916,7 +888,7 @@ def teardown(state_dir: str | os.PathLike[str]) -> list[str]:
             if not pids:
                 break
             for pid in pids:
-                start = _start_time(pid)
+                start = start_time(pid)
                 if _signal(pid, start, signal.SIGKILL):
                     done.append(f"process {pid} in {ns}")
             for pid in pids:

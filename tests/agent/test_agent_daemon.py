@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from omview.agent import core, daemon
+from omview.model.procfs import read_stat
 from tests.support.agents import PY, REPO, AgentProc, Cluster, wait_for
 
 
@@ -70,9 +71,8 @@ def test_start_daemonizes_refuses_twice_and_stop_ends_it(node: AgentProc) -> Non
     res = ctl(node, "start", "--config", node.config)
     pid = started_pid(node, res)
     # a real daemon: not our child, in a session of its own, no terminal, stdio on its log file
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    assert int(fields[1]) != os.getpid() and os.getsid(pid) != os.getsid(0) and int(fields[4]) == 0
+    st = read_stat(pid)
+    assert st is not None and st.ppid != os.getpid() and os.getsid(pid) != os.getsid(0) and st.tty_nr == 0
     log_path = os.path.join(node.state_dir, "agent.log")
     assert os.path.realpath(f"/proc/{pid}/fd/2") == log_path
     assert os.readlink(f"/proc/{pid}/fd/0") == os.devnull
@@ -117,12 +117,26 @@ def test_stale_pid_file_is_replaced(node: AgentProc, sleeper: subprocess.Popen[b
         fh.write(f"{stale}\n")
     res = ctl(node, "start", "--config", node.config)
     pid = started_pid(node, res)
-    assert f"removing the stale PID file {pidfile(node)}" in res.stdout
-    assert ("which is gone" if holder == "dead" else "not an omview agent") in res.stdout
+    why = f"pid {stale} is gone" if holder == "dead" else f"pid {stale} is not an omview agent"
+    assert f"removing the stale PID file {pidfile(node)} ({why})" in res.stdout
     assert pid != stale
     assert sleeper.poll() is None  # the unrelated process was left alone
     assert ctl(node, "stop", "--config", node.config).returncode == 0
     assert not daemon.pid_alive(pid) and sleeper.poll() is None
+
+
+def test_garbled_pid_file_is_reported_and_kept(node: AgentProc) -> None:
+    """A PID file that holds no PID may be someone else's: start, stop and status say so, and leave it."""
+    os.makedirs(os.path.dirname(pidfile(node)), exist_ok=True)
+    with open(pidfile(node), "w") as fh:
+        fh.write("not a pid\n")
+    for verb in ("start", "stop", "status"):
+        res = ctl(node, verb, "--config", node.config)
+        assert res.returncode == daemon.EXIT_FAILED, (verb, res.stdout, res.stderr)
+        assert "holds no PID" in res.stderr and pidfile(node) in res.stderr, (verb, res.stderr)
+    with open(pidfile(node)) as fh:
+        assert fh.read() == "not a pid\n"
+    os.unlink(pidfile(node))
 
 
 def test_foreground_run_keeps_and_recovers_its_pid_file(

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from omview.model.errors import AgentFault
+from omview.model.procfs import start_time
 from omview.model.protocol import FaultCode
 from tests.support.agents import Cluster, wait_for
 
@@ -170,8 +171,7 @@ def test_flags_and_locks_persist_across_restart(cluster_factory) -> None:  # typ
             c.set_flags(block=True, quiet=True, decay_interval=2, slow_decay=900, fast_decay=500)
             assert c.call("proc.lock", pid=sleeper.pid, lock=True)["lock"] is True
         # the lock is keyed by (pid, start time), so a reused PID cannot inherit it
-        with open(f"/proc/{sleeper.pid}/stat", encoding="ascii") as fh:
-            start = int(fh.read().rsplit(")", 1)[1].split()[19])
+        start = start_time(sleeper.pid)
         with open(os.path.join(a.state_dir, "locks.json"), encoding="utf-8") as fh:
             assert json.load(fh)["locks"] == [[sleeper.pid, start]]
         with open(os.path.join(a.state_dir, "flags.json"), encoding="utf-8") as fh:

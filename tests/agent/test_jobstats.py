@@ -17,10 +17,11 @@ from omview.agent.config import AgentConfig
 from omview.agent.core import Agent
 from omview.agent.jobs.stats import JobStats, Usage, decay_mode, measure, mode_flags
 from omview.agent.jobs.table import Job
-from omview.agent.node.sampler import HZ, Sample
+from omview.agent.node.sampler import Sample
 from omview.agent.node.state import StateStore
 from omview.agent.peers.gossip import genkey
 from omview.model.cluster import Flags, NodeInfo
+from omview.model.procfs import HZ, read_stat
 
 DEFAULT = Flags()  # interval 1 s, slow 975, fast 926 per mille
 #: numbers that come out exact: the per-mille value applies 10 times per decay interval
@@ -137,8 +138,9 @@ time.sleep(60)
 
 
 def stat_key(pid: int) -> tuple[int, int]:
-    raw = Path(f"/proc/{pid}/stat").read_bytes()
-    return pid, int(raw[raw.rindex(b")") + 2 :].split()[19])
+    st = read_stat(pid)
+    assert st is not None
+    return st.key
 
 
 def test_measure_counts_reaped_children_and_age_from_start() -> None:

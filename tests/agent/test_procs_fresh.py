@@ -17,7 +17,8 @@ import pytest
 
 from omview.agent.migration import adopt
 from omview.agent.node.procs import RESCAN_EVERY, CriuProbe, ProcessLister, TcpTables, _proc_tcp, process_row
-from omview.agent.node.sampler import Scope, netns_key, read_stat
+from omview.agent.node.sampler import Scope, netns_key
+from omview.model.procfs import read_stat
 from tests.support.agents import PY, Cluster, wait_for
 
 #: a session leader that does what its stdin says, one line at a time, and answers "ok <detail>"

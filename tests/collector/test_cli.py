@@ -23,6 +23,7 @@ import pytest
 
 from omview.collector import control
 from omview.model import records
+from omview.model.pidfile import read_pid
 from tests.support.agents import Cluster, make_base
 
 PY = sys.executable
@@ -64,7 +65,7 @@ def paths(tmp_path: Path) -> Iterator[dict[str, Path]]:
     p["pidfile"].parent.mkdir()
     yield p
     # never leave a daemon behind, whatever the test did
-    pid = control.read_pid(str(p["pidfile"]))
+    pid = read_pid(str(p["pidfile"]))
     if pid is not None and control.pid_alive(pid) and control.is_collector(pid):
         os.kill(pid, signal.SIGKILL)
 
@@ -85,7 +86,7 @@ def test_daemon_start_checkpoint_rotate_stop(paths: dict[str, Path]) -> None:
     r = cli("-d", *args, "--synthetic", "6", "--interval", "0.1")
     assert r.returncode == 0, r.stderr
     assert "started" in r.stdout
-    pid = control.read_pid(str(paths["pidfile"]))
+    pid = read_pid(str(paths["pidfile"]))
     assert pid is not None and control.pid_alive(pid) and control.is_collector(pid)
     assert os.getppid() != pid and os.getsid(pid) != os.getsid(0)  # detached into its own session
     wait_for(lambda: ticks_in(paths["logdir"]) >= 5, what="samples")
@@ -135,7 +136,7 @@ def test_stale_pid_files_are_recovered(paths: dict[str, Path]) -> None:
     paths["pidfile"].write_text(f"{dead.pid}\n")
     r = cli("-d", *args, "--synthetic", "2", "--interval", "0.2")
     assert r.returncode == 0, r.stderr
-    pid = control.read_pid(str(paths["pidfile"]))
+    pid = read_pid(str(paths["pidfile"]))
     assert pid != dead.pid
     assert f"pid {dead.pid} is gone" in (paths["logdir"] / "collector.log").read_text()
     assert cli("-k", *args).returncode == 0
@@ -156,6 +157,17 @@ def test_stale_pid_files_are_recovered(paths: dict[str, Path]) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_garbled_pid_file_is_reported_and_kept(paths: dict[str, Path]) -> None:
+    """The agent's PID-file rules (omview.model.pidfile): no PID in it is an error, never overwritten."""
+    args = common(paths)
+    paths["pidfile"].write_text("garbage\n")
+    for flags in (["-d", "--synthetic", "2"], ["-f", "--synthetic", "2"], ["-k"], ["-s"]):
+        r = cli(*flags, *args)
+        assert r.returncode == 1 and "holds no PID" in r.stderr and str(paths["pidfile"]) in r.stderr, (flags, r)
+    assert paths["pidfile"].read_text() == "garbage\n"
+    paths["pidfile"].unlink()
 
 
 def test_unwritable_log_directory_is_reported_before_detaching(
@@ -202,7 +214,7 @@ def test_kill_9_at_random_moments_never_leaves_an_unreadable_file(paths: dict[st
     for round_ in range(6):
         proc = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_for(lambda p=proc: control.read_pid(str(paths["pidfile"])) == p.pid, what="start")
+            wait_for(lambda p=proc: read_pid(str(paths["pidfile"])) == p.pid, what="start")
             time.sleep(rng.uniform(0.3, 2.5))
         finally:
             proc.send_signal(signal.SIGKILL)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omview.model import procfs
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
 from omview.testbed import Cluster
@@ -113,12 +114,8 @@ def counts(out: bytes) -> tuple[list[int], set[str]]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return False
-    return raw[raw.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+    """PID runs (exists and has not ended)."""
+    return procfs.alive(pid, None)
 
 
 def all_up(cluster: Cluster, timeout: float = 20.0) -> Cluster:

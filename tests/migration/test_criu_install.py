@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from omview.model import procfs
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install-criu.sh"
 BASE = Path(os.environ.get("OMVIEW_CRIU_BASE", "/opt/omview/criu"))
@@ -65,15 +67,11 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return procfs.alive(pid, None)
 
 
-def proc_state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+def proc_state(pid: int) -> str | None:
+    return procfs.state(pid)
 
 
 def descendants(pid: int) -> list[int]:

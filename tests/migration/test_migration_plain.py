@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from omview.model import procfs
 from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, alive, all_up, call, counts, migrate, wait
 
@@ -47,9 +48,8 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _state(pid: int) -> str:
-    raw = Path(f"/proc/{pid}/stat").read_bytes()
-    return raw[raw.rindex(b")") + 2 :].split()[0].decode()
+def _state(pid: int) -> str | None:
+    return procfs.state(pid)
 
 
 def _cantmove(cluster: Cluster, node: int, pid: int) -> str:
@@ -72,7 +72,7 @@ def test_plain_processes_get_exact_reasons(make_cluster: Callable[..., Cluster])
         plain = cluster.popen(1, ["setsid", PY, "-c", LOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(plain)
         wait(lambda: _comm(plain.pid) == "python3", 10, "the plain process to start in node 1")
-        before = Path(f"/proc/{plain.pid}/stat").read_bytes().split()[21]
+        before = procfs.start_time(plain.pid)
         reason = f"pid {plain.pid} in use on node 2"
         seen: list[str] = []
         try:
@@ -83,14 +83,14 @@ def test_plain_processes_get_exact_reasons(make_cluster: Callable[..., Cluster])
         assert r.returncode == 3 and "CANT_MOVE" in r.stderr and reason in r.stderr, r.stderr
         # untouched: same process (start time), running, not left stopped by anything
         assert alive(plain.pid) and _state(plain.pid) in ("S", "R")
-        assert Path(f"/proc/{plain.pid}/stat").read_bytes().split()[21] == before
+        assert procfs.start_time(plain.pid) == before
         assert not call(cluster, 1, "job.list")
 
         # the same without setsid: its session leader (nsenter's caller) stays outside the tree
         nosid = cluster.popen(1, [PY, "-c", LOOP], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(nosid)
         wait(lambda: _comm(nosid.pid) == "python3", 10, "the second process to start")
-        sid = int(Path(f"/proc/{nosid.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[3])
+        sid = procfs.read_stat(nosid.pid).session  # type: ignore[union-attr]
         why = f"session leader {sid} is outside its process tree"
         assert why in _cantmove(cluster, 1, nosid.pid)
         r = migrate(cluster, 1, nosid.pid, 2)

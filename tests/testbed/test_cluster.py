@@ -15,6 +15,7 @@ import pytest
 
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
+from omview.model.procfs import alive
 from omview.testbed import Cluster, ClusterError, Names, leftovers, teardown
 from omview.testbed.api import choose_subnet, parse_size
 from tests.conftest import ClusterFactory, require_root
@@ -28,12 +29,7 @@ def _ssh(cluster: Cluster, node: int | str, command: str, **kw: object) -> subpr
 
 
 def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return alive(pid, None)
 
 
 # ------------------------------------------------------------------ pure helpers (no root needed)

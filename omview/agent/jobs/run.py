@@ -29,7 +29,9 @@ from omview.agent.jobs.table import (
 )
 from omview.agent.migration import criu as criumod
 from omview.agent.peers.links import PeerError, PeerLinks
+from omview.model import procfs
 from omview.model.errors import AgentFault
+from omview.model.procfs import alive, start_time  # jobs.ops and migration.migrate take them from here
 from omview.model.protocol import FaultCode
 
 log = logging.getLogger(__name__)
@@ -56,23 +58,6 @@ def become_subreaper() -> bool:
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-
-
-def start_time(pid: int) -> int | None:
-    """Start time in clock ticks, None when the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        f = raw[raw.rindex(b")") + 2 :].split()
-    except (OSError, ValueError):
-        return None
-    if f[0] in (b"Z", b"X"):
-        return None
-    return int(f[19])
-
-
-def alive(pid: int, start: int) -> bool:
-    return pid > 0 and start_time(pid) == start
 
 
 class JobManager:
@@ -126,12 +111,10 @@ class JobManager:
         deadline = time.monotonic() + 10.0
         init = 0
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
-                    kids = fh.read().split()
-                if kids:
-                    init = int(kids[0])
-                    break
+            kids = procfs.task_children(proc.pid)
+            if kids:
+                init = kids[0]
+                break
             if proc.poll() is not None:
                 break
             time.sleep(0.005)
@@ -252,11 +235,7 @@ class JobManager:
         except OSError:
             return out
         for tid in tids:
-            with contextlib.suppress(OSError, ValueError):
-                with open(f"/proc/{me}/task/{tid}/children") as fh:
-                    for pid in fh.read().split():
-                        if criumod.proc_state(int(pid)) == "Z":
-                            out.append(int(pid))
+            out.extend(pid for pid in procfs.task_children(me, int(tid)) if procfs.state(pid) == "Z")
         return out
 
     def relay_output(self, job: Job) -> None:
@@ -279,7 +258,7 @@ class JobManager:
         proc = self.procs.get(job.id)
         if proc is not None:
             proc.poll()  # reaps unshare when the job ends
-        if job.pid and criumod.proc_state(job.pid) == "Z":
+        if job.pid and procfs.state(job.pid) == "Z":
             self._reap(job.pid)
         before = (job.out_sent, job.err_sent)
         self.relay_output(job)
@@ -439,9 +418,9 @@ class JobManager:
             elif ns is not None:
                 trees.append(job)
         if by_ns:
-            for pid in criumod.all_pids():
+            for pid in procfs.all_pids():
                 ns = criumod.pidns_of(pid)
                 if ns in by_ns:
                     by_ns[ns][1].append(pid)
-        children = criumod.children_map() if trees else None  # one /proc pass for all of them
+        children = procfs.children_map() if trees else None  # one /proc pass for all of them
         return [*by_ns.values(), *((job, [job.pid, *criumod.descendants(job.pid, children)]) for job in trees)]

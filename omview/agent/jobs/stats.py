@@ -9,8 +9,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from omview.agent.node.sampler import HZ, smooth
+from omview.agent.node.sampler import smooth
 from omview.model.cluster import Flags
+from omview.model.procfs import HZ, read_stat
 
 #: statistic modes; a job without a decay hint uses "default"
 MODES = ("default", "slowdecay", "fastdecay", "nodecay")
@@ -101,14 +102,10 @@ class JobStats:
 
 def _times(pid: int) -> tuple[tuple[int, int], int, int] | None:
     """(stat key, utime+stime+cutime+cstime in ticks, start time in ticks) of PID, None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        f = raw[raw.rindex(b")") + 2 :].split()
-        start = int(f[19])
-        return (pid, start), int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]), start
-    except (OSError, ValueError, IndexError):
+    st = read_stat(pid)
+    if st is None:
         return None
+    return st.key, st.utime + st.stime + st.cutime + st.cstime, st.starttime
 
 
 def measure(root: int, tasks: Iterable[int], cpu: dict[tuple[int, int], float]) -> Usage | None:

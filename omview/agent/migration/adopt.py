@@ -13,32 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omview.agent.migration import criu as criumod
-from omview.agent.node.sampler import read_stat
+from omview.model.procfs import ProcStat, children_map, read_stat
 
 #: fd targets CRIU recreates itself (no file by that path needed on the target)
 _VIRTUAL = ("socket:", "pipe:", "anon_inode:", "/memfd:", "/dev/shm/omview-")
 #: mapped "files" that are kernel objects, not paths
 _PSEUDO_MAPS = ("[", "/memfd:", "/dev/zero", "/SYSV")
-
-
-@dataclass(frozen=True)
-class Ids:
-    """The /proc/PID/stat fields the tree rules need (in the agent's PID namespace)."""
-
-    ppid: int
-    pgrp: int
-    session: int
-    tty_nr: int
-
-
-def read_ids(pid: int) -> Ids | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        f = raw[raw.rindex(b")") + 2 :].split()
-        return Ids(int(f[1]), int(f[2]), int(f[3]), int(f[4]))
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def nspid(pid: int) -> list[int]:
@@ -64,10 +44,10 @@ def namespace_init(pid: int, my_ns: int | None) -> int | None:
         return None
     cur = pid
     for _ in range(64):  # bounded: nesting depth
-        ids = read_ids(cur)
-        if ids is None or criumod.pidns_of(ids.ppid) != ns:
+        st = read_stat(cur)
+        if st is None or criumod.pidns_of(st.ppid) != ns:
             return cur
-        cur = ids.ppid
+        cur = st.ppid
     return cur
 
 
@@ -283,8 +263,9 @@ class Reader:
     def own_pidns_init(self, pid: int) -> bool:
         return own_pidns_init(pid)
 
-    def ids(self, pid: int) -> Ids | None:
-        return read_ids(pid)
+    def stat(self, pid: int) -> ProcStat | None:
+        """PID's stat (the tree rules use ppid, pgrp, session, tty_nr), None when it is gone."""
+        return read_stat(pid)
 
     def file_reason(self, pid: int) -> str:
         """The file rules without mapped files (the quick look): open files, cwd, root, program."""
@@ -296,7 +277,7 @@ class Reader:
 
     def start_time(self, pid: int) -> int | None:
         """Field 22 of /proc/PID/stat (clock ticks after boot), None when PID does not exist."""
-        st = read_stat(pid)
+        st = self.stat(pid)
         return None if st is None else st.starttime
 
     def surely_outside(self, pid: int, root: int) -> bool:
@@ -314,7 +295,7 @@ def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
           reader: Reader | None = None) -> Facts:  # fmt: skip
     """Local eligibility of the tree rooted at ROOT. BLOCKED(pid) is the per-process check (kernel
     thread, agent, terminal, TCP...) that is applied to every process of the tree. CHILDREN: a
-    criu.children_map() (or a mapping that answers the same) to reuse. MAPS=False is the quick look of the
+    procfs.children_map() (or a mapping that answers the same) to reuse. MAPS=False is the quick look of the
     process list: the same rules except mapped files, and no file list (f.files stays empty).
     READER: how processes are read (default: from /proc, every time)."""
     rd = reader or Reader()
@@ -331,20 +312,20 @@ def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
     if why:
         f.reason = why
         return f
-    ids = rd.ids(root)
+    ids = rd.stat(root)
     if ids is not None and ids.session != root and rd.surely_outside(ids.session, root):
         f.reason = _session_outside(ids.session)
         return f
     if ids is not None and ids.session == root and ids.pgrp != root and rd.surely_outside(ids.pgrp, root):
         f.reason = _group_outside(ids.pgrp)
         return f
-    inside = _Walk(root, children if children is not None else criumod.children_map())
+    inside = _Walk(root, children if children is not None else children_map())
     for pid in inside:
         why = blocked(pid) if pid != root else ""
         if why:
             f.reason = f"its child {pid}: {why}"
             return f
-        ids = rd.ids(pid)
+        ids = rd.stat(pid)
         if ids is None:
             continue
         # CRIU (without --shell-job) restores sessions and groups only from leaders it dumped itself

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from omview.model.procfs import all_pids, children_map, start_time
+
 log = logging.getLogger(__name__)
 
 #: a truncated image makes `criu restore` spin forever (feasibility §2.3): every run is bounded
@@ -35,32 +37,9 @@ def restore_argv(criu: str, images: str, pidfile: str, *, extra: Sequence[str] =
     return [criu, "restore", "-D", images, "-d", "--pidfile", pidfile, "-o", "restore.log", *extra]
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        return int(raw[raw.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def all_pids() -> list[int]:
-    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
-
-
-def children_map() -> dict[int, list[int]]:
-    """PID -> its children (in /proc order), from every process's stat."""
-    children: dict[int, list[int]] = {}
-    for pid in all_pids():
-        pp = _ppid(pid)
-        if pp is not None:
-            children.setdefault(pp, []).append(pid)
-    return children
-
-
 def descendants(root: int, children: Mapping[int, list[int]] | None = None) -> list[int]:
     """Every process below ROOT (children first found, then theirs), ROOT excluded. CHILDREN: a
-    children_map() (or a mapping that answers the same) to reuse for several roots."""
+    procfs.children_map() (or a mapping that answers the same) to reuse for several roots."""
     if children is None:
         children = children_map()
     out: list[int] = []
@@ -126,15 +105,6 @@ def resume(pids: Iterable[int]) -> int:
             os.kill(pid, signal.SIGCONT)
             n += 1
     return n
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        return raw[raw.rindex(b")") + 2 :].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def run_bounded(argv: Sequence[str], *, timeout: float, cwd: str = "/") -> tuple[int, float, str]:
@@ -309,19 +279,9 @@ def _lease_state() -> Iterator[dict[str, Any]]:
         os.close(fd)
 
 
-def _proc_start(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        f = raw[raw.rindex(b")") + 2 :].split()
-        return None if f[0] in (b"Z", b"X") else int(f[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _settle(state: dict[str, Any]) -> None:
     """Drop holders whose processes are all gone; with none left, put the original limit back."""
-    holders = [h for h in state.get("holders", []) if any(_proc_start(p) == s for p, s in h.get("pids", []))]
+    holders = [h for h in state.get("holders", []) if any(start_time(p) == s for p, s in h.get("pids", []))]
     state["holders"] = holders
     if not holders and "original" in state:
         with contextlib.suppress(OSError, ValueError):
@@ -344,7 +304,7 @@ def pipe_lease_acquire(token: str, size: int = LAZY_PIPE_SIZE) -> bool:
             _write_int(PIPE_MAX_FILE, size)
             log.warning("raised fs.pipe-max-size %d -> %d for post-copy (no CAP_SYS_RESOURCE here)", current,
                         size)  # fmt: skip
-        state.setdefault("holders", []).append({"token": token, "pids": [[os.getpid(), _proc_start(os.getpid())]]})
+        state.setdefault("holders", []).append({"token": token, "pids": [[os.getpid(), start_time(os.getpid())]]})
     return True
 
 
@@ -353,7 +313,7 @@ def pipe_lease_add_pid(token: str, pid: int) -> None:
     with _lease_state() as state:
         for h in state.get("holders", []):
             if h.get("token") == token:
-                h["pids"].append([pid, _proc_start(pid)])
+                h["pids"].append([pid, start_time(pid)])
 
 
 def pipe_lease_release(token: str) -> None:

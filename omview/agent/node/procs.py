@@ -20,8 +20,9 @@ from typing import Any
 
 from omview.agent.migration import adopt
 from omview.agent.migration import criu as criumod
-from omview.agent.node.sampler import PAGE_SIZE, ProcStat, Scope, netns_key, parse_stat, read_stat
+from omview.agent.node.sampler import Scope, netns_key
 from omview.model.cluster import ProcessInfo
+from omview.model.procfs import PAGE_SIZE, ProcStat, children_map, read_stat, task_children
 
 log = logging.getLogger(__name__)
 
@@ -178,36 +179,6 @@ def real_uid(pid: int) -> int | None:
     try:
         return int(raw[at + 5 : raw.index(b"\t", at + 6)])
     except ValueError:
-        return None
-
-
-class _Stat:
-    """One process's /proc/PID/stat in this listing: the sampler's fields plus the tree rules' ids."""
-
-    __slots__ = ("_ids", "raw", "st")
-
-    def __init__(self, st: ProcStat, raw: bytes) -> None:
-        self.st = st
-        self.raw = raw
-        self._ids: adopt.Ids | None | bool = False  # False: not parsed yet
-
-    def ids(self) -> adopt.Ids | None:
-        if self._ids is False:
-            try:
-                f = self.raw[self.raw.rindex(b")") + 2 :].split()
-                self._ids = adopt.Ids(int(f[1]), int(f[2]), int(f[3]), int(f[4]))
-            except (ValueError, IndexError):
-                self._ids = None
-        return self._ids if isinstance(self._ids, adopt.Ids) else None
-
-
-def _read_stat(pid: int) -> _Stat | None:
-    raw = _read_bytes(f"/proc/{pid}/stat")
-    if raw is None:
-        return None
-    try:
-        return _Stat(parse_stat(pid, raw), raw)
-    except (ValueError, IndexError):
         return None
 
 
@@ -382,7 +353,7 @@ class _Children(Mapping[int, list[int]]):
     """PID -> its child processes, read from /proc/PID/task/TID/children when first asked (only the
     trees the listing looks at are read, not every process of the machine)."""
 
-    def __init__(self, stat_of: Callable[[int], _Stat | None]) -> None:
+    def __init__(self, stat_of: Callable[[int], ProcStat | None]) -> None:
         self._stat_of = stat_of
         self._known: dict[int, list[int]] = {}
 
@@ -397,17 +368,15 @@ class _Children(Mapping[int, list[int]]):
         if s is None:
             return []
         tasks = [str(pid)]
-        if s.st.threads > 1:  # a child belongs to the thread that forked it
+        if s.threads > 1:  # a child belongs to the thread that forked it
             try:
                 tasks = os.listdir(f"/proc/{pid}/task")
             except OSError:
                 return []
         out: list[int] = []
         for tid in tasks:
-            raw = _read_bytes(f"/proc/{pid}/task/{tid}/children", seq=True)
-            if raw:
-                out.extend(int(x) for x in raw.split())
-        return sorted(out)  # the order criu.children_map() has: which child a reason names depends on it
+            out.extend(task_children(pid, int(tid)))
+        return sorted(out)  # the order procfs.children_map() has: which child a reason names depends on it
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._known)
@@ -420,7 +389,7 @@ class _Listing(adopt.Reader):
     """One procs.list: the processes' stat read once, the TCP tables read once per namespace, and the
     facts() reader that answers from the lister's caches (adopt.Reader reads /proc every time)."""
 
-    def __init__(self, lister: ProcessLister, stats: dict[int, _Stat], fresh: bool) -> None:
+    def __init__(self, lister: ProcessLister, stats: dict[int, ProcStat], fresh: bool) -> None:
         self.lister = lister
         self.stats = stats
         self.in_scope = set(stats)
@@ -434,13 +403,13 @@ class _Listing(adopt.Reader):
     @property
     def children(self) -> Mapping[int, list[int]]:
         if self._children is None:
-            self._children = _Children(self.stat_of) if self.lister.children_files else criumod.children_map()
+            self._children = _Children(self.stat_of) if self.lister.children_files else children_map()
         return self._children
 
-    def stat_of(self, pid: int) -> _Stat | None:
+    def stat_of(self, pid: int) -> ProcStat | None:
         s = self.stats.get(pid)
         if s is None:  # a tree member outside this node's scope (e.g. another network namespace)
-            s = _read_stat(pid)
+            s = read_stat(pid)
             if s is not None:
                 self.stats[pid] = s
         return s
@@ -512,7 +481,7 @@ class _Listing(adopt.Reader):
 
     def blocked_pid(self, pid: int) -> str:
         s = self.stat_of(pid)
-        return "" if s is None else self.blocked(s.st)
+        return "" if s is None else self.blocked(s)
 
     def find_new_connections(self) -> None:
         """A connection none of the processes looked at is known to hold is new since their fds were
@@ -529,8 +498,8 @@ class _Listing(adopt.Reader):
         if any(conn - known - lister.orphans.get(ns, set()) for ns, conn in self.tables.items()):
             for key in [k for k in holders if k not in self.scanned]:
                 s = self.stats.get(key[0])
-                if s is not None and s.st.key == key:
-                    self.look(s.st, again=True)
+                if s is not None and s.key == key:
+                    self.look(s, again=True)
             holders = {k: lk for k, lk in self.looks.items() if lk is not None}
             known = {s for lk in holders.values() for s in lk.fds.sockets}
             for k, lk in holders.items():  # a namespace that showed up in the second reading
@@ -550,7 +519,7 @@ class _Listing(adopt.Reader):
         # a process never changes its PID namespace and that namespace's init never changes (when the
         # init ends, the kernel ends the whole namespace): kept for the process's lifetime
         s = self.stat_of(pid)
-        key = s.st.key if s is not None else None
+        key = s.key if s is not None else None
         if self.fresh or key is None:
             return adopt.namespace_init(pid, my_ns), adopt.own_pidns_init(pid)
         got = self.lister.pidns.get(key)
@@ -559,17 +528,16 @@ class _Listing(adopt.Reader):
         self.lister.pidns_seen.add(key)
         return got
 
-    def ids(self, pid: int) -> adopt.Ids | None:
-        s = self.stat_of(pid)
-        return None if s is None else s.ids()
+    def stat(self, pid: int) -> ProcStat | None:
+        return self.stat_of(pid)
 
     def start_time(self, pid: int) -> int | None:
         s = self.stat_of(pid)
-        return None if s is None else s.st.starttime
+        return None if s is None else s.starttime
 
     def file_reason(self, pid: int) -> str:
         s = self.stat_of(pid)
-        look = self.look(s.st) if s is not None else None
+        look = self.look(s) if s is not None else None
         if look is None:
             return super().file_reason(pid)
         if look.fds.deleted:
@@ -580,7 +548,7 @@ class _Listing(adopt.Reader):
 
     def tids(self, pid: int) -> list[int]:
         s = self.stat_of(pid)
-        look = self.look(s.st) if s is not None else None
+        look = self.look(s) if s is not None else None
         if look is None:
             return adopt.tids(pid)
         if look.tids is None:
@@ -730,9 +698,9 @@ class ProcessLister:
             self.listing += 1
             pids = self._pids()
         self._users_fresh()
-        stats: dict[int, _Stat] = {}
+        stats: dict[int, ProcStat] = {}
         for p in pids:
-            s = _read_stat(p)
+            s = read_stat(p)
             if s is not None:
                 stats[p] = s
         run = _Listing(self, dict(stats), fresh=pid is not None)
@@ -740,12 +708,11 @@ class ProcessLister:
             # read (or validate) the fds of every process whose TCP state counts before any reason is
             # decided, so that new connections are found before they are needed
             for s in stats.values():
-                if not run.own_reason(s.st):
-                    run.look(s.st)
+                if not run.own_reason(s):
+                    run.look(s)
             run.find_new_connections()
         out: list[ProcessInfo] = []
-        for p, s in stats.items():
-            st = s.st
+        for p, st in stats.items():
             uid = real_uid(p)
             if uid is None:
                 continue  # exited meanwhile

@@ -12,69 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from omview.model.cluster import STD_SPEED, Flags
+from omview.model.procfs import HZ, PAGE_SIZE, ProcStat, read_stat
 
-HZ = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-PF_KTHREAD = 0x00200000
 #: decay sub-steps per decay interval: the per-mille retention applies this often (see docs/agent.md)
 DECAY_STEPS = 10
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    """The fields of /proc/PID/stat the agent uses."""
-
-    pid: int
-    name: str
-    state: str
-    ppid: int
-    tty_nr: int
-    flags: int
-    utime: int
-    stime: int
-    nice: int
-    threads: int
-    starttime: int
-    rss_pages: int
-
-    @property
-    def key(self) -> tuple[int, int]:
-        """(pid, start time): unlike the PID alone, never reused within one boot."""
-        return (self.pid, self.starttime)
-
-    @property
-    def kernel_thread(self) -> bool:
-        return bool(self.flags & PF_KTHREAD)
-
-
-def parse_stat(pid: int, raw: bytes) -> ProcStat:
-    """Parse /proc/PID/stat; the name may contain spaces and parentheses, so split at the last ')'."""
-    text = raw.decode("utf-8", "replace")
-    lpar, rpar = text.index("("), text.rindex(")")
-    f = text[rpar + 2 :].split()
-    return ProcStat(
-        pid=pid,
-        name=text[lpar + 1 : rpar],
-        state=f[0],
-        ppid=int(f[1]),
-        tty_nr=int(f[4]),
-        flags=int(f[6]),
-        utime=int(f[11]),
-        stime=int(f[12]),
-        nice=int(f[16]),
-        threads=int(f[17]),
-        starttime=int(f[19]),
-        rss_pages=int(f[21]),
-    )
-
-
-def read_stat(pid: int) -> ProcStat | None:
-    """The process's stat, or None when it is gone (or unreadable)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return parse_stat(pid, fh.read())
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def read_meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
@@ -235,13 +176,8 @@ class Sampler:
             tid = int(t)
             if st.pid == self._own_pid and tid == tid_self:
                 continue
-            ts = None
-            try:
-                with open(f"/proc/{st.pid}/task/{tid}/stat", "rb") as fh:
-                    ts = parse_stat(tid, fh.read())
-            except (OSError, ValueError, IndexError):
-                continue
-            if ts.state == "R":
+            ts = read_stat(st.pid, tid)
+            if ts is not None and ts.state == "R":
                 count += 1
         return count
 
