@@ -162,6 +162,17 @@ for name in "${SCRIPTS[@]}"; do
 done
 say "wrappers: ${#SCRIPTS[@]} entry points in /usr/local/bin ($made written)"
 
+# ---------------------------------------------------------------- admin tools (issue 14)
+# Debian's prometheus for the collector's scrape test (tests/collector/test_prometheus.py); its
+# service is not started (apt_install forbids service starts).
+ADMIN_PACKAGES=(prometheus)
+mapfile -t need < <(missing_packages "${ADMIN_PACKAGES[@]}")
+if [ "${#need[@]}" -gt 0 ]; then
+    apt_install "${need[@]}"
+else
+    say "admin packages: all present"
+fi
+
 # The netns cluster bind-mounts per-node directories over these; they stay empty on the host.
 mkdir -p /etc/omview /var/lib/omview
 say "done"
