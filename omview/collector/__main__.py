@@ -19,6 +19,7 @@ from omview.collector.source import AgentSource, Source, SourceUnavailable, agen
 from omview.collector.synthetic import SyntheticSource
 from omview.collector.writer import CollectorError
 from omview.model import records
+from omview.model.pipes import quiet_pipe, stdout_closed
 
 log = logging.getLogger("omview.collector")
 
@@ -237,6 +238,7 @@ def _daemonize(opts: Options, synthetic: int | None) -> int:
     os._exit(code)
 
 
+@quiet_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -286,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"openmosixcollector: {exc}")
         return 1
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            raise  # `--export csv | head`: quiet_pipe ends us without a word
         _err(f"openmosixcollector: {exc}")
         return 1
     except KeyboardInterrupt:
