@@ -163,15 +163,37 @@ done
 say "wrappers: ${#SCRIPTS[@]} entry points in /usr/local/bin ($made written)"
 
 # ---------------------------------------------------------------- admin tools (issue 14)
-# Debian's prometheus for the collector's scrape test (tests/collector/test_prometheus.py); its
-# service is not started (apt_install forbids service starts).
-ADMIN_PACKAGES=(prometheus)
+# Debian's prometheus for the collector's scrape test (tests/collector/test_prometheus.py; its
+# service is not started: apt_install forbids service starts), man-db/groff for the manuals.
+ADMIN_PACKAGES=(prometheus man-db groff-base)
 mapfile -t need < <(missing_packages "${ADMIN_PACKAGES[@]}")
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 else
     say "admin packages: all present"
 fi
+
+# Man pages built from the commands' parsers (scripts/build-manpages.py); only changed pages are
+# copied, so a second run writes nothing.
+install_changed() {  # install_changed SRC_DIR DST_DIR MODE: copy files that differ; prints how many
+    local src=$1 dst=$2 mode=$3 f n=0
+    mkdir -p "$dst"
+    for f in "$src"/*; do
+        if ! cmp -s "$f" "$dst/${f##*/}"; then
+            install -m "$mode" "$f" "$dst/${f##*/}"
+            n=$((n + 1))
+        fi
+    done
+    printf '%s\n' "$n"
+}
+MANDIR=/usr/local/share/man/man1
+BUILT=$(mktemp -d)
+"$VENV/bin/python" "$REPO/scripts/build-manpages.py" --man "$BUILT/man" >/dev/null \
+    || die "scripts/build-manpages.py failed"
+made=$(install_changed "$BUILT/man" "$MANDIR" 644)
+[ "$made" -eq 0 ] || mandb -q >/dev/null 2>&1 || true  # whatis/apropos (incremental); man works without
+rm -rf "$BUILT"
+say "man pages: $(ls "$MANDIR" | wc -l) in $MANDIR ($made written)"
 
 # The netns cluster bind-mounts per-node directories over these; they stay empty on the host.
 mkdir -p /etc/omview /var/lib/omview

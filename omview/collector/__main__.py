@@ -50,7 +50,7 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="openmosixcollector",
         description="Log the cluster's load, memory, processes and migrations into history files.",
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args:
         _out(SHORT_HELP.format(logdir=records.default_logdir(), pidfile=control.DEFAULT_PIDFILE), end="")
         return 0
-    a = _parser().parse_args(args)
+    a = build_parser().parse_args(args)
     logging.basicConfig(
         level=logging.DEBUG if a.verbose else logging.INFO,
         format="openmosixcollector: %(levelname)s: %(message)s",
