@@ -2,9 +2,10 @@
 """Build the suite's man pages and bash completions from the commands' own argparse parsers.
 
 Man pages come from argparse-manpage (options, sub-commands) plus the hand-written
-DESCRIPTION/FILES/EXAMPLES sections in resources/man/<command>.man; completions come from shtab.
-The commands are the entry points of pyproject.toml, so a new command without a page fails the
-build. Run it with the venv's python (it imports every layer, the GUI's too):
+DESCRIPTION/FILES/EXAMPLES sections in resources/man/<command>.man; completions come from shtab,
+with node IDs asked from this node's agent (``mosmon --once --json``, at most 1 s). The commands
+are the entry points of pyproject.toml, so a new command without a page fails the build. Run it
+with the venv's python (it imports every layer, the GUI's too):
 
     .venv/bin/python scripts/build-manpages.py --man DIR [--completions DIR]
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import shtab
 from argparse_manpage.manpage import Manpage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +123,95 @@ def build_man(cmds: list[Command], outdir: Path, version: str) -> list[Path]:
     return written
 
 
+# ---------------------------------------------------------------------------------------
+# bash completion
+
+#: Shell functions the completions call; shtab passes the word being completed as $1.
+BASH_HELPERS = r"""
+# node IDs of the cluster table of this node's agent; nothing (and no wait) without an agent
+_omview_node_ids() {
+  local ids
+  ids=$(timeout 1 mosmon --once --json 2>/dev/null | sed -n 's/^ *"id": \([0-9][0-9]*\),\{0,1\}$/\1/p')
+  compgen -W "$ids" -- "$1"
+}
+_omview_migrate_targets() {
+  _omview_node_ids "$1"
+  compgen -W "home best" -- "$1"
+}
+_omview_pids() {
+  compgen -W "$(ps -e -o pid= 2>/dev/null)" -- "$1"
+}
+# a job's words: its first word is a command, the rest files (shtab's current_action_args_start_index
+# is where the COMMAND [ARGS...] positional began)
+_omview_command_words() {
+  if [[ ${current_action_args_start_index:-0} -eq ${COMP_CWORD:-0} ]]; then
+    compgen -c -- "$1"
+  else
+    compgen -f -- "$1"
+  fi
+}
+"""
+#: First line of every completion file: setup.sh replaces only files that carry it.
+COMPLETION_MARK = "# omview bash completion (scripts/build-manpages.py, shtab) for"
+NODE_IDS = {"bash": "_omview_node_ids"}
+COMMAND_WORDS = {"bash": "_omview_command_words"}
+#: What a destination completes to, in any command (sub-commands included) ...
+BY_DEST: dict[str, dict[str, str]] = {
+    **dict.fromkeys(("config", "log", "pidfile", "output", "path", "file", "identity", "known_hosts",
+                     "ssh_config", "settings", "socket", "local_socket"), shtab.FILE),
+    **dict.fromkeys(("logdir", "history", "state", "global_state", "demo_state", "screenshot"), shtab.DIRECTORY),
+    "words": COMMAND_WORDS,
+}  # fmt: skip
+#: ... and in one command.
+BY_COMMAND: dict[str, dict[str, dict[str, str]]] = {
+    "mosctl": {"args": NODE_IDS},
+    "migrate": {"target": {"bash": "_omview_migrate_targets"}, "pid": {"bash": "_omview_pids"}},
+    "mosrun": {"runon": NODE_IDS, "j": NODE_IDS},
+    "runon": {"node": NODE_IDS},
+    "mps": {"pids": {"bash": "_omview_pids"}},
+}
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += _actions(sub)
+        else:
+            out.append(action)
+    return out
+
+
+def completion_parser(cmd: Command) -> argparse.ArgumentParser:
+    """The command's parser, marked up for shtab (a fresh copy: the command never sees this)."""
+    parser = cmd.parser()
+    special = BY_COMMAND.get(cmd.name, {})
+    for action in _actions(parser):
+        how = special.get(action.dest) or BY_DEST.get(action.dest)
+        if how is not None:
+            action.complete = how  # type: ignore[attr-defined]
+    if cmd.name == "mosctl":
+        from omview.cli.mosctl import HANDLERS
+
+        for action in _actions(parser):
+            if action.dest == "verb":
+                # shtab never moves on from an optional (?) positional: completing takes one VERB
+                action.nargs, action.choices = None, sorted(HANDLERS)
+    return parser
+
+
+def build_completions(cmds: list[Command], outdir: Path) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cmd in cmds:
+        path = outdir / cmd.name
+        script = shtab.complete(completion_parser(cmd), shell="bash", preamble=BASH_HELPERS)
+        path.write_text(f"{COMPLETION_MARK} {cmd.name}\n{script}")
+        written.append(path)
+    return written
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--man", type=Path, metavar="DIR", help="write <command>.1 pages here")
@@ -135,6 +226,9 @@ def main() -> int:
     if a.man is not None:
         pages = build_man(cmds, a.man, __version__)
         sys.stdout.write(f"build-manpages: {len(pages)} man pages in {a.man}\n")
+    if a.completions is not None:
+        files = build_completions(cmds, a.completions)
+        sys.stdout.write(f"build-manpages: {len(files)} bash completions in {a.completions}\n")
     return 0
 
 

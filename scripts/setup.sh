@@ -164,8 +164,9 @@ say "wrappers: ${#SCRIPTS[@]} entry points in /usr/local/bin ($made written)"
 
 # ---------------------------------------------------------------- admin tools (issue 14)
 # Debian's prometheus for the collector's scrape test (tests/collector/test_prometheus.py; its
-# service is not started: apt_install forbids service starts), man-db/groff for the manuals.
-ADMIN_PACKAGES=(prometheus man-db groff-base)
+# service is not started: apt_install forbids service starts), man-db/groff for the manuals,
+# bash-completion for the completions.
+ADMIN_PACKAGES=(prometheus man-db groff-base bash-completion)
 mapfile -t need < <(missing_packages "${ADMIN_PACKAGES[@]}")
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
@@ -194,6 +195,26 @@ made=$(install_changed "$BUILT/man" "$MANDIR" 644)
 [ "$made" -eq 0 ] || mandb -q >/dev/null 2>&1 || true  # whatis/apropos (incremental); man works without
 rm -rf "$BUILT"
 say "man pages: $(ls "$MANDIR" | wc -l) in $MANDIR ($made written)"
+
+# bash completions (shtab, from the same parsers); bash-completion loads them by command name.
+COMPDIR=/usr/share/bash-completion/completions
+BUILT=$(mktemp -d)
+"$VENV/bin/python" "$REPO/scripts/build-manpages.py" --completions "$BUILT" >/dev/null \
+    || die "scripts/build-manpages.py --completions failed"
+made=0 total=0
+for f in "$BUILT"/*; do
+    total=$((total + 1))
+    dst="$COMPDIR/${f##*/}"
+    if [ -e "$dst" ] && ! head -n1 "$dst" | grep -q '^# omview bash completion '; then
+        die "$dst exists and is not an omview completion; remove or rename it, then run me again"
+    fi
+    if ! cmp -s "$f" "$dst"; then
+        install -D -m 644 "$f" "$dst"
+        made=$((made + 1))
+    fi
+done
+rm -rf "$BUILT"
+say "bash completions: $total commands in $COMPDIR ($made written)"
 
 # The netns cluster bind-mounts per-node directories over these; they stay empty on the host.
 mkdir -p /etc/omview /var/lib/omview
