@@ -72,7 +72,12 @@ def commands() -> list[Command]:
             opts = " ".join(module.SCRIPTS[name][0])
             summary, include = f"run a command as a cluster job, as mosrun {opts}", "mode-command"
         else:
-            parser = getattr(module, PARSER_FUNCTION.get(name, "build_parser"))
+            function = PARSER_FUNCTION.get(name, "build_parser")
+            if not hasattr(module, function) or name not in SUMMARY:
+                raise SystemExit(
+                    f"build-manpages: {name}: needs {module.__name__}.{function}() and a SUMMARY line here"
+                )
+            parser = getattr(module, function)
             summary, include = SUMMARY[name], name
         out.append(Command(name, parser, summary, MAN_SOURCES / f"{include}.man"))
     return out
