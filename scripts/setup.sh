@@ -183,6 +183,60 @@ if [ -z "$DESTDIR" ]; then
 fi
 say "desktop entry and icon: installed"
 
+# ---------------------------------------------------------------- admin tools (issue 14)
+# Debian's prometheus for the collector's scrape test (tests/collector/test_prometheus.py; its
+# service is not started: apt_install forbids service starts), man-db/groff for the manuals,
+# bash-completion for the completions.
+ADMIN_PACKAGES=(prometheus man-db groff-base bash-completion)
+mapfile -t need < <(missing_packages "${ADMIN_PACKAGES[@]}")
+if [ "${#need[@]}" -gt 0 ]; then
+    apt_install "${need[@]}"
+else
+    say "admin packages: all present"
+fi
+
+# Man pages built from the commands' parsers (scripts/build-manpages.py); only changed pages are
+# copied, so a second run writes nothing.
+install_changed() {  # install_changed SRC_DIR DST_DIR MODE: copy files that differ; prints how many
+    local src=$1 dst=$2 mode=$3 f n=0
+    mkdir -p "$dst"
+    for f in "$src"/*; do
+        if ! cmp -s "$f" "$dst/${f##*/}"; then
+            install -m "$mode" "$f" "$dst/${f##*/}"
+            n=$((n + 1))
+        fi
+    done
+    printf '%s\n' "$n"
+}
+MANDIR=/usr/local/share/man/man1
+BUILT=$(mktemp -d)
+"$VENV/bin/python" "$REPO/scripts/build-manpages.py" --man "$BUILT/man" >/dev/null \
+    || die "scripts/build-manpages.py failed"
+made=$(install_changed "$BUILT/man" "$MANDIR" 644)
+[ "$made" -eq 0 ] || mandb -q >/dev/null 2>&1 || true  # whatis/apropos (incremental); man works without
+rm -rf "$BUILT"
+say "man pages: $(ls "$MANDIR" | wc -l) in $MANDIR ($made written)"
+
+# bash completions (shtab, from the same parsers); bash-completion loads them by command name.
+COMPDIR=/usr/share/bash-completion/completions
+BUILT=$(mktemp -d)
+"$VENV/bin/python" "$REPO/scripts/build-manpages.py" --completions "$BUILT" >/dev/null \
+    || die "scripts/build-manpages.py --completions failed"
+made=0 total=0
+for f in "$BUILT"/*; do
+    total=$((total + 1))
+    dst="$COMPDIR/${f##*/}"
+    if [ -e "$dst" ] && ! head -n1 "$dst" | grep -q '^# omview bash completion '; then
+        die "$dst exists and is not an omview completion; remove or rename it, then run me again"
+    fi
+    if ! cmp -s "$f" "$dst"; then
+        install -D -m 644 "$f" "$dst"
+        made=$((made + 1))
+    fi
+done
+rm -rf "$BUILT"
+say "bash completions: $total commands in $COMPDIR ($made written)"
+
 # The netns cluster bind-mounts per-node directories over these; they stay empty on the host.
 mkdir -p /etc/omview /var/lib/omview
 say "done"

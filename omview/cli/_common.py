@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from omview.model.client import AgentClient
 from omview.model.cluster import MAX_NODE_ID, MIN_NODE_ID, valid_node_id
 from omview.model.errors import AgentFault, AgentUnavailable, ConfigError, TransportError
 from omview.model.mapfile import MapEntry
+from omview.model.pipes import EXIT_CLOSED_PIPE, discard_stdout, stdout_closed
 
 #: Exit codes shared by all tools (documented in docs/cli.md).
 EXIT_OK = 0
@@ -45,7 +45,9 @@ def connect(prog: str) -> AgentClient:
 def run(prog: str, body: Callable[[], int]) -> int:
     """Run a tool's body and turn every expected error into a message and an exit code."""
     try:
-        return body()
+        code = body()
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is handled below
+        return code
     except CliError as exc:
         _say(prog, str(exc))
         return exc.code
@@ -68,12 +70,14 @@ def run(prog: str, body: Callable[[], int]) -> int:
     except TransportError as exc:
         _say(prog, str(exc))
         return EXIT_FAULT
-    except BrokenPipeError:
-        # output piped into e.g. `head` that exited early: not an error worth a traceback.
-        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_NEGATIVE
+    except BrokenPipeError as exc:
+        if not stdout_closed():
+            _say(prog, f"lost the connection to the agent: {exc.strerror}")
+            return EXIT_FAULT
+        # output piped into e.g. `head` that exited early: not an error worth a message;
+        # 141 like a C tool killed by SIGPIPE, never 1, which means "a negative answer"
+        discard_stdout()
+        return EXIT_CLOSED_PIPE
     except KeyboardInterrupt:
         return 130
 
@@ -113,6 +117,17 @@ def parse_int(text: str, what: str, *, minimum: int | None = None, maximum: int 
 
 class Parser(argparse.ArgumentParser):
     """argparse that exits with EXIT_USAGE and a hint to --help on bad arguments."""
+
+    def print_help(self, file: IO[str] | None = None) -> None:
+        # `tool --help | head`: argparse would end in a BrokenPipeError traceback
+        try:
+            super().print_help(file)
+            (file or sys.stdout).flush()
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise
+            discard_stdout()
+            self.exit(EXIT_CLOSED_PIPE)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

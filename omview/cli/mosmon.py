@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import time
@@ -314,7 +315,8 @@ class _Monitor:
 def _curses_styles(curses: Any) -> dict[str, int]:
     styles = {"title": curses.A_BOLD, "total": curses.A_BOLD, "down": curses.A_BOLD | curses.A_DIM}
     try:
-        if curses.has_colors():
+        # https://no-color.org: a non-empty NO_COLOR turns colour off; bold/dim/reverse stay
+        if curses.has_colors() and not os.environ.get("NO_COLOR"):
             curses.start_color()
             curses.use_default_colors()
             curses.init_pair(1, curses.COLOR_GREEN, -1)

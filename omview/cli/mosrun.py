@@ -5,43 +5,39 @@ output wherever the job runs, forwards signals to it and exits with its status.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from omview.cli._common import CliError, connect, parse_node_id, run
+from omview.cli._common import CliError, Parser, connect, parse_node_id, run
 from omview.model.client import AgentClient
 from omview.model.errors import AgentFault, AgentUnavailable, TransportError
 
 PROG = "mosrun"
 USAGE = """\
-usage: mosrun [-h | -l | NODE | -j NODE,NODE...] [--nomig | --runhome | --runon NODE | --cpujob |
-              --iojob | --nodecay | --slowdecay | --fastdecay] COMMAND [ARGS...]
-
+mosrun [-h | -l | NODE | -j NODE,NODE...] [--nomig | --runhome | --runon NODE | --cpujob |
+              --iojob | --nodecay | --slowdecay | --fastdecay] COMMAND [ARGS...]"""
+DESCRIPTION = """\
 Run COMMAND as a cluster job: the omview agent starts it detached in its own PID namespace (on
 this node, on NODE, or on the best of the -j nodes), this process stays here as its deputy, prints
-its output, passes on signals (Ctrl-C, kill) and exits with its exit status.
-
-  -h             run locked to this (home) node            (script: runhome)
-  -l             allow migration (the default)
-  NODE           start on node NODE                        (-j: the best of these nodes)
-  --nomig        never migrate it                          (script: nomig)
-  --runon NODE   start on NODE and keep it there           (script: runon NODE COMMAND...)
-  --cpujob/--iojob            tell the balancer it is CPU- or I/O-bound
-  --nodecay/--slowdecay/--fastdecay   load-decay hint, recorded with the job
-  --help         this text
+its output, passes on signals (Ctrl-C, kill) and exits with its exit status."""
+EPILOG = """\
+Options are read up to COMMAND; everything from COMMAND on is passed to it untouched ("--" ends
+the options early). A first word that is a node number (3, 0x640b) and has more words after it
+is NODE, as in openMosix.
 
 exit codes: the job's exit status (128+N when it died of signal N); 2 usage error,
-            3 the agent refused to start it, 4 no agent on this node
-"""
+            3 the agent refused to start it, 4 no agent on this node"""
 #: signals the deputy passes on to the job wherever it runs
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
            signal.SIGWINCH, signal.SIGCONT)  # fmt: skip
 RECONNECT_FOR = 120.0  # seconds the deputy keeps trying when its agent restarts
+HINTS = ("cpujob", "iojob", "nodecay", "slowdecay", "fastdecay")
 
 
 class _Help(Exception):
@@ -69,49 +65,124 @@ SCRIPTS = {
 }
 
 
+class _HelpAction(argparse.Action):
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: str | None = None
+    ) -> None:
+        raise _Help(parser.format_help())
+
+
+class _NodesAction(argparse.Action):
+    """-j 2,3 (or -j2,3): the nodes the job may start on."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: str | None = None
+    ) -> None:
+        nodes = [parse_node_id(x) for x in str(values).split(",") if x]
+        if not nodes:
+            raise CliError("-j needs at least one node")
+        ns.nodes = nodes
+
+
+class _RunonAction(argparse.Action):
+    """--runon NODE: start there and stay (locked)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: str | None = None
+    ) -> None:
+        ns.node = str(parse_node_id(str(values)))
+        ns.lock = True
+
+
+class _MosrunParser(Parser):
+    """Parse errors are mosrun's usual one-line CliError (exit 2), not argparse's usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument -j"):
+            raise CliError("-j needs a list of nodes, e.g. -j 2,3")
+        if message.startswith("argument --runon"):
+            raise CliError("--runon needs a node")
+        raise CliError(f"{message} (see 'mosrun --help')")
+
+
+def build_parser() -> Parser:
+    """mosrun's options; -h is run-home as in openMosix, so help is --help only."""
+    p = _MosrunParser(prog=PROG, usage=USAGE, description=DESCRIPTION, epilog=EPILOG, add_help=False,
+                      allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.set_defaults(node="", nodes=[], lock=False, hints=[])
+    p.add_argument("-h", "--runhome", dest="lock", action="store_const", const=True,
+                   help="run locked to this (home) node (script: runhome)")  # fmt: skip
+    p.add_argument("-l", dest="lock", action="store_const", const=False, help="allow migration (the default)")
+    p.add_argument("-j", metavar="NODE,NODE...", action=_NodesAction, help="start on the best of these nodes")
+    p.add_argument("--nomig", dest="lock", action="store_const", const=True,
+                   help="never migrate it (script: nomig)")  # fmt: skip
+    p.add_argument("--runon", metavar="NODE", action=_RunonAction,
+                   help="start on NODE and keep it there (script: runon NODE COMMAND...)")  # fmt: skip
+    for hint, text in zip(HINTS, ("tell the balancer it is CPU-bound", "tell the balancer it is I/O-bound",
+                                  "load-decay hint: none", "load-decay hint: slow", "load-decay hint: fast"),
+                          strict=True):  # fmt: skip
+        p.add_argument(f"--{hint}", dest="hints", action="append_const", const=hint,
+                       help=f"{text}, recorded with the job (script: {hint})")  # fmt: skip
+    p.add_argument("--help", action=_HelpAction, nargs=0, help="show this help and exit")
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[NODE] COMMAND [ARGS...]",
+                   help="the node to start on (a number, when more words follow), the command and its arguments")  # fmt: skip
+    return p
+
+
+def _is_node_word(word: str) -> bool:
+    return word.isdigit() or word.lower().startswith("0x")
+
+
 def parse(argv: list[str]) -> Request:
-    """mosrun's options up to the command; everything from COMMAND on is passed untouched."""
-    req = Request(argv=[])
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            i += 1
+    """mosrun's options up to the command; everything from COMMAND on is passed untouched.
+
+    argparse reads the options and stops at the first other word (REMAINDER); a NODE word there
+    is taken and the rest parsed again, since options may follow NODE (``mosrun 3 --cpujob cmd``).
+    """
+    parser = build_parser()
+    ns = argparse.Namespace()
+    words = list(argv)
+    while True:
+        ns, extra = parser.parse_known_args(words, ns)
+        if extra:
+            raise CliError(f"unknown option {extra[0]!r} (see 'mosrun --help')")
+        words = list(ns.words)
+        if words[:1] == ["--"]:
+            words = words[1:]
             break
-        if a == "--help":
-            raise _Help(USAGE)
-        if a == "-h" or a == "--runhome" or a == "--nomig":
-            req.lock = True
-        elif a == "-l":
-            req.lock = False
-        elif a == "-j":
-            if i + 1 >= len(argv):
-                raise CliError("-j needs a list of nodes, e.g. -j 2,3")
-            i += 1
-            req.nodes = [parse_node_id(x) for x in argv[i].split(",") if x]
-            if not req.nodes:
-                raise CliError("-j needs at least one node")
-        elif a.startswith("-j") and len(a) > 2:
-            req.nodes = [parse_node_id(x) for x in a[2:].split(",") if x]
-        elif a == "--runon":
-            if i + 1 >= len(argv):
-                raise CliError("--runon needs a node")
-            i += 1
-            req.node = str(parse_node_id(argv[i]))
-            req.lock = True
-        elif a in ("--cpujob", "--iojob", "--nodecay", "--slowdecay", "--fastdecay"):
-            req.hints.append(a[2:])
-        elif a.startswith("-"):
-            raise CliError(f"unknown option {a!r} (see 'mosrun --help')")
-        elif (a.isdigit() or a.lower().startswith("0x")) and not req.node and i + 1 < len(argv):
-            req.node = str(parse_node_id(a))
-        else:
-            break
-        i += 1
-    req.argv = argv[i:]
-    if not req.argv:
+        if words and words[0].startswith("-"):
+            # argparse takes "-" and negative numbers for words; mosrun never did
+            raise CliError(f"unknown option {words[0]!r} (see 'mosrun --help')")
+        if len(words) > 1 and _is_node_word(words[0]) and not ns.node:
+            ns.node = str(parse_node_id(words[0]))
+            words = words[1:]
+            continue
+        break
+    if not words:
         raise CliError("no command given (see 'mosrun --help')")
-    return req
+    return Request(argv=words, node=ns.node, nodes=list(ns.nodes), lock=bool(ns.lock), hints=list(ns.hints))
+
+
+def build_script_parser(script: str) -> Parser:
+    """The parser of a mode command (nomig, runon, ...): documents it and prints its --help."""
+    opts, takes_node = SCRIPTS[script]
+    words = f"{'NODE ' if takes_node else ''}COMMAND [ARGS...]"
+    p = Parser(
+        prog=script,
+        usage=f"{script} [--help] {words}",
+        add_help=False,
+        description=f"Run COMMAND as a cluster job, as 'mosrun {' '.join(opts)} {words}' does: the deputy stays"
+        " here, prints the job's output and exits with its status; see mosrun(1).",
+    )
+    p.add_argument(
+        "--help", action=_HelpAction, nargs=0, help="show this help and exit (only as the first word)"
+    )
+    if takes_node:
+        p.add_argument("node", metavar="NODE", help="the node to start on and keep the job on")
+    p.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS...]", help="the command and its arguments"
+    )
+    return p
 
 
 class Deputy:
@@ -222,9 +293,8 @@ def main(argv: list[str] | None = None, *, script: str | None = None) -> int:
         if script is not None:
             opts, takes_node = SCRIPTS[script]
             if args and args[0] == "--help":
-                raise _Help(
-                    f"usage: {script} {'NODE ' if takes_node else ''}COMMAND [ARGS...]  (= mosrun {' '.join(opts)})\n"
-                )
+                # only a first --help: everything else is the command's, even options
+                raise _Help(build_script_parser(script).format_help())
             if takes_node:
                 if not args:
                     raise CliError(f"usage: {script} NODE COMMAND [ARGS...]")

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 from omview.collector import control
 from omview.collector.daemon import Options, serve, validate_label
-from omview.collector.export import export_csv
+from omview.collector.export import DEFAULT_METRICS_HOST, export_csv, parse_listen
 from omview.collector.source import AgentSource, Source, SourceUnavailable, agent_connector
 from omview.collector.synthetic import SyntheticSource
 from omview.collector.writer import CollectorError
 from omview.model import records
+from omview.model.pipes import quiet_pipe, stdout_closed
 
 log = logging.getLogger("omview.collector")
 
@@ -36,7 +37,7 @@ openmosixcollector - keeps the history of the cluster's load, memory and process
 
 Options: --logdir DIR (default {logdir}), --interval SECONDS (1),
   --node HOST|/SOCKET (whose agent to ask; default this node's), --pidfile PATH
-  (default {pidfile}), --metrics-port PORT, -f (run in the foreground).
+  (default {pidfile}), --metrics-port PORT, --metrics-listen ADDR[:PORT], -f (run in the foreground).
 More: openmosixcollector --help, docs/collector.md.
 """
 
@@ -49,7 +50,7 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="openmosixcollector",
         description="Log the cluster's load, memory, processes and migrations into history files.",
@@ -97,7 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve the current table as OpenMetrics on 127.0.0.1:PORT",
+        help="serve the current table and migration metrics as OpenMetrics on 127.0.0.1:PORT",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="ADDR[:PORT]",
+        help="serve the metrics on this address instead of 127.0.0.1 (0.0.0.0 or :: for every"
+        " interface, [IPv6]:PORT); the port defaults to --metrics-port",
     )
     p.add_argument("--no-processes", action="store_true", help="do not record this node's process list")
     p.add_argument(
@@ -126,6 +134,9 @@ def _options(a: argparse.Namespace) -> Options:
         raise CollectorError(f"--synthetic {a.synthetic}: the node count must be 1..65535")
     if a.metrics_port is not None and not 0 <= a.metrics_port <= 65535:
         raise CollectorError(f"--metrics-port {a.metrics_port} is not a TCP port (0-65535)")
+    metrics_host, metrics_port = DEFAULT_METRICS_HOST, a.metrics_port
+    if a.metrics_listen is not None:
+        metrics_host, metrics_port = parse_listen(a.metrics_listen, a.metrics_port)
     return Options(
         logdir=os.path.abspath(a.logdir or records.default_logdir()),
         pidfile=os.path.abspath(a.pidfile),
@@ -133,7 +144,8 @@ def _options(a: argparse.Namespace) -> Options:
         node=a.node,
         rotate_every=a.rotate_hours * 3600,
         sync_every=a.sync_seconds,
-        metrics_port=a.metrics_port,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
         processes=not a.no_processes,
     )
 
@@ -226,12 +238,13 @@ def _daemonize(opts: Options, synthetic: int | None) -> int:
     os._exit(code)
 
 
+@quiet_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         _out(SHORT_HELP.format(logdir=records.default_logdir(), pidfile=control.DEFAULT_PIDFILE), end="")
         return 0
-    a = _parser().parse_args(args)
+    a = build_parser().parse_args(args)
     logging.basicConfig(
         level=logging.DEBUG if a.verbose else logging.INFO,
         format="openmosixcollector: %(levelname)s: %(message)s",
@@ -275,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"openmosixcollector: {exc}")
         return 1
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            raise  # `--export csv | head`: quiet_pipe ends us without a word
         _err(f"openmosixcollector: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from omview.collector import control
-from omview.collector.export import MetricsServer
+from omview.collector.export import DEFAULT_METRICS_HOST, MetricsServer, MigrationStats
 from omview.collector.source import Source, SourceUnavailable
 from omview.collector.writer import CollectorError, HistoryWriter, compress_history, uncompressed_backups
 from omview.model import records
@@ -101,6 +101,7 @@ class Collector:
         self.flags = Flags()
         self.latest: list[NodeInfo] = []
         self.latest_time = 0.0
+        self.migrations = MigrationStats()
         self.ticks = 0
         self.rotations: list[str] = []
         self._rotate_due = 0.0
@@ -190,6 +191,7 @@ class Collector:
             events.append(("node.gone", {"node": nid}))
         self._known = ids
         for name, data in events:
+            self.migrations.observe(name, data)
             try:
                 self.writer.write_event(name, data, wall)
             except OSError as exc:
@@ -417,6 +419,7 @@ class Options:
     rotate_every: float = records.ROTATE_SECONDS
     sync_every: float = DEFAULT_SYNC_EVERY
     metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
     processes: bool = True
 
 
@@ -453,7 +456,7 @@ def serve(opts: Options, source: Source, ready: Callable[[str | None], None] | N
             collector.start()
             server = control.ControlServer(control.control_path(opts.pidfile), collector.control)
             if opts.metrics_port is not None:
-                metrics = MetricsServer(opts.metrics_port, collector)
+                metrics = MetricsServer(opts.metrics_port, collector, opts.metrics_host)
             _install_signals(collector.flags)
             waiter = _Waiter(server, metrics)
         except CollectorError as exc:
@@ -465,7 +468,7 @@ def serve(opts: Options, source: Source, ready: Callable[[str | None], None] | N
             os.getpid(),
             opts.interval,
             writer.logdir,
-            f", metrics on 127.0.0.1:{metrics.port}" if metrics else "",
+            f", metrics on {metrics.address}" if metrics else "",
         )
         for backup in uncompressed_backups(writer.logdir):
             log.info("compressing %s (left uncompressed earlier)", backup)

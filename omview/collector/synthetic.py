@@ -164,7 +164,24 @@ class SyntheticSource:
             if not p["lock"]:
                 p["where"] = rng.randint(1, len(self.rows))
                 p["nmigs"] += 1
-                self._events.append(("migration.done", {"pid": p["pid"], "to": p["where"]}))
+                # shaped like the agent's migration record (docs/agent.md) so the metrics see one;
+                # the numbers derive from the process, not the rng, to keep seeded runs unchanged
+                self._events.append(
+                    (
+                        "migration.done",
+                        {
+                            "pid": p["pid"],
+                            "to": p["where"],
+                            "source": self.local_id,
+                            "target": p["where"],
+                            "result": "ok",
+                            "reason": "balance",
+                            "bytes": p["rss"],
+                            "frozen_s": round(0.01 + p["rss"] / 2e10, 3),
+                            "total_s": round(0.2 + p["rss"] / 2e8, 3),
+                        },
+                    )
+                )
 
     # -- Source -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from omview.model.pipes import quiet_pipe
 from omview.testbed.api import DEFAULT_STATE_DIR, Cluster, ClusterError, parse_size, teardown
 
 
@@ -136,6 +137,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+@quiet_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

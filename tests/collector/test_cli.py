@@ -318,8 +318,8 @@ def test_systemd_unit_is_valid_and_uses_real_options() -> None:
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     argv = exec_start.split("openmosixcollector", 1)[1].split()
     # every option the unit passes must be one the CLI accepts (parse only, do not run)
-    from omview.collector.__main__ import _parser
+    from omview.collector.__main__ import build_parser
 
-    _parser().parse_args(argv)
+    build_parser().parse_args(argv)
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
