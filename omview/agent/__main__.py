@@ -13,6 +13,7 @@ from omview import __version__
 from omview.model import paths
 from omview.model.errors import AgentUnavailable, ConfigError
 from omview.model.pidfile import PidFileError
+from omview.model.pipes import quiet_pipe
 
 if TYPE_CHECKING:
     from omview.agent import daemon
@@ -190,6 +191,7 @@ def _bridge_parser() -> argparse.ArgumentParser:
     )
 
 
+@quiet_pipe
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     if given[:1] == ["bridge"]:

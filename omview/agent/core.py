@@ -30,7 +30,7 @@ from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
 from omview.agent.node import calibrate
 from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
-from omview.agent.node.sampler import Sample, Sampler, Scope, read_stat
+from omview.agent.node.sampler import Sample, Sampler, Scope
 from omview.agent.node.state import FlagError, StateStore, validate_flag
 from omview.agent.peers import membership
 from omview.agent.peers.gossip import Codec, Gossip, load_key
@@ -41,6 +41,7 @@ from omview.model import protocol
 from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import ConfigError
 from omview.model.mapfile import MapEntry
+from omview.model.procfs import read_stat
 from omview.model.protocol import FaultCode, Request
 
 log = logging.getLogger(__name__)

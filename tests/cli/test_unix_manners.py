@@ -68,6 +68,8 @@ COMMANDS = [
     ["-m", "omview.collector"],
     ["-m", "omview.collector", "--help"],
     ["-m", "omview.testbed", "--help"],
+    ["-m", "omview.agent", "--help"],
+    ["-m", "omview.agent", "status"],
 ]
 
 

@@ -21,6 +21,7 @@ from omview.gui.connect import SshConnector, SshSettings, UnixConnector
 from omview.gui.links import Links
 from omview.gui.session import ClusterSession
 from omview.gui.settings import GuiSettings
+from omview.model import procfs
 from omview.model.channel import UnixChannel
 from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo
@@ -181,11 +182,7 @@ def kill_left_over(pids: list[int]) -> None:
 
 
 def gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] in "ZX"
+    return procfs.state(pid) in (None, "Z", "X")
 
 
 # ---- locally, through a real loopback agent ------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from omview.agent.jobs.run import JobError, JobManager, start_time
+from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import HINTS, Job, JobStore, parse_job_id
 from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
@@ -24,11 +24,11 @@ from omview.agent.migration.placement import best_node, check_target
 from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
 from omview.agent.node.procs import ProcessLister, real_uid
-from omview.agent.node.sampler import read_stat
 from omview.agent.node.view import NodeView
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
+from omview.model.procfs import read_stat, start_time
 from omview.model.protocol import FaultCode
 from omview.model.target import BEST, HOME, Target, TargetError, parse_target
 

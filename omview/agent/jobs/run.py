@@ -31,7 +31,7 @@ from omview.agent.migration import criu as criumod
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model import procfs
 from omview.model.errors import AgentFault
-from omview.model.procfs import alive, start_time  # jobs.ops and migration.migrate take them from here
+from omview.model.procfs import alive, start_time
 from omview.model.protocol import FaultCode
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from omview.agent.jobs.run import JobError, JobManager, alive, start_time
+from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import Job, JobStore
 from omview.agent.migration import criu as criumod
 from omview.agent.migration import stream as migstream
@@ -46,6 +46,7 @@ from omview.agent.migration.placement import best_node, check_target, expected_r
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model.cluster import NodeInfo
 from omview.model.errors import AgentFault
+from omview.model.procfs import alive, start_time
 from omview.model.protocol import FaultCode
 from omview.model.target import Target
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from omview.agent.jobs.run import start_time
 from omview.agent.jobs.table import Job, JobStore
 from omview.agent.migration import criu as criumod
 from omview.agent.migration import stream as migstream
@@ -42,6 +41,7 @@ from omview.agent.migration.common import (
     remove_images,
     remove_tree,
 )
+from omview.model.procfs import start_time
 from omview.model.protocol import FaultCode
 
 log = logging.getLogger(__name__)
