@@ -91,7 +91,8 @@ class Agent:
         self._pid_check_cache: tuple[float, int, set[int], set[int]] = (0.0, 0, set(), set())
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
         self.server = Server(
-            cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients
+            cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients,
+            max_clients_per_user=cfg.max_clients_per_user,
         )
         self.gossip = Gossip(
             codec=self.codec,

@@ -1,0 +1,81 @@
+"""Issue 13: what a hostile local user or damaged input must not be able to do to the agent."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from omview.model.client import AgentClient
+from omview.model.errors import AgentFault
+from omview.model.protocol import FaultCode
+from tests.support.agents import Cluster, RawConn, fault_code
+from tests.support.asuser import NOBODY, OTHER, held_as, run_as
+
+
+def _hello_conns(path: str, n: int) -> list[Any]:
+    """N connections that said hello (or were refused): an attacker holding slots."""
+    conns = []
+    for _ in range(n):
+        c = RawConn(path, timeout=5)
+        try:
+            c.hello()
+        except (AssertionError, ConnectionError, OSError):
+            pass
+        conns.append(c)
+    return conns
+
+
+def _call_or_fault(path: str) -> Any:
+    try:
+        with AgentClient.local(path, client_name="probe") as c:
+            return {"node": c.node_info().id}
+    except AgentFault as exc:
+        return {"fault": exc.code, "message": exc.message}
+    except Exception as exc:  # noqa: BLE001 - what the user would see instead
+        return {"other": repr(exc)}
+
+
+def test_one_user_cannot_lock_out_root_or_other_users(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    with held_as(NOBODY, lambda: _hello_conns(a.socket, 70)) as held:
+        assert held == {"ok": 70}, held
+        with a.client() as c:  # root's tools (mosctl status, the collector, the GUI) still get in
+            assert c.node_info().id == 1
+        assert run_as(OTHER, lambda: _call_or_fault(a.socket)) == {"node": 1}
+        # the user holding the slots is told why, not "connection lost"
+        seen = run_as(NOBODY, lambda: _call_or_fault(a.socket))
+        assert seen.get("fault") == FaultCode.BUSY, seen
+        assert f"uid {NOBODY}" in seen["message"] and "max_clients_per_user = 16" in seen["message"]
+
+
+def test_connection_without_hello_is_closed_after_request_timeout(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    idle = RawConn(a.socket)
+    try:
+        t0 = time.monotonic()
+        r = idle.line()  # request_timeout is 1 s in test clusters
+        assert fault_code(r) == FaultCode.TIMEOUT and "no hello" in r["error"]["message"], r
+        assert time.monotonic() - t0 < 5
+        idle.sock.settimeout(5)
+        assert idle.sock.recv(10) == b""
+    finally:
+        idle.close()
+    # one that trickles bytes without ever finishing a hello does not get more time
+    trickle = RawConn(a.socket)
+    try:
+        t0 = time.monotonic()
+        got: dict[str, Any] = {}
+        trickle.sock.settimeout(0.3)
+        while time.monotonic() - t0 < 5 and not got:
+            try:
+                trickle.send(b" ")
+                got = trickle.line()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        assert fault_code(got) == FaultCode.TIMEOUT and time.monotonic() - t0 < 4, got
+    finally:
+        trickle.close()
