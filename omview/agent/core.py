@@ -50,6 +50,10 @@ EVENTS = (
     "job.started", "job.output", "job.exit", "job.moved",
     "migration.started", "migration.done", "migration.failed",
 )  # fmt: skip
+#: events only root and the job's owner receive, as only they may read the same data with an op
+#: (job.output is "own"); every other event is what open ops show anyone (cluster.nodes, flags.get,
+#: cluster.map, job.list, migration.history)
+OWNER_ONLY_EVENTS = frozenset({"job.output"})
 LOCK_PRUNE_EVERY = 10  # ticks
 PID_CHECK_TTL = 10.0  # seconds a peer's answer about PIDs in use is reused by procs.list
 JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
@@ -330,7 +334,11 @@ class Agent:
                      f", {data['reason']}" if "reason" in data else "")  # fmt: skip
         if name.startswith("node.") and self._loop is not None:
             self._snapshot_nodes()  # migrations and launches must not see a node down that just came up
-        self.server.publish(name, data)
+        owner: int | None = None
+        if name in OWNER_ONLY_EVENTS or name not in EVENTS:  # an event nobody classified: root only
+            job = self.jobstore.get(str(data.get("job"))) if name in OWNER_ONLY_EVENTS else None
+            owner = job.uid if job is not None else 0
+        self.server.publish(name, data, owner=owner)
 
     # records -----------------------------------------------------------------------------
 

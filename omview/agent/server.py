@@ -177,11 +177,12 @@ class Server:
             if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
 
-    def publish(self, name: str, data: Any) -> None:
-        """Send an event to every subscriber whose topics match."""
+    def publish(self, name: str, data: Any, *, owner: int | None = None) -> None:
+        """Send an event to every subscriber whose topics match; with OWNER only to root and that uid
+        (the event carries what the op reading the same data shows only to them)."""
         line = protocol.event(name, data)
         for conn in list(self.conns):
-            if conn.topics is None:
+            if conn.topics is None or (owner is not None and conn.uid not in (0, owner)):
                 continue
             if conn.push_event(name, line):
                 self.stats["events_sent"] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -9,7 +11,7 @@ from omview.model.client import AgentClient
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
 from tests.support.agents import Cluster, RawConn, fault_code
-from tests.support.asuser import NOBODY, OTHER, held_as, run_as
+from tests.support.asuser import NOBODY, OTHER, connect_as, held_as, run_as
 
 
 def _hello_conns(path: str, n: int) -> list[Any]:
@@ -79,3 +81,39 @@ def test_connection_without_hello_is_closed_after_request_timeout(cluster_factor
         assert fault_code(got) == FaultCode.TIMEOUT and time.monotonic() - t0 < 4, got
     finally:
         trickle.close()
+
+
+def _events_until_exit(conn: RawConn, job_id: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = conn.line()
+        if "event" in msg:
+            seen.append(msg)
+            if msg["event"] == "job.exit" and msg["data"].get("job") == job_id:
+                return seen
+    raise AssertionError(f"no job.exit for {job_id}: {seen}")
+
+
+def test_other_users_job_output_does_not_leak_through_events(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    secret = "s3cr3t-" + str(time.time_ns())
+    spy = RawConn(a.socket, sock=connect_as(NOBODY, a.socket))
+    mine = RawConn(a.socket)
+    try:
+        for c in (spy, mine):
+            c.hello()
+            assert "result" in c.request(1, "events.subscribe", topics=["*"])
+        r = mine.request(2, "job.start", argv=["sh", "-c", 'echo "$SECRET"'], env={"SECRET": secret})
+        assert "result" in r, r
+        job_id = r["result"]["id"]
+        root_saw = _events_until_exit(mine, job_id)
+        spy_saw = _events_until_exit(spy, job_id)  # job.exit is public (job.list shows it too)
+    finally:
+        spy.close()
+        mine.close()
+    out = b"".join(base64.b64decode(e["data"]["data"]) for e in root_saw if e["event"] == "job.output")
+    assert secret.encode() in out  # root, the owner, gets it
+    leaked = [e for e in spy_saw if e["event"] == "job.output" or secret in json.dumps(e)]
+    assert not leaked, leaked

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,3 +71,23 @@ def held_as(uid: int, setup: Callable[[], Any]) -> Iterator[Any]:
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def connect_as(uid: int, path: str) -> socket.socket:
+    """A socket connected to PATH by a child running as UID: the kernel's SO_PEERCRED (taken at
+    connect) names UID, while this process keeps using the socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _drop(uid)
+            sock.connect(path)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sock.close()
+        raise ConnectionError(f"uid {uid} could not connect to {path}")
+    return sock
