@@ -117,3 +117,35 @@ def test_other_users_job_output_does_not_leak_through_events(cluster_factory) ->
     assert secret.encode() in out  # root, the owner, gets it
     leaked = [e for e in spy_saw if e["event"] == "job.output" or secret in json.dumps(e)]
     assert not leaked, leaked
+
+
+UNPARSEABLE = [
+    (b"[" * 100_000 + b"]" * 100_000, FaultCode.TOO_LARGE),
+    (b'{"id":1,"op":"ping","args":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_001, FaultCode.TOO_LARGE),
+    (b'{"id":' + b"7" * 5000 + b',"op":"ping"}', FaultCode.MALFORMED),
+    (b'{"id":' + b"7" * 30 + b',"op":"ping"}', FaultCode.MALFORMED),
+    (b'{"id":"\\ud800","op":"ping"}', FaultCode.MALFORMED),
+    (b'{"id":3,"op":"cluster.whois","args":{"query":"\\udfff"}}', FaultCode.MALFORMED),
+    (b'{"id":4,"op":"procs.list","args":{"pid":' + b"9" * 40 + b"}}", FaultCode.BAD_ARGUMENT),
+]
+
+
+def test_unparseable_requests_get_a_fault_and_keep_the_connection(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    conn = RawConn(a.socket)
+    try:
+        conn.hello()
+        for line, code in UNPARSEABLE:
+            conn.send(line + b"\n")
+            r = conn.reply()
+            assert fault_code(r) == code, (line[:60], r)
+            assert conn.request(99, "ping")["result"]["pong"] is True  # still served
+        # a surrogate *pair* is a real character, not damage
+        conn.send(b'{"id":"\\ud83d\\ude00","op":"ping"}\n')
+        assert conn.reply()["id"] == "\U0001f600"
+    finally:
+        conn.close()
+    with a.client() as c:
+        assert c.call("node.stats")["server"]["internal_errors"] == 0
+    assert "Traceback" not in a.log(), a.log()
