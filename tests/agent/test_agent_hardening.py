@@ -149,3 +149,26 @@ def test_unparseable_requests_get_a_fault_and_keep_the_connection(cluster_factor
     with a.client() as c:
         assert c.call("node.stats")["server"]["internal_errors"] == 0
     assert "Traceback" not in a.log(), a.log()
+
+
+def test_job_output_offsets_are_validated(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    conn = RawConn(a.socket)
+    try:
+        conn.hello()
+        conn.request(1, "events.subscribe", topics=["job.exit"])
+        r = conn.request(2, "job.start", argv=["sh", "-c", "echo hello-world"])
+        job_id = r["result"]["id"]
+        _events_until_exit(conn, job_id)
+        for i, args in enumerate(({"offset": 10**30}, {"offset": -1}, {"offset": 0, "max": -1},
+                                  {"offset": 0, "max": 0}, {"offset": 0, "max": 1 << 30})):  # fmt: skip
+            r = conn.request(10 + i, "job.output", job=job_id, stream="out", **args)
+            assert fault_code(r) == FaultCode.BAD_ARGUMENT, (args, r)
+        r = conn.request(20, "job.output", job=job_id, stream="out", offset=0, max=5)
+        assert base64.b64decode(r["result"]["data"]) == b"hello", r
+        r = conn.request(21, "job.output", job=job_id, stream="out", offset=6)
+        assert base64.b64decode(r["result"]["data"]) == b"world\n", r
+    finally:
+        conn.close()
+    assert "Traceback" not in a.log()

@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from omview.agent.jobs.run import JobError, JobManager, start_time
-from omview.agent.jobs.table import HINTS, Job, JobStore, parse_job_id
+from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id
 from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
@@ -41,6 +41,19 @@ SIGNALS = {int(s) for s in signal.Signals}
 
 def _fault(exc: JobError) -> OpFault:
     return OpFault(exc.code, exc.message)
+
+
+def _output_args(op: str, args: dict[str, Any]) -> tuple[str, int, int]:
+    """stream, offset and max of job.output / peer.job.output, checked: a bad one is the caller's
+    mistake (BAD_ARGUMENT), never clamped into a different answer."""
+    stream, offset, limit = args["stream"], args["offset"], args.get("max", CHUNK)
+    if stream not in STREAMS:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: stream must be one of {', '.join(STREAMS)}, not {stream!r}")
+    if offset < 0:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: offset must be 0 or more, not {offset}")
+    if not 1 <= limit <= CHUNK:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: max must be between 1 and {CHUNK} bytes, not {limit}")
+    return stream, offset, limit
 
 
 def _target(text: str) -> Target:
@@ -223,11 +236,10 @@ class JobOps:
         return await self._run(self.jobs.signal, job.id, sig)
 
     async def job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
+        stream, offset, limit = _output_args("job.output", args)
         job = self._job(args["job"])
         self._own(conn, job)
-        return await self._run(
-            self.jobs.output, job.id, args["stream"], args["offset"], args.get("max", 1 << 18)
-        )
+        return await self._run(self.jobs.output, job.id, stream, offset, limit)
 
     # ------------------------------------------------------------------ migration requests
     async def proc_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -426,14 +438,8 @@ class JobOps:
         return await self._run(self.jobs.signal, args["job"], args["signal"], args.get("hops", 0))
 
     async def peer_job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(
-            self.jobs.output,
-            args["job"],
-            args["stream"],
-            args["offset"],
-            args.get("max", 1 << 18),
-            args.get("hops", 0),
-        )
+        stream, offset, limit = _output_args("peer.job.output", args)
+        return await self._run(self.jobs.output, args["job"], stream, offset, limit, args.get("hops", 0))
 
     async def peer_job_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(self.migrate_anywhere, args["job"], _target(args["target"]), "request")
