@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from typing import Any
 
@@ -172,3 +173,58 @@ def test_job_output_offsets_are_validated(cluster_factory) -> None:  # type: ign
     finally:
         conn.close()
     assert "Traceback" not in a.log()
+
+
+GOOD_JOB = {"id": "2:4242", "home": 2, "home_pid": 4242, "argv": ["true"], "cwd": "/", "uid": 0, "gid": 0,
+            "where": 1}  # fmt: skip
+BAD_PEER_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    ("peer.mig.prepare", {"mig": {"id": None}}),
+    ("peer.mig.prepare", {"mig": {"id": "../../x", "job": "1:2", "method": "images"}}),
+    ("peer.mig.prepare", {"mig": {"id": "1-2-3-4", "job": "1:2", "method": "images", "bytes": "lots"}}),
+    ("peer.mig.prepare", {"mig": {"id": "1-2-3-4", "job": "1:2", "method": "images", "cpu_flags": [1]}}),
+    ("peer.mig.restore", {"mig": {"id": None}}),
+    ("peer.mig.restore", {"mig": {"id": "1-2-3-4", "method": "images", "sums": {}, "job": {"id": 5}}}),
+    ("peer.mig.restore", {"mig": {"id": "1-2-3-4", "method": "images", "sums": [], "job": GOOD_JOB}}),
+    ("peer.mig.abort", {"mig": "../jobs"}),
+    ("peer.mig.abort", {"mig": ""}),
+    ("peer.job.launch", {"job": {}}),
+    ("peer.job.launch", {"job": {**GOOD_JOB, "argv": "true"}}),
+    ("peer.job.launch", {"job": {**GOOD_JOB, "uid": 10**30}}),
+    ("peer.job.launch", {"job": {**GOOD_JOB, "cwd": "relative"}}),
+    ("peer.job.launch", {"job": GOOD_JOB, "env": {"A": 1}}),
+    ("peer.job.update", {"job": "1:2", "kind": "moved", "data": {}}),
+    ("peer.job.update", {"job": "1:2", "kind": "moved", "data": {"where": "x"}}),
+    ("peer.job.update", {"job": "1:2", "kind": "lock", "data": {"lock": "yes"}}),
+    ("peer.job.update", {"job": "1:2", "kind": "nonsense", "data": {}}),
+    ("peer.job.update", {"job": "nope", "kind": "lock", "data": {"lock": True}}),
+    ("peer.job.signal", {"job": "1:2", "signal": 10**9}),
+    ("peer.job.signal", {"job": "1:2", "signal": 9, "hops": -5}),
+    ("peer.job.output", {"job": "1:2", "stream": "out", "offset": -1}),
+    ("peer.job.output", {"job": "../x", "stream": "out", "offset": 0}),
+    ("peer.job.migrate", {"job": "x", "target": "home"}),
+    ("peer.proc.check", {"pids": [10**30], "files": []}),
+    ("peer.proc.check", {"pids": [], "files": [{"path": "/tmp\0x"}]}),
+    ("peer.proc.check", {"pids": [], "files": [{"path": "/tmp", "size": "big"}]}),
+    ("peer.proc.check", {"pids": [], "files": ["/tmp"]}),
+]
+
+
+def test_malformed_peer_requests_are_bad_arguments_and_leave_no_files(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    conn = RawConn(a.socket)
+    try:
+        conn.hello()
+        for i, (op, args) in enumerate(BAD_PEER_REQUESTS):
+            r = conn.request(i, op, **args)
+            assert fault_code(r) == FaultCode.BAD_ARGUMENT, (op, args, r)
+    finally:
+        conn.close()
+    incoming = os.path.join(a.state_dir, "incoming")
+    assert not os.path.exists(os.path.join(incoming, "None"))
+    assert not os.path.exists("/dev/shm/omview-in-None")
+    assert not os.listdir(incoming) if os.path.isdir(incoming) else True
+    with a.client() as c:
+        assert c.call("node.stats")["server"]["internal_errors"] == 0
+    assert "Traceback" not in a.log(), a.log()
+
