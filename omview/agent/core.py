@@ -175,6 +175,16 @@ class Agent:
         if self._stop is not None:
             self._stop.set()
 
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM, SIGINT and SIGHUP all stop cleanly (leave datagram, socket and PID file removed).
+        SIGHUP does not reload: the socket, state directory and UDP port cannot change under live
+        clients and jobs; a closed terminal of a foreground agent sends it too."""
+        if self._stop is not None and not self._stop.is_set():
+            log.info("%s received: stopping%s", sig.name,
+                     " (SIGHUP stops the agent; restart it to read a changed configuration)"
+                     if sig == signal.SIGHUP else "")  # fmt: skip
+        self.request_stop()
+
     def _criu_path(self) -> str | None:
         status = self.criu.status
         return status.path if status.ok else None
@@ -254,8 +264,8 @@ class Agent:
         if not become_subreaper():
             log.warning("cannot become a child subreaper; jobs restored here cannot be waited for directly")
         self._stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
         await self.server.start()  # first: refuses to start when another agent serves the socket
         try:
             self.gossip.configure(self.membership, loop)

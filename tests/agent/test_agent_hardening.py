@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import time
 from typing import Any
 
 from omview.model.client import AgentClient
 from omview.model.errors import AgentFault
 from omview.model.protocol import FaultCode
-from tests.support.agents import Cluster, RawConn, fault_code
+from tests.support.agents import Cluster, RawConn, fault_code, wait_for
 from tests.support.asuser import NOBODY, OTHER, connect_as, held_as, run_as
 
 
@@ -228,3 +229,32 @@ def test_malformed_peer_requests_are_bad_arguments_and_leave_no_files(cluster_fa
         assert c.call("node.stats")["server"]["internal_errors"] == 0
     assert "Traceback" not in a.log(), a.log()
 
+
+def test_sighup_stops_the_agent_as_cleanly_as_sigterm(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(2)
+    cl.start()
+    a, b = cl.agents
+    watcher = RawConn(b.socket)
+    try:
+        watcher.hello()
+        watcher.request(1, "events.subscribe", topics=["node.down"])
+
+        def b_sees_a_up() -> bool:
+            nodes = watcher.request(2, "cluster.nodes")["result"]
+            return any(n["id"] == 1 and n["status"] == "up" for n in nodes)
+
+        wait_for(b_sees_a_up, 10, "node 2 to see node 1 up")
+        pid_file = a.socket[: -len(".sock")] + ".pid"
+        assert os.path.exists(pid_file)
+        assert a.proc is not None
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGHUP)
+        assert a.proc.wait(15) == 0
+        ev = watcher.line()  # the leave datagram: long before down_after (3 s) would notice
+        assert ev["event"] == "node.down" and ev["data"]["node"] == 1 and ev["data"]["reason"] == "left", ev
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        watcher.close()
+    assert not os.path.exists(a.socket) and not os.path.exists(pid_file)
+    log = a.log()
+    assert "SIGHUP received: stopping" in log and "stopped" in log and "Traceback" not in log, log
