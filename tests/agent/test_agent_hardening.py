@@ -258,3 +258,20 @@ def test_sighup_stops_the_agent_as_cleanly_as_sigterm(cluster_factory) -> None: 
     assert not os.path.exists(a.socket) and not os.path.exists(pid_file)
     log = a.log()
     assert "SIGHUP received: stopping" in log and "stopped" in log and "Traceback" not in log, log
+
+
+def test_jobs_of_one_deputy_in_one_second_all_start(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    """Found by the fuzz test: the second leftover job directory of one second was INTERNAL."""
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0].start()
+    conn = RawConn(a.socket)
+    try:
+        conn.hello()
+        conn.request(1, "events.subscribe", topics=["job.exit"])
+        for i in range(4):
+            r = conn.request(10 + i, "job.start", argv=["true"])
+            assert "result" in r, r
+            _events_until_exit(conn, r["result"]["id"])
+    finally:
+        conn.close()
+    assert "Traceback" not in a.log()

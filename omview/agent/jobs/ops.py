@@ -17,7 +17,7 @@ from typing import Any
 
 from omview.agent.jobs import wire
 from omview.agent.jobs.run import JobError, JobManager, start_time
-from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id
+from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id, set_aside
 from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
@@ -347,7 +347,7 @@ class JobOps:
         )  # fmt: skip
         d = self.store.job_dir(job)
         if os.path.isdir(d):
-            os.replace(d, f"{d}.old-{int(time.time())}")
+            set_aside(d)
         os.makedirs(d, mode=0o755)
         # the process's output stays where its fds point; the job's directory (which travels with it)
         # only says where it came from
