@@ -51,7 +51,9 @@ class Gen:
         if r.random() < 0.3:
             return r.choice(WORDS)
         # any code point, lone surrogates included (json.dumps escapes them as \udXXX)
-        return "".join(chr(r.randrange(0x110000 if r.random() < 0.2 else 0x80)) for _ in range(r.randrange(12)))
+        return "".join(
+            chr(r.randrange(0x110000 if r.random() < 0.2 else 0x80)) for _ in range(r.randrange(12))
+        )
 
     def number(self) -> int:
         r = self.r
@@ -65,7 +67,13 @@ class Gen:
             return [self.value(depth + 1) for _ in range(r.randrange(4))]
         if kind == 6:
             return {self.text(): self.value(depth + 1) for _ in range(r.randrange(4))}
-        scalars = (lambda: None, lambda: r.random() < 0.5, self.number, lambda: r.uniform(-1e9, 1e9), self.text)
+        scalars = (
+            lambda: None,
+            lambda: r.random() < 0.5,
+            self.number,
+            lambda: r.uniform(-1e9, 1e9),
+            self.text,
+        )
         return scalars[kind]()
 
     def typed(self, types: tuple[type, ...]) -> Any:

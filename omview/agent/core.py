@@ -97,7 +97,7 @@ class Agent:
         self.server = Server(
             cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients,
             max_clients_per_user=cfg.max_clients_per_user,
-        )
+        )  # fmt: skip
         self.gossip = Gossip(
             codec=self.codec,
             port=cfg.port,

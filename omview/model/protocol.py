@@ -241,7 +241,9 @@ def parse_request(line: bytes) -> Request:
             msg = json.loads(line)
             # strings must be text that can go anywhere (logs, file names, replies): no lone surrogates
             if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(msg):
-                raise ProtocolError(FaultCode.MALFORMED, "request contains a lone UTF-16 surrogate (\\ud800-\\udfff)")
+                raise ProtocolError(
+                    FaultCode.MALFORMED, "request contains a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                )
         except RecursionError:
             raise ProtocolError(FaultCode.TOO_LARGE, "request is nested too deeply") from None
         except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of more than 4300 digits

@@ -49,7 +49,9 @@ def _output_args(op: str, args: dict[str, Any]) -> tuple[str, int, int]:
     mistake (BAD_ARGUMENT), never clamped into a different answer."""
     stream, offset, limit = args["stream"], args["offset"], args.get("max", CHUNK)
     if stream not in STREAMS:
-        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: stream must be one of {', '.join(STREAMS)}, not {stream!r}")
+        raise OpFault(
+            FaultCode.BAD_ARGUMENT, f"{op}: stream must be one of {', '.join(STREAMS)}, not {stream!r}"
+        )
     if offset < 0:
         raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: offset must be 0 or more, not {offset}")
     if not 1 <= limit <= CHUNK:
