@@ -22,6 +22,7 @@ DEFAULT_DOWN_AFTER = 6.0
 DEFAULT_FANOUT = 3
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_MAX_CLIENTS = 64
+DEFAULT_MAX_CLIENTS_PER_USER = 16
 
 
 def default_config_path() -> str:
@@ -54,6 +55,8 @@ class AgentConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     #: connections served at once; one more is answered BUSY and closed
     max_clients: int = DEFAULT_MAX_CLIENTS
+    #: connections one non-root user may hold at once (root's are counted apart, see server.Server)
+    max_clients_per_user: int = DEFAULT_MAX_CLIENTS_PER_USER
     #: MOSIX-like automatic migration of mosrun jobs between nodes (docs/migration.md)
     balance: bool = True
     #: test clusters only: honour the migration fault-injection hooks in state_dir/faults/
@@ -153,6 +156,7 @@ CHECKS: dict[str, Callable[[_Checker, str], Any]] = {
     "criu": _Checker.path_,
     "request_timeout": lambda c, k: c.float_(k, 0.1, 3600.0),
     "max_clients": lambda c, k: c.int_(k, 1, 10000),
+    "max_clients_per_user": lambda c, k: c.int_(k, 1, 10000),
     "balance": _Checker.bool_,
     "test_mode": _Checker.bool_,
 }

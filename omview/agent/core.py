@@ -51,6 +51,10 @@ EVENTS = (
     "job.started", "job.output", "job.exit", "job.moved",
     "migration.started", "migration.done", "migration.failed",
 )  # fmt: skip
+#: events only root and the job's owner receive, as only they may read the same data with an op
+#: (job.output is "own"); every other event is what open ops show anyone (cluster.nodes, flags.get,
+#: cluster.map, job.list, migration.history)
+OWNER_ONLY_EVENTS = frozenset({"job.output"})
 LOCK_PRUNE_EVERY = 10  # ticks
 PID_CHECK_TTL = 10.0  # seconds a peer's answer about PIDs in use is reused by procs.list
 JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
@@ -92,8 +96,9 @@ class Agent:
         self._pid_check_cache: tuple[float, int, set[int], set[int]] = (0.0, 0, set(), set())
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
         self.server = Server(
-            cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients
-        )
+            cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients,
+            max_clients_per_user=cfg.max_clients_per_user,
+        )  # fmt: skip
         self.gossip = Gossip(
             codec=self.codec,
             port=cfg.port,
@@ -170,6 +175,16 @@ class Agent:
         """Signal-safe: only sets a flag the main loop waits on."""
         if self._stop is not None:
             self._stop.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM, SIGINT and SIGHUP all stop cleanly (leave datagram, socket and PID file removed).
+        SIGHUP does not reload: the socket, state directory and UDP port cannot change under live
+        clients and jobs; a closed terminal of a foreground agent sends it too."""
+        if self._stop is not None and not self._stop.is_set():
+            log.info("%s received: stopping%s", sig.name,
+                     " (SIGHUP stops the agent; restart it to read a changed configuration)"
+                     if sig == signal.SIGHUP else "")  # fmt: skip
+        self.request_stop()
 
     def _criu_path(self) -> str | None:
         status = self.criu.status
@@ -250,8 +265,8 @@ class Agent:
         if not become_subreaper():
             log.warning("cannot become a child subreaper; jobs restored here cannot be waited for directly")
         self._stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
         await self.server.start()  # first: refuses to start when another agent serves the socket
         try:
             self.gossip.configure(self.membership, loop)
@@ -330,7 +345,11 @@ class Agent:
                      f", {data['reason']}" if "reason" in data else "")  # fmt: skip
         if name.startswith("node.") and self._loop is not None:
             self._snapshot_nodes()  # migrations and launches must not see a node down that just came up
-        self.server.publish(name, data)
+        owner: int | None = None
+        if name in OWNER_ONLY_EVENTS or name not in EVENTS:  # an event nobody classified: root only
+            job = self.jobstore.get(str(data.get("job"))) if name in OWNER_ONLY_EVENTS else None
+            owner = job.uid if job is not None else 0
+        self.server.publish(name, data, owner=owner)
 
     # records -----------------------------------------------------------------------------
 

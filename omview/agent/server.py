@@ -106,11 +106,15 @@ Dispatcher = Callable[[Connection, Request], Awaitable[Any]]
 class Server:
     """Serves the agent socket; ``dispatch`` does the work of each request."""
 
-    def __init__(self, path: str, dispatch: Dispatcher, *, request_timeout: float, max_clients: int) -> None:
+    def __init__(
+        self, path: str, dispatch: Dispatcher, *, request_timeout: float, max_clients: int,
+        max_clients_per_user: int | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
         self.dispatch = dispatch
         self.request_timeout = request_timeout
         self.max_clients = max_clients
+        self.max_clients_per_user = max_clients_per_user or max_clients
         self.conns: set[Connection] = set()
         self.stats: dict[str, int] = {
             "connections": 0, "requests": 0, "faults": 0, "internal_errors": 0, "busy_rejected": 0,
@@ -173,11 +177,12 @@ class Server:
             if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
 
-    def publish(self, name: str, data: Any) -> None:
-        """Send an event to every subscriber whose topics match."""
+    def publish(self, name: str, data: Any, *, owner: int | None = None) -> None:
+        """Send an event to every subscriber whose topics match; with OWNER only to root and that uid
+        (the event carries what the op reading the same data shows only to them)."""
         line = protocol.event(name, data)
         for conn in list(self.conns):
-            if conn.topics is None:
+            if conn.topics is None or (owner is not None and conn.uid not in (0, owner)):
                 continue
             if conn.push_event(name, line):
                 self.stats["events_sent"] += 1
@@ -204,13 +209,10 @@ class Server:
         sock = writer.get_extra_info("socket")
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", creds)
-        if len(self.conns) >= self.max_clients:
+        refusal = self._refusal(uid)
+        if refusal:
             self.stats["busy_rejected"] += 1
-            writer.write(protocol.fault(
-                None, FaultCode.BUSY,
-                f"the agent already serves {len(self.conns)} connections (max_clients = {self.max_clients}); "
-                "close idle clients or try again later",
-            ))  # fmt: skip
+            writer.write(protocol.fault(None, FaultCode.BUSY, refusal))
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), 5.0)
             return
@@ -225,23 +227,48 @@ class Server:
             self.conns.discard(conn)
             log.debug("client %d gone", conn.id)
 
+    def _refusal(self, uid: int) -> str:
+        """Why a new connection of UID is refused ('' when it is served). Root's connections and
+        everybody else's are counted apart, and every other user also has a share of their own:
+        idle connections of one local user can neither lock out root's tools (collector, GUI,
+        peers) nor the other users."""
+        same = sum(1 for c in self.conns if c.uid == uid)
+        if uid == 0:
+            if same >= self.max_clients:
+                return (f"the agent already serves {same} connections of root (max_clients = {self.max_clients}); "
+                        "close idle clients or try again later")  # fmt: skip
+            return ""
+        others = sum(1 for c in self.conns if c.uid != 0)
+        if same >= self.max_clients_per_user:
+            return (f"the agent already serves {same} connections of uid {uid} "
+                    f"(max_clients_per_user = {self.max_clients_per_user}); close idle clients or try again later")  # fmt: skip
+        if others >= self.max_clients:
+            return (f"the agent already serves {others} connections of non-root users "
+                    f"(max_clients = {self.max_clients}); try again later")  # fmt: skip
+        return ""
+
     async def _read_loop(self, conn: Connection, reader: asyncio.StreamReader) -> None:
         buf = bytearray()
         discarding = False
+        loop = asyncio.get_running_loop()
+        # a connection that never says hello holds a slot for nothing: it gets request_timeout to do so
+        hello_by = loop.time() + self.request_timeout
         while True:
             pending = bool(buf) or discarding
+            wait = self.request_timeout if pending else None
+            if not conn.handshaken:  # trickling bytes does not buy more time before the hello either
+                left = max(0.0, hello_by - loop.time())
+                wait = left if wait is None else min(wait, left)
             try:
-                if pending:
-                    chunk = await asyncio.wait_for(reader.read(READ_CHUNK), self.request_timeout)
-                else:
-                    chunk = await reader.read(READ_CHUNK)
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), wait)
             except TimeoutError:
                 self.stats["faults"] += 1
-                await conn.send(protocol.fault(
-                    None, FaultCode.TIMEOUT,
-                    f"incomplete request: no end of line for {self.request_timeout:g} s; closing the connection "
-                    "(every request must end with a newline)",
-                ))  # fmt: skip
+                if conn.handshaken or loop.time() < hello_by:
+                    why = (f"incomplete request: no end of line for {self.request_timeout:g} s; closing the "
+                           "connection (every request must end with a newline)")  # fmt: skip
+                else:
+                    why = f"no hello within {self.request_timeout:g} s of connecting; closing the connection"
+                await conn.send(protocol.fault(None, FaultCode.TIMEOUT, why))
                 return
             if not chunk:
                 return

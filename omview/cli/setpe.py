@@ -56,13 +56,8 @@ def default_map_path(*, must_exist: bool) -> str:
 
 def _write(path_arg: str | None) -> int:
     path = path_arg or default_map_path(must_exist=True)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CliError(f"cannot read the map file {path}: {reason}") from None
-    entries = mapfile.parse(text, path=path)  # ConfigError -> "setpe: FILE:LINE: reason", exit 2
+    # ConfigError -> "setpe: FILE: cannot read the map file: why" or "setpe: FILE:LINE: reason", exit 2
+    entries = mapfile.parse(mapfile.read(path), path=path)
     if not entries:
         raise CliError(f"{path}: the map defines no nodes; add lines 'ID ADDRESS COUNT'")
     addresses = {addr for addrs in mapfile.expand(entries).values() for addr in addrs}

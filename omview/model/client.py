@@ -52,7 +52,15 @@ class AgentClient:
         """Send one request and return its result; raises AgentFault or TransportError."""
         with self._lock:
             req_id = next(self._ids)
-            self.channel.send(protocol.request(req_id, op, args))
+            try:
+                self.channel.send(protocol.request(req_id, op, args))
+            except ConnectionLost:
+                # the agent may have refused the connection (BUSY) and closed it before we sent: its
+                # reason is still waiting to be read, and says more than "broken pipe"
+                refusal = self._refusal()
+                if refusal is not None:
+                    raise refusal from None
+                raise
             wait = self.timeout if timeout is None else timeout
             while True:
                 line = self.channel.recv_line(wait)
@@ -63,13 +71,22 @@ class AgentClient:
                 if "event" in msg:
                     self._events.append((str(msg["event"]), msg.get("data")))
                     continue
+                if msg.get("id") is None and "error" in msg:
+                    raise _fault(msg)  # about the whole connection (BUSY, TIMEOUT): it ends here
                 if msg.get("id") != req_id:
                     # a reply to a request whose caller timed out earlier; drop it
                     continue
                 if "error" in msg:
-                    err = msg["error"]
-                    raise AgentFault(int(err.get("code", protocol.FaultCode.INTERNAL)), str(err.get("message", "")))
+                    raise _fault(msg)
                 return msg.get("result")
+
+    def _refusal(self) -> AgentFault | None:
+        """The fault line a closing agent left for us, if any (read briefly, never raises)."""
+        try:
+            msg = protocol.parse_reply(self.channel.recv_line(1.0))
+        except (OmviewError, TimeoutError, OSError, ValueError):
+            return None
+        return _fault(msg) if "error" in msg else None
 
     def next_event(self, timeout: float | None) -> tuple[str, Any]:
         """The next event after events.subscribe; raises TimeoutError when none arrives."""
@@ -108,6 +125,11 @@ class AgentClient:
     def processes(self, pid: int | None = None) -> list[ProcessInfo]:
         args = {} if pid is None else {"pid": pid}
         return [ProcessInfo.from_dict(d) for d in self.call("procs.list", **args)]
+
+
+def _fault(msg: dict[str, Any]) -> AgentFault:
+    err = msg["error"] if isinstance(msg.get("error"), dict) else {}
+    return AgentFault(int(err.get("code", protocol.FaultCode.INTERNAL)), str(err.get("message", "")))
 
 
 __all__ = ["AgentClient", "OmviewError"]

@@ -12,7 +12,9 @@ the line and what to change.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +23,9 @@ from omview.model.errors import ConfigError
 
 #: Lookup order of the openMosix userland tools.
 MAP_PATHS = ("/etc/openmosix.map", "/etc/mosix.map", "/etc/hpc.map")
+#: A map has one short line per range of nodes (65535 one-node lines fit in about 2 MB, ranges
+#: in far less); anything bigger is the wrong file (/dev/zero once grew setpe -w to 3.5 GB).
+MAX_MAP_BYTES = 1 << 20
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -105,6 +110,36 @@ def parse_line(text: str, *, path: str = "<map>", line: int = 0) -> MapEntry | N
         if base + count - 1 > MAX_NODE_ID:
             raise ConfigError(f"IDs {base}..{base + count - 1} run past {MAX_NODE_ID}", path=path, line=line)
     return MapEntry(base, address, count)
+
+
+def read(path: str) -> str:
+    """The text of the map file PATH: a regular file of at most MAX_MAP_BYTES of UTF-8. Every map
+    reader goes through here (agent config and check-config, setpe -w), so none can be fed a device
+    or a FIFO, or grow without bound. Errors read "PATH: cannot read the map file: why"."""
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"cannot read the map file: {why}", path=path)
+
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang; it is refused below as not a regular file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise fail("not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        os.set_blocking(fd, True)
+        try:
+            data = fh.read(MAX_MAP_BYTES + 1)
+        except OSError as exc:
+            raise fail(exc.strerror or str(exc)) from None
+    if len(data) > MAX_MAP_BYTES:
+        raise fail(f"larger than {MAX_MAP_BYTES} bytes (1 MiB), the limit for a map; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text ({exc})") from None
 
 
 def parse(text: str, *, path: str = "<map>") -> list[MapEntry]:

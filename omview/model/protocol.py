@@ -16,6 +16,7 @@ only append.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -23,6 +24,11 @@ from typing import Any
 PROTOCOL_VERSION = 1
 #: Longest request line the agent accepts (bytes, newline excluded).
 MAX_LINE = 1 << 20
+#: Integers in requests (ids and arguments) are 64-bit signed: what every consumer (kernel
+#: interfaces, file offsets, other languages' JSON) can hold; beyond that is BAD_ARGUMENT, not a crash.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+#: a \uD800-\uDFFF escape: the only way a JSON line can smuggle in a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class FaultCode(IntEnum):
@@ -163,8 +169,12 @@ class ProtocolError(ValueError):
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """One message as a JSON line (compact, UTF-8, newline-terminated)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One message as a JSON line (compact, UTF-8, newline-terminated).
+
+    A lone surrogate (a file name from /proc decoded with surrogateescape, say) cannot be UTF-8:
+    backslashreplace writes it as its JSON escape \\udcXX inside the string, so a reply never fails."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 def request(req_id: int | str, op: str, args: dict[str, Any] | None = None) -> bytes:
@@ -202,9 +212,19 @@ class Request:
 def _id_of(msg: Any) -> int | str | None:
     if isinstance(msg, dict):
         rid = msg.get("id")
-        if isinstance(rid, (int, str)) and not isinstance(rid, bool):
+        if isinstance(rid, int) and not isinstance(rid, bool) and INT_MIN <= rid <= INT_MAX:
+            return rid
+        if isinstance(rid, str):
             return rid
     return None
+
+
+def _has_lone_surrogate(msg: Any) -> bool:
+    try:
+        json.dumps(msg, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_request(line: bytes) -> Request:
@@ -219,13 +239,24 @@ def parse_request(line: bytes) -> Request:
             raise ProtocolError(FaultCode.TOO_LARGE, f"request of {len(line)} bytes exceeds {MAX_LINE}")
         try:
             msg = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # strings must be text that can go anywhere (logs, file names, replies): no lone surrogates
+            if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(msg):
+                raise ProtocolError(
+                    FaultCode.MALFORMED, "request contains a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                )
+        except RecursionError:
+            raise ProtocolError(FaultCode.TOO_LARGE, "request is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of more than 4300 digits
+            if isinstance(exc, ProtocolError):
+                raise
             raise ProtocolError(FaultCode.MALFORMED, f"request is not valid JSON: {exc}") from None
         req_id = _id_of(msg)
         if not isinstance(msg, dict):
             raise ProtocolError(FaultCode.MALFORMED, "request must be a JSON object")
         if req_id is None:
-            raise ProtocolError(FaultCode.MALFORMED, "request needs an 'id' (integer or string)")
+            raise ProtocolError(
+                FaultCode.MALFORMED, "request needs an 'id' (a 64-bit signed integer or a string)"
+            )
         op = msg.get("op")
         if not isinstance(op, str):
             raise ProtocolError(FaultCode.MALFORMED, "request needs an 'op' string")
@@ -246,6 +277,10 @@ def parse_request(line: bytes) -> Request:
             if isinstance(value, bool) != (bool in arg.types) or not isinstance(value, arg.types):
                 want = "/".join(t.__name__ for t in arg.types)
                 raise ProtocolError(FaultCode.BAD_ARGUMENT, f"{op}: argument {name!r} must be {want}")
+            if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+                raise ProtocolError(
+                    FaultCode.BAD_ARGUMENT, f"{op}: argument {name!r} is out of range (64-bit signed integer)"
+                )
         for name, arg in spec.args.items():
             if arg.required and name not in args:
                 raise ProtocolError(FaultCode.BAD_ARGUMENT, f"{op}: missing argument {name!r}")

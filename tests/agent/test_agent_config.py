@@ -98,6 +98,19 @@ def test_bad_map_line_names_file_and_line(cluster_factory) -> None:  # type: ign
     assert not os.path.exists(a.socket)
 
 
+def test_map_file_must_be_a_small_regular_file(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cl: Cluster = cluster_factory(1)
+    a = cl.agents[0]
+    big = os.path.join(cl.base, "big.map")
+    with open(big, "wb") as fh:
+        fh.write(b"1 127.0.0.2 1\n" + b"#\n" * (1 << 20))
+    for path, why in (("/dev/zero", "not a regular file"), (big, "larger than 1048576 bytes (1 MiB)")):
+        a.settings["map_file"] = path
+        a.write_config()
+        res = run_agent(["check-config", "--config", a.config], env=a.env)
+        assert res.returncode == 1 and f"{path}: cannot read the map file: {why}" in res.stderr, res.stderr
+
+
 def test_own_address_missing_from_map(cluster_factory) -> None:  # type: ignore[no-untyped-def]
     cl: Cluster = cluster_factory(1, address="127.0.0.9")
     a = cl.agents[0]

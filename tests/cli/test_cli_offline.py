@@ -161,10 +161,23 @@ def test_setpe_w_reports_file_line_reason(
     assert "Traceback" not in res.stderr
 
 
+def test_setpe_w_refuses_a_device_or_a_huge_file(cli: Runner, tmp_path: Path) -> None:
+    res = cli("setpe", "-w", "-f", "/dev/zero")  # once grew to 3.5 GB
+    assert res.returncode == 2
+    assert "setpe: /dev/zero: cannot read the map file: not a regular file" in res.stderr
+    big = tmp_path / "big.map"
+    big.write_bytes(b"#\n" * (1 << 20))
+    res = cli("setpe", "-w", "-f", str(big))
+    assert res.returncode == 2
+    assert f"setpe: {big}: cannot read the map file: larger than 1048576 bytes" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_setpe_w_missing_and_empty_file(cli: Runner, tmp_path: Path) -> None:
     res = cli("setpe", "-w", "-f", str(tmp_path / "nope.map"))
     assert res.returncode == 2
-    assert f"cannot read the map file {tmp_path / 'nope.map'}: No such file or directory" in res.stderr
+    nope = tmp_path / "nope.map"
+    assert f"setpe: {nope}: cannot read the map file: No such file or directory" in res.stderr
     empty = tmp_path / "empty.map"
     empty.write_text("# nothing here\n")
     res = cli("setpe", "-w", "-f", str(empty))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from omview.model import mapfile
@@ -69,3 +71,24 @@ def test_showmap_golden() -> None:
 def test_format_map_round_trips() -> None:
     entries = mapfile.parse("1 10.0.0.1 2\n3 10.0.0.100 2\n3 10.1.0.1 ALIAS\n")
     assert mapfile.parse(mapfile.format_map(entries)) == entries
+
+
+def test_read_bounds_the_size_and_takes_only_regular_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ok = tmp_path / "ok.map"
+    ok.write_bytes(b"1 10.0.0.1 2\n" + b"#" * (mapfile.MAX_MAP_BYTES - 14) + b"\n")
+    assert mapfile.parse(mapfile.read(str(ok)))[0].count == 2  # exactly at the limit: fine
+    big = tmp_path / "big.map"
+    big.write_bytes(b"# comment\n" * (mapfile.MAX_MAP_BYTES // 10 + 1))
+    with pytest.raises(ConfigError) as err:
+        mapfile.read(str(big))
+    assert str(err.value) == (
+        f"{big}: cannot read the map file: larger than 1048576 bytes (1 MiB), the limit for a map; "
+        "is it the right file?"
+    )
+    fifo = tmp_path / "fifo.map"
+    os.mkfifo(fifo)  # nobody writes it: reading must not hang
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        with pytest.raises(ConfigError, match="cannot read the map file: not a regular file"):
+            mapfile.read(path)
+    with pytest.raises(ConfigError, match="No such file or directory"):
+        mapfile.read(str(tmp_path / "nope.map"))

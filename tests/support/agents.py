@@ -214,10 +214,14 @@ def make_base() -> str:
 class RawConn:
     """A bare socket speaking NDJSON by hand, for protocol-level tests."""
 
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, path: str, timeout: float = 10.0, *, sock: socket.socket | None = None) -> None:
+        """SOCK: one already connected (e.g. by tests.support.asuser.connect_as)."""
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        self.sock = sock
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
         self.buf = b""
 
     def send(self, data: bytes) -> None:

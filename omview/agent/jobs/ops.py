@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from omview.agent.jobs import wire
 from omview.agent.jobs.run import JobError, JobManager
-from omview.agent.jobs.table import HINTS, Job, JobStore, parse_job_id
+from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id, set_aside
 from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
@@ -41,6 +42,29 @@ SIGNALS = {int(s) for s in signal.Signals}
 
 def _fault(exc: JobError) -> OpFault:
     return OpFault(exc.code, exc.message)
+
+
+def _output_args(op: str, args: dict[str, Any]) -> tuple[str, int, int]:
+    """stream, offset and max of job.output / peer.job.output, checked: a bad one is the caller's
+    mistake (BAD_ARGUMENT), never clamped into a different answer."""
+    stream, offset, limit = args["stream"], args["offset"], args.get("max", CHUNK)
+    if stream not in STREAMS:
+        raise OpFault(
+            FaultCode.BAD_ARGUMENT, f"{op}: stream must be one of {', '.join(STREAMS)}, not {stream!r}"
+        )
+    if offset < 0:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: offset must be 0 or more, not {offset}")
+    if not 1 <= limit <= CHUNK:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: max must be between 1 and {CHUNK} bytes, not {limit}")
+    return stream, offset, limit
+
+
+def _hops(op: str, args: dict[str, Any]) -> int:
+    """How often a request was forwarded already (the forwarding node refuses more than 3)."""
+    hops = args.get("hops", 0)
+    if not 0 <= hops <= 10:
+        raise OpFault(FaultCode.BAD_ARGUMENT, f"{op}: hops must be between 0 and 10, not {hops}")
+    return int(hops)
 
 
 def _target(text: str) -> Target:
@@ -223,11 +247,10 @@ class JobOps:
         return await self._run(self.jobs.signal, job.id, sig)
 
     async def job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
+        stream, offset, limit = _output_args("job.output", args)
         job = self._job(args["job"])
         self._own(conn, job)
-        return await self._run(
-            self.jobs.output, job.id, args["stream"], args["offset"], args.get("max", 1 << 18)
-        )
+        return await self._run(self.jobs.output, job.id, stream, offset, limit)
 
     # ------------------------------------------------------------------ migration requests
     async def proc_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
@@ -326,7 +349,7 @@ class JobOps:
         )  # fmt: skip
         d = self.store.job_dir(job)
         if os.path.isdir(d):
-            os.replace(d, f"{d}.old-{int(time.time())}")
+            set_aside(d)
         os.makedirs(d, mode=0o755)
         # the process's output stays where its fds point; the job's directory (which travels with it)
         # only says where it came from
@@ -407,15 +430,20 @@ class JobOps:
 
     # ------------------------------------------------------------------ peer requests
     async def peer_job_launch(self, conn: Connection, args: dict[str, Any]) -> Any:
-        job = Job.from_dict(args["job"])
+        job = wire.job_record("peer.job.launch", args["job"])
+        env = args.get("env") or {}
+        if not all(isinstance(v, str) and "=" not in k and "\0" not in k + v for k, v in env.items()):
+            raise wire.bad("peer.job.launch", "env must map names to strings")
         job.where = self.me
         if self.node.flags.block:
             raise OpFault(FaultCode.BLOCKED, f"node {self.me} blocks arriving processes")
-        job = await self._run(self.jobs.launch, job, args.get("env") or {})
+        job = await self._run(self.jobs.launch, job, env)
         return {"job": job.id, "where": self.me, "pid": job.pid}
 
     async def peer_job_update(self, conn: Connection, args: dict[str, Any]) -> Any:
         kind, data = args["kind"], args["data"]
+        wire.job_id("peer.job.update", args["job"])
+        wire.update("peer.job.update", kind, data)
         if kind == "lock":
             await self._run(lambda: self.jobs.set_lock(args["job"], bool(data.get("lock")), from_peer=True))
         else:
@@ -423,34 +451,34 @@ class JobOps:
         return {"ok": True}
 
     async def peer_job_signal(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.jobs.signal, args["job"], args["signal"], args.get("hops", 0))
+        wire.job_id("peer.job.signal", args["job"])
+        if args["signal"] not in SIGNALS:
+            raise wire.bad("peer.job.signal", f"{args['signal']} is not a signal number")
+        return await self._run(self.jobs.signal, args["job"], args["signal"], _hops("peer.job.signal", args))
 
     async def peer_job_output(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(
-            self.jobs.output,
-            args["job"],
-            args["stream"],
-            args["offset"],
-            args.get("max", 1 << 18),
-            args.get("hops", 0),
-        )
+        stream, offset, limit = _output_args("peer.job.output", args)
+        job_id = wire.job_id("peer.job.output", args["job"])
+        return await self._run(self.jobs.output, job_id, stream, offset, limit, _hops("peer.job.output", args))
 
     async def peer_job_migrate(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.migrate_anywhere, args["job"], _target(args["target"]), "request")
+        job_id = wire.job_id("peer.job.migrate", args["job"])
+        return await self._run(self.migrate_anywhere, job_id, _target(args["target"]), "request")
 
     async def peer_mig_prepare(self, conn: Connection, args: dict[str, Any]) -> Any:
+        wire.migration("peer.mig.prepare", args["mig"], restore=False)
         return await self._run(self.target.prepare, args["mig"])
 
     async def peer_mig_restore(self, conn: Connection, args: dict[str, Any]) -> Any:
+        wire.migration("peer.mig.restore", args["mig"], restore=True)
         return await self._run(self.target.restore, args["mig"])
 
     async def peer_proc_check(self, conn: Connection, args: dict[str, Any]) -> Any:
-        pids = [int(p) for p in args["pids"] if isinstance(p, int) and p > 0]
-        files = [f for f in args["files"] if isinstance(f, dict)]
-        problems = await self._run(adopt.check_here, self.me, pids, files, int(args.get("source", 0)))
+        pids, files = wire.proc_check("peer.proc.check", args["pids"], args["files"])
+        problems = await self._run(adopt.check_here, self.me, pids, files, args.get("source", 0))
         if self.node.flags.block:
             problems.insert(0, f"node {self.me} blocks arriving processes")
         return {"node": self.me, "problems": problems}
 
     async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
-        return await self._run(self.target.abort, args["mig"])
+        return await self._run(self.target.abort, wire.mig_id("peer.mig.abort", args["mig"]))

@@ -26,6 +26,7 @@ from omview.agent.jobs.table import (
     launch_argv,
     read_chunk,
     read_status,
+    set_aside,
 )
 from omview.agent.migration import criu as criumod
 from omview.agent.peers.links import PeerError, PeerLinks
@@ -93,7 +94,7 @@ class JobManager:
         d = self.store.job_dir(job)
         if os.path.isdir(d):
             # a leftover of an earlier job with the same id (home PID reused after a reboot)
-            os.replace(d, f"{d}.old-{int(time.time())}")
+            set_aside(d)
         os.makedirs(d, mode=0o755)
         if not os.path.isdir(job.cwd):
             raise JobError(FaultCode.BAD_ARGUMENT, f"working directory {job.cwd} does not exist on node {me}")

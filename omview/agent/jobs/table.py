@@ -5,12 +5,14 @@ files (stdout, stderr and the exit status that jobinit writes).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -146,6 +148,20 @@ class JobStore:
 
     def file(self, job: Job, name: str) -> str:
         return os.path.join(self.jobs_dir, job.dirname, name)
+
+
+def set_aside(job_dir: str) -> None:
+    """Move a leftover directory of an earlier job with the same id out of the way, under a name no
+    other leftover has (two jobs of one deputy PID can end within the same second)."""
+    base = f"{job_dir}.old-{int(time.time())}"
+    for n in range(1000):
+        try:
+            os.rename(job_dir, base if n == 0 else f"{base}-{n}")
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise FileExistsError(f"cannot set {job_dir} aside: 1000 leftovers of this second already")
 
 
 def launch_argv(job: Job, job_dir: str, python: str = sys.executable) -> list[str]:

@@ -143,12 +143,7 @@ def from_map(
 
 def read_map_file(path: str) -> list[MapEntry]:
     """Parse a map file; errors name file:line."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the map file: {exc}", path=path) from None
-    entries = mapfile.parse(text, path=path)
+    entries = mapfile.parse(mapfile.read(path), path=path)
     if not entries:
         raise ConfigError("the map defines no nodes; add lines 'ID ADDRESS COUNT'", path=path)
     return entries
