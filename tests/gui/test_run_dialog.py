@@ -315,6 +315,10 @@ def test_advanced_execution_starts_jobs_where_asked(
             with AgentClient(UnixChannel(cluster.agent_socket(2)), client_name="tests") as c:
                 c.call("flags.set", block=False)
         assert rec.state is JobState.FAILED and "blocks" in rec.message, rec.message
+        # the home node learns that node 2 takes jobs again by gossip: until then it refuses them
+        with AgentClient(UnixChannel(sock1), client_name="tests") as c:
+            qtbot.waitUntil(lambda: not any(n["id"] == 2 and n["block"] for n in c.call("cluster.nodes")),
+                            timeout=10000)  # fmt: skip
 
         # a long job streams its output while the window keeps ticking; "Stop job" ends it
         ticks = []

@@ -119,13 +119,17 @@ def alive(pid: int) -> bool:
 
 
 def all_up(cluster: Cluster, timeout: float = 20.0) -> Cluster:
-    """Wait until every agent lists every node up (gossip needs a moment after the cluster starts)."""
+    """Wait until every agent lists every node up (gossip needs a moment after the cluster starts)
+    and has finished its `criu check` (run in the background at start; until it ends every process
+    is "CRIU check has not finished yet", which takes seconds on a busy machine)."""
     ids = {n.id for n in cluster.nodes}
 
     def ok() -> bool:
         for n in ids:
             nodes = call(cluster, n, "cluster.nodes")
             if {x["id"] for x in nodes if x["status"] == "up"} != ids:
+                return False
+            if not call(cluster, n, "node.info")["criu"]["checked"]:
                 return False
         return True
 
