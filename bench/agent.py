@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from omview.agent.migration.criu import descendants
+from omview.agent.criu import descendants
 from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
 from omview.model.procfs import HZ, read_stat

@@ -179,6 +179,24 @@ def test_no_import_cycles() -> None:
         " | ".join(" <-> ".join(c) for c in cycles)
 
 
+def _room(module: str) -> str:
+    """The room a module stands in: a sub-package of the agent (omview.agent.node, ...), a module on
+    the agent's top (omview.agent.core), or elsewhere its package (omview.gui, omview.model, ...)."""
+    parts = module.split(".")
+    if parts[1:2] == ["agent"]:
+        return ".".join(parts[:3]) if len(parts) > 3 else module
+    return ".".join(parts[:2])
+
+
+def test_no_cycles_between_rooms() -> None:
+    """Packages import each other in one direction only (a newcomer reads the house floor by floor)."""
+    rooms: dict[str, set[str]] = {}
+    for mod, targets in _graph(SOURCES).items():
+        rooms.setdefault(_room(mod), set()).update(_room(t) for t in targets if _room(t) != _room(mod))
+    cycles = _cycles(rooms)
+    assert not cycles, "rooms importing each other: " + " | ".join(" <-> ".join(c) for c in cycles)
+
+
 def test_rules_catch_a_violation() -> None:
     """The checker itself must notice forbidden imports and cycles (guards against a vacuous test)."""
     bad = PKG / "agent" / "_arch_probe_tmp.py"

@@ -20,7 +20,7 @@ from typing import Any
 
 from omview import __version__
 from omview.agent.config import AgentConfig
-from omview.agent.jobs.ops import JobOps
+from omview.agent.jobops import JobOps
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
 from omview.agent.migration.balancer import Balancer

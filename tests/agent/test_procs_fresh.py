@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.agent.migration import adopt
+from omview.agent.node import movable
 from omview.agent.node.procs import RESCAN_EVERY, CriuProbe, ProcessLister, TcpTables, _proc_tcp, process_row
 from omview.agent.node.sampler import Scope, netns_key
 from omview.model.procfs import read_stat
@@ -86,7 +86,7 @@ class Child:
         return answer[1] if len(answer) > 1 else ""
 
     def stop(self) -> None:
-        victims = adopt.tree(self.pid)
+        victims = movable.tree(self.pid)
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -232,7 +232,7 @@ def _reference(lister: ProcessLister, pid: int) -> str | None:
     why = lister.blocked(st, cache)
     if why:
         return why
-    f = adopt.facts(pid, my_ns=lister.agent_ns, blocked=lambda p: lister.blocked_pid(p, cache), maps=False)
+    f = movable.facts(pid, my_ns=lister.agent_ns, blocked=lambda p: lister.blocked_pid(p, cache), maps=False)
     return f.reason
 
 
@@ -250,11 +250,11 @@ def test_listing_matches_fresh_reads(criu: CriuProbe, child: Callable[[], Child]
     for _ in range(2):
         listed = reasons(lister)
         for c in kids:
-            for pid in adopt.tree(c.pid):
+            for pid in movable.tree(c.pid):
                 assert listed[pid] == _reference(lister, pid), pid
         checks = dict(lister.pid_checks)
         for c in (kids[3], kids[5]):  # movable so far: the PIDs and TIDs a target must have free
-            assert checks[c.pid] == sorted({t for p in adopt.tree(c.pid) for t in adopt.tids(p)})
+            assert checks[c.pid] == sorted({t for p in movable.tree(c.pid) for t in movable.tids(p)})
 
 
 def test_process_row_is_to_dict(criu: CriuProbe) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omview.agent.migration.criu import descendants
+from omview.agent.criu import descendants
 from omview.testbed import Cluster
 from tests.migration.helpers import COUNTER, PY, Deputy, alive, all_up, call, counts, wait
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from omview.agent import criu as criumod
 from omview.agent.jobs.table import (
     CHUNK,
     STREAMS,
@@ -28,7 +29,6 @@ from omview.agent.jobs.table import (
     read_status,
     set_aside,
 )
-from omview.agent.migration import criu as criumod
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model import procfs
 from omview.model.errors import AgentFault

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from omview.agent import criu as criumod
 from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import Job, JobStore
-from omview.agent.migration import criu as criumod
 from omview.agent.migration import stream as migstream
 from omview.agent.migration.common import (
     METHOD_IMAGES,

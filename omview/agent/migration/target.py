@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from omview.agent import criu as criumod
 from omview.agent.jobs.table import Job, JobStore
-from omview.agent.migration import criu as criumod
 from omview.agent.migration import stream as migstream
 from omview.agent.migration.common import (
     INCOMING_DIR,

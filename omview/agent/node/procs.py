@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omview.agent.migration import adopt
-from omview.agent.migration import criu as criumod
+from omview.agent import criu as criumod
+from omview.agent.node import movable
 from omview.agent.node.sampler import Scope, netns_key
 from omview.model.cluster import ProcessInfo
 from omview.model.procfs import PAGE_SIZE, ProcStat, children_map, read_stat, task_children
@@ -342,10 +342,10 @@ RESCAN_EVERY = 8
 class _Look:
     """What the listing keeps about one process (pid, start time) between listings."""
 
-    fds: adopt.FdLook
+    fds: movable.FdLook
     netns: tuple[int, int] | None  # its network namespace when read (only when it has sockets)
     threads: int
-    paths: str | None = None  # adopt.path_rules() (cwd, root, program), read when first needed
+    paths: str | None = None  # movable.path_rules() (cwd, root, program), read when first needed
     tids: list[int] | None = None  # read when first needed, kept while the thread count is the same
 
 
@@ -385,9 +385,9 @@ class _Children(Mapping[int, list[int]]):
         return len(self._known)
 
 
-class _Listing(adopt.Reader):
+class _Listing(movable.Reader):
     """One procs.list: the processes' stat read once, the TCP tables read once per namespace, and the
-    facts() reader that answers from the lister's caches (adopt.Reader reads /proc every time)."""
+    facts() reader that answers from the lister's caches (movable.Reader reads /proc every time)."""
 
     def __init__(self, lister: ProcessLister, stats: dict[int, ProcStat], fresh: bool) -> None:
         self.lister = lister
@@ -426,13 +426,13 @@ class _Listing(adopt.Reader):
         old = lister.looks.get(key)
         if (old is not None and not again and not self.fresh
                 and (st.pid + lister.listing) % RESCAN_EVERY != 0  # staggered: 1/RESCAN_EVERY each time
-                and adopt.fd_count(st.pid) == old.fds.count):  # fmt: skip
+                and movable.fd_count(st.pid) == old.fds.count):  # fmt: skip
             if old.threads != st.threads:
                 old.tids, old.threads = None, st.threads
             self.looks[key] = old
             return old
         self.scanned.add(key)
-        fds = adopt.look_fds(st.pid)
+        fds = movable.look_fds(st.pid)
         if fds is None:
             lister.looks.pop(key, None)
             self.looks[key] = None
@@ -508,7 +508,7 @@ class _Listing(adopt.Reader):
         lister.orphans = {ns: conn - known for ns, conn in self.tables.items()}
         lister.tables.keep_only({ns for ns in self.tables if ns is not None})
 
-    # --- adopt.Reader, from the caches
+    # --- movable.Reader, from the caches
     def namespace_init(self, pid: int, my_ns: int | None) -> int | None:
         return self._pidns(pid, my_ns)[0]
 
@@ -521,10 +521,10 @@ class _Listing(adopt.Reader):
         s = self.stat_of(pid)
         key = s.key if s is not None else None
         if self.fresh or key is None:
-            return adopt.namespace_init(pid, my_ns), adopt.own_pidns_init(pid)
+            return movable.namespace_init(pid, my_ns), movable.own_pidns_init(pid)
         got = self.lister.pidns.get(key)
         if got is None:
-            got = self.lister.pidns[key] = (adopt.namespace_init(pid, my_ns), adopt.own_pidns_init(pid))
+            got = self.lister.pidns[key] = (movable.namespace_init(pid, my_ns), movable.own_pidns_init(pid))
         self.lister.pidns_seen.add(key)
         return got
 
@@ -543,16 +543,16 @@ class _Listing(adopt.Reader):
         if look.fds.deleted:
             return look.fds.deleted
         if look.paths is None:
-            look.paths = adopt.path_rules(pid)
+            look.paths = movable.path_rules(pid)
         return look.paths
 
     def tids(self, pid: int) -> list[int]:
         s = self.stat_of(pid)
         look = self.look(s) if s is not None else None
         if look is None:
-            return adopt.tids(pid)
+            return movable.tids(pid)
         if look.tids is None:
-            look.tids = adopt.tids(pid)
+            look.tids = movable.tids(pid)
         return look.tids
 
 
@@ -615,7 +615,7 @@ class ProcessLister:
         return cache[ns]
 
     def _has_tcp_connection(self, pid: int, cache: dict[tuple[int, int] | None, set[str]]) -> bool:
-        look = adopt.look_fds(pid)
+        look = movable.look_fds(pid)
         if look is None or not look.sockets:
             return False
         return not look.sockets.isdisjoint(self._tcp_inodes(pid, cache))
@@ -666,7 +666,7 @@ class ProcessLister:
             return "CRIU check has not finished yet"
         if not status.ok:
             return CRIU_MISSING
-        f = adopt.facts(st.pid, my_ns=self.agent_ns, blocked=run.blocked_pid, children=run.children,
+        f = movable.facts(st.pid, my_ns=self.agent_ns, blocked=run.blocked_pid, children=run.children,
                         maps=False, reader=run)  # fmt: skip
         if not f.reason and f.pids:
             self.pid_checks[st.pid] = f.pids

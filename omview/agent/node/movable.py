@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omview.agent.migration import criu as criumod
+from omview.agent import criu as criumod
 from omview.model.procfs import ProcStat, children_map, read_stat
 
 #: fd targets CRIU recreates itself (no file by that path needed on the target)

@@ -18,12 +18,12 @@ from typing import Any
 from omview.agent.jobs import wire
 from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id, set_aside
-from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
 from omview.agent.migration.placement import best_node, check_target
 from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
+from omview.agent.node import movable
 from omview.agent.node.procs import ProcessLister, real_uid
 from omview.agent.node.view import NodeView
 from omview.agent.peers.links import PeerError, PeerLinks
@@ -290,7 +290,7 @@ class JobOps:
         why = lister.blocked(st, cache) if st is not None else f"process {pid} ended meanwhile"
         f = None
         if not why:
-            f = adopt.facts(pid, my_ns=lister.agent_ns, blocked=lambda p: lister.blocked_pid(p, cache))
+            f = movable.facts(pid, my_ns=lister.agent_ns, blocked=lambda p: lister.blocked_pid(p, cache))
             why = f.reason
         if why or f is None:
             raise MigrationError(FaultCode.CANT_MOVE, f"process {pid} cannot move: {why}")
@@ -475,7 +475,7 @@ class JobOps:
 
     async def peer_proc_check(self, conn: Connection, args: dict[str, Any]) -> Any:
         pids, files = wire.proc_check("peer.proc.check", args["pids"], args["files"])
-        problems = await self._run(adopt.check_here, self.me, pids, files, args.get("source", 0))
+        problems = await self._run(movable.check_here, self.me, pids, files, args.get("source", 0))
         if self.node.flags.block:
             problems.insert(0, f"node {self.me} blocks arriving processes")
         return {"node": self.me, "problems": problems}
