@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from omview.model import procfs
 from omview.testbed import Cluster, leftovers, teardown
 from tests.conftest import require_root
 
@@ -24,10 +25,7 @@ OPENMOSIXVIEW = Path(sys.executable).parent / "openmosixview"
 
 
 def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return False
+    return procfs.alive(pid, None)
 
 
 @pytest.fixture
