@@ -1,0 +1,257 @@
+"""L4 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
+
+``HistoryData`` wraps ``records.History`` and keeps one float64 time array and int64 value
+arrays per node (zero-copy views of the reader's arrays, re-taken after a refresh because an
+``array`` may move when it grows). ``find_out`` computes the statistics of the issue's JSON
+shape over exactly the samples ``openmosixcollector --export csv`` prints whose epoch lies in
+[from, to].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from omview.model import records
+
+#: Load above this is drawn red and counted in "time above 75" (the original's threshold).
+RED_LOAD = 75
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from ``1733320000[.5]`` or ISO-8601 (``2026-12-04T17:00:00[Z|+01:00]``,
+    ``2026-12-04 17:00``); a time without zone is local time. Raises ValueError."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)  # raises ValueError with a readable message
+    return dt.timestamp()  # naive -> local time, as a user types it
+
+
+def iso(t: float) -> str:
+    """ISO-8601 in UTC with milliseconds, e.g. ``2026-12-04T17:00:00.000Z`` (the CSV's form)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(round(t * 1000)) % 1000:03d}Z"
+
+
+@dataclass
+class NodeArrays:
+    """One node's samples as numpy arrays (memory in bytes, times in epoch seconds)."""
+
+    node_id: int
+    times: np.ndarray
+    load: np.ndarray
+    mem: np.ndarray
+    rmem: np.ndarray
+    tmem: np.ndarray
+    speed: np.ndarray
+    cpus: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def node_arrays(s: records.NodeSeries) -> NodeArrays:
+    """Zero-copy numpy views of a NodeSeries (valid until the series grows)."""
+
+    def col(a: Any, dtype: type) -> np.ndarray:
+        return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
+
+    return NodeArrays(
+        s.node_id,
+        col(s.times, np.float64),
+        col(s.load, np.int64),
+        col(s.mem, np.int64),
+        col(s.rmem, np.int64),
+        col(s.tmem, np.int64),
+        col(s.speed, np.int64),
+        col(s.cpus, np.int64),
+    )
+
+
+class HistoryData:
+    """One opened history (live or backup) as numpy arrays per node."""
+
+    def __init__(self, path: str) -> None:
+        self.history = records.History.open(path)
+        self.directory = self.history.directory
+        self._arrays: dict[int, NodeArrays] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        return self.history.problems
+
+    def node_ids(self) -> list[int]:
+        return self.history.node_ids()
+
+    def load_node(self, node_id: int) -> NodeArrays:
+        """Decode (first call) and return the node's arrays."""
+        a = self._arrays.get(node_id)
+        if a is None:
+            a = self._arrays[node_id] = node_arrays(self.history.series(node_id))
+        return a
+
+    def arrays(self) -> dict[int, NodeArrays]:
+        return {nid: self.load_node(nid) for nid in self.node_ids()}
+
+    def loaded(self) -> dict[int, NodeArrays]:
+        return dict(self._arrays)
+
+    def refresh(self) -> list[int]:
+        """Read what the collector appended; returns the loaded nodes whose arrays grew.
+
+        Raises records.HistoryRotated when the live files were moved to a backup.
+        """
+        self.history.refresh()
+        grown: list[int] = []
+        for nid, old in list(self._arrays.items()):
+            new = node_arrays(self.history.series(nid))
+            if len(new) != len(old):
+                grown.append(nid)
+            self._arrays[nid] = new
+        return grown
+
+    @property
+    def start(self) -> float:
+        return self.history.start
+
+    @property
+    def end(self) -> float:
+        return self.history.end
+
+
+# ---------------------------------------------------------------------------------------
+# Find out
+
+
+def _stats(values: np.ndarray) -> dict[str, float | int | None]:
+    if not len(values):
+        return {"min": None, "max": None, "mean": None}
+    return {"min": int(values.min()), "max": int(values.max()), "mean": float(values.mean())}
+
+
+def _block(node_id: int | None, parts: list[tuple[NodeArrays, np.ndarray]], interval: float) -> dict[str, Any]:
+    """Statistics over the selected samples of one node (or of all nodes for the cluster)."""
+    load = np.concatenate([a.load[m] for a, m in parts]) if parts else np.empty(0, np.int64)
+    mem = np.concatenate([a.mem[m] for a, m in parts]) if parts else np.empty(0, np.int64)
+    # static data: the latest sample in the range of each node; the cluster sums its nodes
+    last = [(a, np.flatnonzero(m)[-1]) for a, m in parts if m.any()]
+    out: dict[str, Any] = {}
+    if node_id is not None:
+        out["id"] = node_id
+    out["samples"] = int(len(load))
+    out["load"] = _stats(load)
+    out["mem"] = _stats(mem)
+    out["cpus"] = int(sum(int(a.cpus[i]) for a, i in last)) if last else None
+    out["tmem"] = int(sum(int(a.tmem[i]) for a, i in last)) if last else None
+    out["speed"] = int(sum(int(a.speed[i]) for a, i in last)) if last else None
+    out["above_75_s"] = float(np.count_nonzero(load > RED_LOAD) * interval)
+    return out
+
+
+def find_out(
+    data: HistoryData,
+    node: int | None = None,
+    t_from: float | None = None,
+    t_to: float | None = None,
+) -> dict[str, Any]:
+    """The find-out statistics, as ``openmosixanalyzer --find-out --json`` prints them.
+
+    Samples: those with ``from <= time <= to`` (the CSV export's rows in that range). Per node:
+    load and mem (bytes, "available memory") min/max/mean, and the static data (cpus, tmem,
+    speed) of the node's latest sample in the range. ``above_75_s`` counts samples with load
+    above 75 times the sampling interval. The cluster block pools every node's samples; its
+    cpus, tmem and speed are the sums of the nodes' values, its above_75_s is node-seconds.
+    ``node`` restricts the "nodes" list, never the cluster block.
+    """
+    lo = data.start if t_from is None else t_from
+    hi = data.end if t_to is None else t_to
+    interval = data.history.interval
+    parts: list[tuple[NodeArrays, np.ndarray]] = []
+    nodes: list[dict[str, Any]] = []
+    for nid in data.node_ids():
+        a = data.load_node(nid)
+        mask = (a.times >= lo) & (a.times <= hi)
+        parts.append((a, mask))
+        if node is None or nid == node:
+            nodes.append(_block(nid, [(a, mask)], interval))
+    return {"from": iso(lo), "to": iso(hi), "nodes": nodes, "cluster": _block(None, parts, interval)}
+
+
+def format_find_out(result: dict[str, Any]) -> str:
+    """The find-out result as text for a terminal (one block per node, then the cluster)."""
+    lines = [f"from {result['from']} to {result['to']}"]
+
+    def fmt(v: Any, scale: float = 1.0, unit: str = "") -> str:
+        if v is None:
+            return "-"
+        return f"{v / scale:.1f}{unit}" if isinstance(v, float) or scale != 1.0 else f"{v}{unit}"
+
+    def block(title: str, b: dict[str, Any]) -> None:
+        ld, mm = b["load"], b["mem"]
+        lines.append(
+            f"{title}: {b['samples']} samples; load min/max/mean {fmt(ld['min'])}/{fmt(ld['max'])}/"
+            f"{fmt(ld['mean'])}; mem min/max/mean {fmt(mm['min'], 2**20, ' MiB')}/"
+            f"{fmt(mm['max'], 2**20, ' MiB')}/{fmt(mm['mean'], 2**20, ' MiB')}; CPUs {fmt(b['cpus'])}; "
+            f"avail. mem {fmt(b['tmem'], 2**20, ' MiB')}; speed {fmt(b['speed'])}; "
+            f"above 75: {b['above_75_s']:.0f} s"
+        )
+
+    for b in result["nodes"]:
+        block(f"node {b['id']}", b)
+    block("cluster", result["cluster"])
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Histories on disk
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A history directory (a dated backup or the live one) and its time range."""
+
+    path: str
+    start: float
+    end: float
+    live: bool
+    error: str = ""
+
+    def describe(self) -> str:
+        name = os.path.basename(self.path.rstrip("/"))
+        if self.error:
+            return f"{name}: {self.error}"
+        span = f"{_local(self.start)} – {_local(self.end)}"
+        return f"{'current history' if self.live else name}: {span}"
+
+
+def _local(t: float) -> str:
+    if not math.isfinite(t):
+        return "?"
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def list_entries(logdir: str) -> list[HistoryEntry]:
+    """Every history of logdir (backups oldest first, then the live one) with its time range.
+
+    Only the ``cluster`` file of each is read (its tick records carry the times).
+    """
+    out: list[HistoryEntry] = []
+    live = os.path.abspath(logdir).rstrip("/")
+    for path in records.list_histories(logdir):
+        is_live = os.path.abspath(path).rstrip("/") == live
+        try:
+            h = records.History.open(path)
+        except (records.HistoryFormatError, OSError) as exc:
+            out.append(HistoryEntry(path, math.nan, math.nan, is_live, str(exc)))
+            continue
+        out.append(HistoryEntry(path, h.start, h.end, is_live))
+    return out
