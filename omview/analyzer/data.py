@@ -1,8 +1,8 @@
 """L4 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
 
 ``HistoryData`` wraps ``records.History`` and keeps one float64 time array and int64 value
-arrays per node (zero-copy views of the reader's arrays, re-taken after a refresh because an
-``array`` may move when it grows). ``find_out`` computes the statistics of the issue's JSON
+arrays per node (copies: a numpy view would stop the reader's ``array`` from growing; a refresh
+copies only the new samples). ``find_out`` computes the statistics of the issue's JSON
 shape over exactly the samples ``openmosixcollector --export csv`` prints whose epoch lies in
 [from, to].
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,22 +60,25 @@ class NodeArrays:
         return len(self.times)
 
 
-def node_arrays(s: records.NodeSeries) -> NodeArrays:
-    """Zero-copy numpy views of a NodeSeries (valid until the series grows)."""
+def _tail(a: Any, start: int, dtype: type) -> np.ndarray:
+    # a copy: numpy views would pin the reader's array, which must grow on refresh (BufferError)
+    with memoryview(a) as mv:
+        return np.frombuffer(mv[start:], dtype=dtype).copy() if len(a) > start else np.empty(0, dtype=dtype)
 
-    def col(a: Any, dtype: type) -> np.ndarray:
-        return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
 
-    return NodeArrays(
-        s.node_id,
-        col(s.times, np.float64),
-        col(s.load, np.int64),
-        col(s.mem, np.int64),
-        col(s.rmem, np.int64),
-        col(s.tmem, np.int64),
-        col(s.speed, np.int64),
-        col(s.cpus, np.int64),
-    )
+_COLS = (("load", np.int64), ("mem", np.int64), ("rmem", np.int64), ("tmem", np.int64),
+         ("speed", np.int64), ("cpus", np.int64))  # fmt: skip
+
+
+def node_arrays(s: records.NodeSeries, old: NodeArrays | None = None) -> NodeArrays:
+    """numpy copies of a NodeSeries; with ``old``, only the samples after old's are copied and appended."""
+    start = len(old) if old is not None else 0
+    times = _tail(s.times, start, np.float64)
+    cols = {name: _tail(getattr(s, name), start, dt) for name, dt in _COLS}
+    if old is not None:
+        times = np.concatenate((old.times, times))
+        cols = {name: np.concatenate((getattr(old, name), c)) for name, c in cols.items()}
+    return NodeArrays(s.node_id, times, **cols)
 
 
 class HistoryData:
@@ -113,10 +117,10 @@ class HistoryData:
         self.history.refresh()
         grown: list[int] = []
         for nid, old in list(self._arrays.items()):
-            new = node_arrays(self.history.series(nid))
-            if len(new) != len(old):
+            s = self.history.series(nid)
+            if len(s) != len(old):
                 grown.append(nid)
-            self._arrays[nid] = new
+                self._arrays[nid] = node_arrays(s, old)
         return grown
 
     @property
@@ -237,6 +241,18 @@ def _local(t: float) -> str:
     if not math.isfinite(t):
         return "?"
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_BACKUP_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}Z(\.\d+)?$")
+
+
+def live_dir_of(path: str) -> str:
+    """The live history directory a path belongs to: a dated backup names it (docs/collector.md)."""
+    path = path.rstrip("/") or "/"
+    if os.path.basename(path) in (records.CLUSTER_FILE, records.CLUSTER_FILE + records.COMPRESSED_SUFFIX):
+        path = os.path.dirname(path) or "."
+    base = _BACKUP_SUFFIX.sub("", path)
+    return base if base != path and records.is_backup_name(base.rsplit("/", 1)[-1], os.path.basename(path)) else path
 
 
 def list_entries(logdir: str) -> list[HistoryEntry]:

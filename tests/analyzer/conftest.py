@@ -33,13 +33,14 @@ def write_history(
     checkpoints: tuple[tuple[int, str], ...] = ((60, "before"), (180, "after")),
     rotate: bool = False,
     seed: int = 11,
+    start: float = START,
 ) -> Path:
     """Write a history with the real collector; returns the live directory.
 
     ``checkpoints``: (attempt number, label) pairs written while recording. With ``rotate`` the
     history is moved to a dated backup at the end (and compressed, as the daemon does).
     """
-    clock = FakeClock(START)
+    clock = FakeClock(start)
     src = SyntheticSource(nodes, seed=seed, churn=0, busy=0.6)
     writer = HistoryWriter(str(logdir), interval=1.0)
     col = Collector(src, writer, interval=1.0, clock=clock)
