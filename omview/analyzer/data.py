@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from omview.model import records
+from omview.model.cluster import ProcessInfo
 
 #: Load above this is drawn red and counted in "time above 75" (the original's threshold).
 RED_LOAD = 75
@@ -271,3 +272,61 @@ def list_entries(logdir: str) -> list[HistoryEntry]:
             continue
         out.append(HistoryEntry(path, h.start, h.end, is_live))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Process history (openmosixhistory)
+
+
+def nearest_tick_time(h: records.History, when: float) -> float | None:
+    """The time of the sample nearest to ``when`` (None for a history without samples)."""
+    if not h.times:
+        return None
+    times = np.frombuffer(h.times, dtype=np.float64).copy()  # a copy: the reader's array must grow
+    i = int(np.searchsorted(times, when))
+    if i <= 0:
+        return float(times[0])
+    if i >= len(times):
+        return float(times[-1])
+    return float(times[i] if times[i] - when < when - times[i - 1] else times[i - 1])
+
+
+def processes_at(h: records.History, when: float) -> tuple[float | None, list[ProcessInfo]]:
+    """The collector node's process list at the sample nearest to ``when``, and that sample's time.
+
+    The process file records changes only, so the list in effect at a sample's time is exactly
+    what the collector saw at that sample.
+    """
+    t = nearest_tick_time(h, when)
+    if t is None:
+        return None, []
+    return t, h.processes().at(t)
+
+
+#: The history window's columns (rss in KiB), also the text form of ``openmosixhistory --at``.
+COLUMNS = ("pid", "n#", "stat", "user", "cpu", "rss", "cmdline")
+
+
+def format_rows(procs: list[ProcessInfo]) -> list[tuple[str, ...]]:
+    """The table's cells, one tuple per process (n# marks a migrated job with its home)."""
+    rows = []
+    for p in procs:
+        node = f"{p.where}" if p.where == p.home else f"{p.where} (home {p.home})"
+        rows.append((str(p.pid), node, p.state, p.user, f"{p.cpu:.0f}", f"{p.rss >> 10}",
+                     " ".join(p.cmdline) or p.name))  # fmt: skip
+    return rows
+
+
+def process_dict(p: ProcessInfo) -> dict[str, Any]:
+    """One row of ``openmosixhistory --at --json`` (the window's columns plus home and migrations)."""
+    return {
+        "pid": p.pid,
+        "node": p.where,
+        "home": p.home,
+        "stat": p.state,
+        "user": p.user,
+        "cpu": p.cpu,
+        "rss": p.rss,
+        "cmdline": list(p.cmdline) or [p.name],
+        "nmigs": p.nmigs,
+    }

@@ -45,8 +45,9 @@ from PySide6.QtWidgets import (
 )
 
 from omview import __version__
-from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, list_entries, live_dir_of
+from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, live_dir_of
 from omview.analyzer.find_out_dialog import FindOutDialog
+from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
 from omview.gui.assets import app_icon
 from omview.model import records
@@ -192,18 +193,7 @@ class AnalyzerWindow(QMainWindow):
             f"openmosixanalyzer {__version__}: the history written by openmosixcollector", 5000)))  # fmt: skip
 
     def _fill_histories_menu(self) -> None:
-        """The current history and every dated backup beside it, with their time ranges."""
-        self.menu_histories.clear()
-        live = self.logdir
-        entries = list_entries(live)
-        if not entries:
-            act = self.menu_histories.addAction(f"no history in {live}")
-            act.setEnabled(False)
-        for e in reversed(entries):  # newest first
-            act = self.menu_histories.addAction(e.describe())
-            act.setToolTip(e.path)
-            act.setEnabled(not e.error)
-            act.triggered.connect(lambda _=False, p=e.path: self.open_history(p))
+        fill_histories_menu(self.menu_histories, self.logdir, self.open_history)
 
     @Slot()
     def _on_open_triggered(self) -> None:

@@ -34,11 +34,13 @@ def write_history(
     rotate: bool = False,
     seed: int = 11,
     start: float = START,
+    each: Callable[[SyntheticSource, int], None] | None = None,
 ) -> Path:
     """Write a history with the real collector; returns the live directory.
 
-    ``checkpoints``: (attempt number, label) pairs written while recording. With ``rotate`` the
-    history is moved to a dated backup at the end (and compressed, as the daemon does).
+    ``checkpoints``: (attempt number, label) pairs written while recording; ``each(source,
+    attempt)`` may change the synthetic cluster as it goes. With ``rotate`` the history is moved
+    to a dated backup at the end (and compressed, as the daemon does).
     """
     clock = FakeClock(start)
     src = SyntheticSource(nodes, seed=seed, churn=0, busy=0.6)
@@ -47,12 +49,14 @@ def write_history(
     col.start()
     marks = dict(checkpoints)
 
-    def each(attempt: int) -> None:
+    def step(attempt: int) -> None:
         if attempt in marks:
             col.checkpoint(marks[attempt])
+        if each is not None:
+            each(src, attempt)
 
     try:
-        run_ticks(col, clock, ticks, each)
+        run_ticks(col, clock, ticks, step)
         if rotate:
             from omview.collector.writer import compress_history
 
