@@ -136,7 +136,6 @@ class AnalyzerWindow(QMainWindow):
         self.lbl_problems.hide()
         self.load_plot = _plot("load overview", "load", None)
         self.mem_plot = _plot("memory overview: mem (green), rmem (blue), tmem (grey, dashed)", "memory", "B")
-        self.mem_plot.setXLink(self.load_plot)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self.load_plot, "Load overview")
         self.tabs.addTab(self.mem_plot, "Memory overview")
@@ -329,8 +328,12 @@ class AnalyzerWindow(QMainWindow):
     # -- view -------------------------------------------------------------------------------
 
     def x_range(self) -> tuple[float, float]:
-        lo, hi = self.load_plot.viewRange()[0]
+        lo, hi = self.current_plot().viewRange()[0]
         return float(lo), float(hi)
+
+    def _set_x_limits(self, lo: float, hi: float) -> None:
+        for plot in (self.load_plot, self.mem_plot):
+            plot.setLimits(xMin=lo, xMax=hi)
 
     @Slot()
     def show_whole(self) -> None:
@@ -339,8 +342,8 @@ class AnalyzerWindow(QMainWindow):
             return
         lo, hi = self.data.start, max(self.data.end, self.data.start + 60)
         pad = (hi - lo) * 0.02
-        self.load_plot.setLimits(xMin=lo - pad, xMax=hi + pad)
-        self.load_plot.setXRange(lo, hi, padding=0.01)
+        self._set_x_limits(lo - pad, hi + pad)
+        self.current_plot().setXRange(lo, hi, padding=0.01)
 
     @Slot()
     def _apply_shown(self) -> None:
@@ -351,6 +354,12 @@ class AnalyzerWindow(QMainWindow):
 
     @Slot(int)
     def _on_tab_changed(self, index: int) -> None:
+        # the overviews are not x-linked: a linked hidden plot would re-clip and re-downsample
+        # its 768 memory curves on every pan of the load overview; the range follows on a switch
+        shown, hidden = (self.load_plot, self.mem_plot) if index == 0 else (self.mem_plot, self.load_plot)
+        if self.data is not None:
+            lo, hi = hidden.viewRange()[0]
+            shown.setXRange(lo, hi, padding=0)
         what = "load" if index == 0 else "memory"
         self.statusBar().showMessage(f"displaying the {what} overview now")
 
@@ -401,9 +410,9 @@ class AnalyzerWindow(QMainWindow):
         self._show_problems(d.problems)
         if d.end != old_end:
             lo, hi = self.x_range()
-            self.load_plot.setLimits(xMin=d.start - 60, xMax=max(d.end, d.start + 60) + 60)
+            self._set_x_limits(d.start - 60, max(d.end, d.start + 60) + 60)
             if following:
-                self.load_plot.setXRange(lo + (d.end - old_end), d.end, padding=0)
+                self.current_plot().setXRange(lo + (d.end - old_end), d.end, padding=0)
             self.lbl_start.setText(self.lbl_start.text().split("end:")[0] + "end: "
                                    + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.end)))  # fmt: skip
 

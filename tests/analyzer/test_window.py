@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+import pytest
 
 from omview.analyzer.data import RED_LOAD, find_out, list_entries
 from omview.analyzer.window import AnalyzerWindow
@@ -162,3 +163,14 @@ def test_exports(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> No
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
     assert n == len(rows) == 120 and {r["node"] for r in rows} == {"1", "3"}
     assert [float(r["epoch"]) for r in rows] == sorted(float(r["epoch"]) for r in rows)
+
+
+def test_overviews_share_the_time_range_on_switch(qtbot: Any, make_history: HistoryFactory) -> None:
+    win = _window(qtbot, make_history(nodes=2, ticks=120))
+    assert win.data is not None
+    lo, hi = win.data.start + 20, win.data.start + 50
+    win.load_plot.setXRange(lo, hi, padding=0)
+    win.tabs.setCurrentIndex(1)
+    got = win.mem_plot.viewRange()[0]
+    assert got[0] == pytest.approx(lo) and got[1] == pytest.approx(hi)
+    assert win.x_range() == pytest.approx((lo, hi))
