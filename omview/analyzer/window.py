@@ -62,6 +62,8 @@ MEM_PENS = {
     "rmem": pg.mkPen((0, 90, 200), width=1),
     "tmem": pg.mkPen((120, 120, 120), width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
 }
+#: Downsampled points per pixel (pyqtgraph's default 5): 1 halves a 64-node frame (bench/analyzer.py).
+AUTO_DOWNSAMPLE_FACTOR = 1.0
 _STEP_SECONDS = 0.03
 REFRESH_MS = 1000
 
@@ -87,7 +89,8 @@ def add_curve(plot: pg.PlotWidget, x: np.ndarray, y: np.ndarray, pen: Any, **kw:
     Clipping is switched on after the item is in the plot: pyqtgraph 0.14 asks the item's view
     for its auto-range while the scene adopts it, before the ViewBox is its parent.
     """
-    item = pg.PlotDataItem(x, y, pen=pen, skipFiniteCheck=True, **kw)
+    # one sample block per pixel column: peak downsampling draws its min and max, so no peak is lost
+    item = pg.PlotDataItem(x, y, pen=pen, skipFiniteCheck=True, autoDownsampleFactor=AUTO_DOWNSAMPLE_FACTOR, **kw)
     plot.addItem(item)
     item.setDownsampling(auto=True, method="peak")
     item.setClipToView(True)
