@@ -174,3 +174,18 @@ def test_overviews_share_the_time_range_on_switch(qtbot: Any, make_history: Hist
     got = win.mem_plot.viewRange()[0]
     assert got[0] == pytest.approx(lo) and got[1] == pytest.approx(hi)
     assert win.x_range() == pytest.approx((lo, hi))
+
+
+def test_refresh_after_rotation_opens_the_new_history(qtbot: Any, tmp_path: Path) -> None:
+    logdir = tmp_path / "log"
+    write_history(logdir, nodes=2, ticks=40)
+    win = _window(qtbot, logdir)
+    old = win.data.history.history_id  # type: ignore[union-attr]
+    write_history(logdir, nodes=3, ticks=20, start=START + 100, rotate=True)  # -r: saved, a new one begins
+    write_history(logdir, nodes=3, ticks=10, start=START + 200)
+    win.refresh()
+    assert win.wait_loaded(30)
+    assert win.data is not None and win.data.history.history_id != old
+    assert "new history" in win.statusBar().currentMessage()
+    assert sorted(win.curves) == [1, 2, 3]
+    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 10
