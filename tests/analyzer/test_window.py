@@ -189,3 +189,15 @@ def test_refresh_after_rotation_opens_the_new_history(qtbot: Any, tmp_path: Path
     assert "new history" in win.statusBar().currentMessage()
     assert sorted(win.curves) == [1, 2, 3]
     assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 10
+
+
+def test_truncated_compressed_backup(qtbot: Any, tmp_path: Path) -> None:
+    logdir = tmp_path / "log"
+    write_history(logdir, nodes=3, ticks=60, rotate=True)
+    backup = Path(list_entries(str(logdir))[0].path)
+    node2 = backup / "node2.xz"
+    node2.write_bytes(node2.read_bytes()[: node2.stat().st_size // 2])  # cut short (a full disk, a copy stopped)
+    win = _window(qtbot, backup)
+    assert f"{node2}: damaged compressed file" in win.lbl_problems.text()
+    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 60
+    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 60
