@@ -255,7 +255,7 @@ class AnalyzerWindow(QMainWindow):
         t0 = time.monotonic()
         while self._queue and time.monotonic() - t0 < _STEP_SECONDS:
             nid = self._queue.pop(0)
-            self._add_node(nid, self.data.load_node(nid))
+            self._set_node(nid, self.data.load_node(nid))
         self._fit_y()
         if self._queue:
             self._load_timer.start()
@@ -273,33 +273,41 @@ class AnalyzerWindow(QMainWindow):
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         return self.loaded
 
-    def _add_node(self, nid: int, a: NodeArrays) -> None:
-        shown = nid in self.nodes.shown()
-        items: dict[str, pg.PlotDataItem] = {}
-        items["load"] = add_curve(self.load_plot, a.times, a.load, LOAD_PEN)
-        for name, pen in MEM_PENS.items():
-            items[name] = add_curve(self.mem_plot, a.times, getattr(a, name), pen)
-        self.curves[nid] = items
-        self._update_red(nid, a)
-        for it in items.values():
-            it.setVisible(shown)
-        self._note_y(a)
+    def _set_node(self, nid: int, a: NodeArrays) -> None:
+        """Create or update (refresh) the node's curves from its arrays: the one place for both.
 
-    def _update_red(self, nid: int, a: NodeArrays) -> None:
+        After a backwards clock jump the times step back: the lines are broken there and the
+        node is drawn without clipping (pyqtgraph's clipping bisects x, which must increase).
+        """
+        steps = a.times[1:] >= a.times[:-1]
+        monotonic = bool(steps.all())
+        joins = None if monotonic else np.append(steps, False)
+        spec: dict[str, tuple[pg.PlotWidget, np.ndarray, Any, np.ndarray | None]] = {
+            "load": (self.load_plot, a.load, LOAD_PEN, joins),
+        }
+        for name, pen in MEM_PENS.items():
+            spec[name] = (self.mem_plot, getattr(a, name), pen, joins)
         red = red_part(a)
-        items = self.curves[nid]
-        if red is None:
-            if "red" in items:
-                items["red"].setData([], [])
-            return
-        y, connect = red
-        if "red" in items:
-            items["red"].setData(a.times, y, connect=connect)
-        else:
-            it = add_curve(self.load_plot, a.times, y, RED_PEN, connect=connect)
-            it.setZValue(1)  # over every black line
-            it.setVisible(items["load"].isVisible())
-            items["red"] = it
+        if red is not None:
+            y, connect = red
+            spec["red"] = (self.load_plot, y, RED_PEN, connect if joins is None else connect & joins)
+        items = self.curves.setdefault(nid, {})
+        shown = nid in self.nodes.shown()
+        for key, (plot, y, pen, connect) in spec.items():
+            how: Any = "all" if connect is None else connect
+            it = items.get(key)
+            if it is None:
+                it = items[key] = add_curve(plot, a.times, y, pen, connect=how)
+                if key == "red":
+                    it.setZValue(1)  # over every black line
+                it.setVisible(shown)
+            else:
+                it.setData(a.times, y, connect=how)
+            if it.opts["clipToView"] != monotonic:
+                it.setClipToView(monotonic)
+        if red is None and "red" in items:
+            items["red"].setData([], [])
+        self._note_y(a)
 
     def _note_y(self, a: NodeArrays) -> None:
         if len(a):
@@ -397,17 +405,11 @@ class AnalyzerWindow(QMainWindow):
             self._show_problems([*d.problems, str(exc)])
             return
         for nid in grown:
-            a = d.load_node(nid)
-            items = self.curves[nid]
-            items["load"].setData(a.times, a.load)
-            for name in MEM_PENS:
-                items[name].setData(a.times, getattr(a, name))
-            self._update_red(nid, a)
-            self._note_y(a)
+            self._set_node(nid, d.load_node(nid))
         for nid in d.node_ids():
             if nid not in self.curves:
                 self.nodes.add_node(nid, self._node_label(nid))
-                self._add_node(nid, d.load_node(nid))
+                self._set_node(nid, d.load_node(nid))
         self._add_checkpoints(d.history.checkpoints[n_cp:])
         self._fit_y()
         self._show_problems(d.problems)

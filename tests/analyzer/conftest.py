@@ -35,6 +35,7 @@ def write_history(
     seed: int = 11,
     start: float = START,
     each: Callable[[SyntheticSource, int], None] | None = None,
+    clock_jump: tuple[int, float] | None = None,
 ) -> Path:
     """Write a history with the real collector; returns the live directory.
 
@@ -54,6 +55,8 @@ def write_history(
             col.checkpoint(marks[attempt])
         if each is not None:
             each(src, attempt)
+        if clock_jump is not None and attempt == clock_jump[0]:
+            clock.jump(clock_jump[1])  # the wall clock alone: the collector records a CLOCK record
 
     try:
         run_ticks(col, clock, ticks, step)

@@ -201,3 +201,18 @@ def test_truncated_compressed_backup(qtbot: Any, tmp_path: Path) -> None:
     assert f"{node2}: damaged compressed file" in win.lbl_problems.text()
     assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 60
     assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 60
+
+
+def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryFactory) -> None:
+    logdir = make_history(nodes=2, ticks=120, clock_jump=(60, -30.0))
+    h = records.History.open(str(logdir))
+    assert h.clock_jumps and h.clock_jumps[0].jump < 0
+    win = _window(qtbot, logdir)
+    item = win.curves[1]["load"]
+    x, _ = item.getOriginalDataset()
+    back = np.flatnonzero(x[1:] < x[:-1])
+    assert len(back) == 1
+    connect = item.opts["connect"]
+    assert not connect[back[0]] and connect[: back[0]].all()  # broken exactly at the jump
+    assert not item.opts["clipToView"]  # clipping needs increasing x
+    assert win.curves[1]["mem"].opts["clipToView"] is False
