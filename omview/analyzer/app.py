@@ -1,4 +1,4 @@
-"""L4 entry point: the ``openmosixanalyzer`` command (the window, or ``--find-out`` for scripts).
+"""L5 entry point: the ``openmosixanalyzer`` command (the window, or ``--find-out`` for scripts).
 
 ``--find-out`` never starts Qt: it reads the history, prints the statistics and exits. The window
 is imported only when it is needed, so the command line stays fast and works without a display.

@@ -1,4 +1,4 @@
-"""L4 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
+"""L5 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
 
 ``HistoryData`` wraps ``records.History`` and keeps one float64 time array and int64 value
 arrays per node (copies: a numpy view would stop the reader's ``array`` from growing; a refresh

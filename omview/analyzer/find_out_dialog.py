@@ -1,4 +1,4 @@
-"""L4 analyzer: the find-out window - statistics of one node or of the whole cluster.
+"""L5 analyzer: the find-out window - statistics of one node or of the whole cluster.
 
 Laid out as the original's "Informations about node N" window: from/to (D.M.YYYY-HH.MM.SS),
 Load and Memory min/max/mean, static data (CPUs, available memory, speed) and time above 75,

@@ -1,4 +1,4 @@
-"""L4 analyzer: the File > Histories menu both windows share (current history and dated backups)."""
+"""L5 analyzer: the File > Histories menu both windows share (current history and dated backups)."""
 
 from __future__ import annotations
 

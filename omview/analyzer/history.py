@@ -1,4 +1,4 @@
-"""L4 entry point: the ``openmosixhistory`` command (the window, or ``--at TIME`` for scripts).
+"""L5 entry point: the ``openmosixhistory`` command (the window, or ``--at TIME`` for scripts).
 
 The collector node's process list at any moment of a history.
 

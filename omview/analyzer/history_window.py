@@ -1,4 +1,4 @@
-"""L4 openmosixhistory window: the collector node's process list at any moment of a history.
+"""L5 openmosixhistory window: the collector node's process list at any moment of a history.
 
 A time slider spans the history's window in steps of the sampling interval; the table shows the
 process list at the sample nearest to the slider (pid, n#, stat, user, cpu, rss, cmdline). A job

@@ -1,4 +1,4 @@
-"""L4 analyzer: the node list beside the plots - show/hide per node, search, all/none.
+"""L5 analyzer: the node list beside the plots - show/hide per node, search, all/none.
 
 A QListView over a QStandardItemModel with a filter proxy, so 256 nodes (or thousands) cost one
 widget, not one checkbox each. "All" and "None" act on the nodes the search shows.

@@ -1,12 +1,12 @@
-"""L4 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
+"""L5 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
 
 Plots (pyqtgraph, as docs/analyzer.md explains): one persistent PlotDataItem per node and
 quantity, updated with ``setData``; x is float64 epoch seconds on a ``DateAxisItem``; every item
 has ``clipToView`` and automatic ``peak`` downsampling, so a pan only re-slices what is shown.
 Load above 75 is drawn red by a second item per node that ever exceeds 75 (created only for
-those): the load clamped at 75 with a ``connect`` array that joins only samples where the load is
-above 75 - pyqtgraph clips and peak-downsamples that array with the data, so a short peak stays
-red at any zoom.
+those): the load clamped at 75 from below with a ``connect`` array that joins two samples only
+when one of them is above 75 - pyqtgraph clips and peak-downsamples that array with the data,
+so a short peak stays red at any zoom.
 
 Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
 thread a few at a time from a zero-delay timer (``_load_step``, ~30 ms per step), so the window
@@ -98,6 +98,7 @@ def add_curve(plot: pg.PlotWidget, x: np.ndarray, y: np.ndarray, pen: Any, **kw:
 
 
 def _plot(title: str, y_label: str, units: str | None) -> pg.PlotWidget:
+    """One overview: white like the original, black axes, a date/time x axis in local time."""
     w = pg.PlotWidget(background="w", axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
     w.setTitle(title, color="k")
     for name in ("left", "bottom"):
@@ -106,7 +107,7 @@ def _plot(title: str, y_label: str, units: str | None) -> pg.PlotWidget:
         ax.setTextPen("k")
     w.setLabel("left", y_label, units=units)
     # no grid: pyqtgraph paints grid lines through the axis' QPicture, ~17 ms a frame at 1400 px
-    w.setMouseEnabled(x=True, y=False)  # the wheel zooms time; y follows the data
+    w.setMouseEnabled(x=True, y=False)  # the wheel zooms time; y stays 0..max (see _fit_y)
     w.plotItem.setMenuEnabled(False)
     return w
 
