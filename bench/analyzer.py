@@ -132,7 +132,8 @@ def main() -> int:
     p.add_argument("--dir", default="/tmp/omview-bench-analyzer")
     p.add_argument("--part", choices=("numpy", "window"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    directory = Path(a.dir) / f"h{a.nodes}x{a.hours:g}"
+    # named as a dated backup, which is what a 12-hour history is once the collector rotated it
+    directory = Path(a.dir) / f"h{a.nodes}x{a.hours:g}" / "log-2026-05-28_20-26-40Z"
     if a.part:
         res = run_numpy(directory) if a.part == "numpy" else run_window(directory)
         print(json.dumps(res))

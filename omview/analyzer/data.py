@@ -1,8 +1,8 @@
 """L5 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
 
 ``HistoryData`` wraps ``records.History`` and keeps one float64 time array and int64 value
-arrays per node (copies: a numpy view would stop the reader's ``array`` from growing; a refresh
-copies only the new samples). ``find_out`` computes the statistics of the issue's JSON
+arrays per node: for the live history copies (a numpy view would stop the reader's ``array``
+from growing; a refresh copies only the new samples), for a dated backup zero-copy views. ``find_out`` computes the statistics of the issue's JSON
 shape over exactly the samples ``openmosixcollector --export csv`` prints whose epoch lies in
 [from, to].
 """
@@ -71,8 +71,15 @@ _COLS = (("load", np.int64), ("mem", np.int64), ("rmem", np.int64), ("tmem", np.
          ("speed", np.int64), ("cpus", np.int64))  # fmt: skip
 
 
-def node_arrays(s: records.NodeSeries, old: NodeArrays | None = None) -> NodeArrays:
-    """numpy copies of a NodeSeries; with ``old``, only the samples after old's are copied and appended."""
+def _view(a: Any, dtype: type) -> np.ndarray:
+    return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
+
+
+def node_arrays(s: records.NodeSeries, old: NodeArrays | None = None, *, frozen: bool = False) -> NodeArrays:
+    """numpy arrays of a NodeSeries: views when the history cannot grow (``frozen``), else copies;
+    with ``old``, only the samples after old's are copied and appended."""
+    if frozen:
+        return NodeArrays(s.node_id, _view(s.times, np.float64), **{n: _view(getattr(s, n), dt) for n, dt in _COLS})
     start = len(old) if old is not None else 0
     times = _tail(s.times, start, np.float64)
     cols = {name: _tail(getattr(s, name), start, dt) for name, dt in _COLS}
@@ -88,6 +95,8 @@ class HistoryData:
     def __init__(self, path: str) -> None:
         self.history = records.History.open(path)
         self.directory = self.history.directory
+        #: a dated backup never grows: its arrays are zero-copy views of the reader's (half the memory)
+        self.frozen = live_dir_of(self.directory) != self.directory.rstrip("/")
         self._arrays: dict[int, NodeArrays] = {}
 
     @property
@@ -101,7 +110,7 @@ class HistoryData:
         """Decode (first call) and return the node's arrays."""
         a = self._arrays.get(node_id)
         if a is None:
-            a = self._arrays[node_id] = node_arrays(self.history.series(node_id))
+            a = self._arrays[node_id] = node_arrays(self.history.series(node_id), frozen=self.frozen)
         return a
 
     def arrays(self) -> dict[int, NodeArrays]:
@@ -115,6 +124,8 @@ class HistoryData:
 
         Raises records.HistoryRotated when the live files were moved to a backup.
         """
+        if self.frozen:
+            return []  # a backup's files are complete (and a view must not see its array grow)
         self.history.refresh()
         grown: list[int] = []
         for nid, old in list(self._arrays.items()):

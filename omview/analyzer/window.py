@@ -9,7 +9,7 @@ when one of them is above 75 - pyqtgraph clips and peak-downsamples that array w
 so a short peak stays red at any zoom.
 
 Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
-thread a few at a time from a zero-delay timer (``_load_step``, ~30 ms per step), so the window
+thread a few at a time from a zero-delay timer (``_load_step``: 30 ms, then 0.4 s steps), so the window
 paints and answers while a large history loads, without a thread of its own. Local files need
 no network, so ``omview.gui.links`` (the road to the nodes) is not involved.
 """
@@ -64,7 +64,10 @@ MEM_PENS = {
 }
 #: Downsampled points per pixel (pyqtgraph's default 5): 1 halves a 64-node frame (bench/analyzer.py).
 AUTO_DOWNSAMPLE_FACTOR = 1.0
-_STEP_SECONDS = 0.03
+#: Decoding time per load step: short for the first paint, then longer, because every step ends
+#: in a repaint of all curves loaded so far (at 256 nodes that repaint costs more than the step).
+_FIRST_STEP_SECONDS = 0.03
+_STEP_SECONDS = 0.4
 REFRESH_MS = 1000
 
 
@@ -254,7 +257,8 @@ class AnalyzerWindow(QMainWindow):
         if self.data is None:
             return
         t0 = time.monotonic()
-        while self._queue and time.monotonic() - t0 < _STEP_SECONDS:
+        budget = _STEP_SECONDS if self.curves else _FIRST_STEP_SECONDS
+        while self._queue and time.monotonic() - t0 < budget:
             nid = self._queue.pop(0)
             self._set_node(nid, self.data.load_node(nid))
         self._fit_y()

@@ -111,6 +111,7 @@ def test_backup_opens_from_histories(qtbot: Any, tmp_path: Path) -> None:
     win.menu_histories.actions()[1].trigger()
     assert win.wait_loaded(30)
     assert win.data is not None and win.data.directory == backup.path
+    assert win.data.frozen and not win.data.load_node(1).load.flags.owndata  # a backup: zero-copy views
     assert len(win.curves[1]["load"].getOriginalDataset()[0]) == len(records.History.open(backup.path).series(1))
 
 
@@ -143,6 +144,7 @@ def test_damaged_and_foreign_files(qtbot: Any, make_history: HistoryFactory, tmp
 def test_refresh_follows_the_live_history(qtbot: Any, make_history: HistoryFactory) -> None:
     logdir = make_history(nodes=2, ticks=60, checkpoints=())
     win = _window(qtbot, logdir)
+    assert win.data is not None and not win.data.frozen  # the live history: copies that can grow
     before = len(win.curves[1]["load"].getOriginalDataset()[0])
     write_history(logdir, nodes=2, ticks=30, start=START + 61, checkpoints=((10, "later"),))
     win.chk_refresh.setChecked(True)  # refreshes at once, then every second
