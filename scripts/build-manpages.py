@@ -45,6 +45,8 @@ SUMMARY = {
     "omview-agent": "the omview node agent",
     "omview-cluster": "local network-namespace test cluster",
     "openmosixview": "graphical monitor and control of an omview cluster",
+    "openmosixanalyzer": "load and memory history of the cluster",
+    "openmosixhistory": "process list of the collector's node in the past",
 }
 
 

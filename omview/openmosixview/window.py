@@ -32,10 +32,12 @@ from omview import __version__
 from omview.gui import errors
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.launcher import launch
 from omview.gui.links import ConnectionReport, LinkState, LinkStatus
 from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
 from omview.gui.settings import save as save_settings
+from omview.model import records
 from omview.model.cluster import NodeInfo
 from omview.openmosixview.cluster_header import ClusterHeader
 from omview.openmosixview.collector_control import (
@@ -125,6 +127,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"connecting to entry node {session.entry}…")
         self.register_tool("run_prog", self.open_run_dialog,
                            "Start a program on the cluster with mosrun (advanced execution)")  # fmt: skip
+        self.register_tool("analyzer", lambda: self.open_history_program("openmosixanalyzer"),
+                           "Load and memory history of the cluster (openmosixanalyzer on the collector's history)")  # fmt: skip
+        self.register_tool("history", lambda: self.open_history_program("openmosixhistory"),
+                           "Process list of the collector's node in the past (openmosixhistory)")  # fmt: skip
         self.jobs.sig_message.connect(self._on_session_message)
         self.agents.sig_message.connect(self._on_session_message)
 
@@ -272,6 +278,16 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.collector_status)
         self.addToolBar(tb)
         self.toolbar = tb
+
+    def open_history_program(self, name: str) -> None:
+        """Start the analyzer or history browser on the collector's history directory.
+
+        They read the files where this GUI runs: the collector's node must be this machine, or
+        its history directory mounted here under the same path (Collector > Settings).
+        """
+        logdir = self.collector.config.logdir or records.default_logdir()
+        error = launch(name, [logdir])
+        self.statusBar().showMessage(error or f"started {name} on {logdir}", 15000)
 
     def register_tool(self, key: str, opener: Callable[[], None], tooltip: str = "") -> None:
         """Plug in a sub-window or collector action: enables its menu/toolbar action."""

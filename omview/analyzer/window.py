@@ -1,0 +1,565 @@
+"""L5 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
+
+Plots (pyqtgraph, as docs/analyzer.md explains): one persistent PlotDataItem per node and
+quantity, updated with ``setData``; x is float64 epoch seconds on a ``DateAxisItem``; every item
+has ``clipToView`` and automatic ``peak`` downsampling, so a pan only re-slices what is shown.
+Load above 75 is drawn red by a second item per node that ever exceeds 75 (created only for
+those): the load clamped at 75 from below with a ``connect`` array that joins two samples only
+when one of them is above 75 - pyqtgraph clips and peak-downsamples that array with the data,
+so a short peak stays red at any zoom.
+
+Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
+thread a few at a time from a zero-delay timer (``_load_step``: 30 ms, then 0.4 s steps), so the window
+paints and answers while a large history loads, without a thread of its own. Local files need
+no network, so ``omview.gui.links`` (the road to the nodes) is not involved.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.exporters import ImageExporter
+from PySide6.QtCore import QEventLoop, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPainter
+from PySide6.QtSvg import QSvgGenerator
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from omview import __version__
+from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, live_dir_of
+from omview.analyzer.find_out_dialog import FindOutDialog
+from omview.analyzer.histories_menu import fill_histories_menu
+from omview.analyzer.node_list import NodeList
+from omview.gui.assets import app_icon
+from omview.model import records
+
+log = logging.getLogger(__name__)
+
+LOAD_PEN = pg.mkPen("k", width=1)
+RED_PEN = pg.mkPen((220, 0, 0), width=1)  # a wider pen costs ~3x per frame in the raster engine
+CHECKPOINT_PEN = pg.mkPen((0, 0, 255), width=1)
+MEM_PENS = {
+    "mem": pg.mkPen((0, 140, 0), width=1),
+    "rmem": pg.mkPen((0, 90, 200), width=1),
+    "tmem": pg.mkPen((120, 120, 120), width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
+}
+#: Downsampled points per pixel (pyqtgraph's default 5): 1 halves a 64-node frame (bench/analyzer.py).
+AUTO_DOWNSAMPLE_FACTOR = 1.0
+#: Decoding time per load step: short for the first paint, then longer, because every step ends
+#: in a repaint of all curves loaded so far (at 256 nodes that repaint costs more than the step).
+_FIRST_STEP_SECONDS = 0.03
+_STEP_SECONDS = 0.4
+REFRESH_MS = 1000
+
+
+def red_part(a: NodeArrays) -> tuple[np.ndarray, np.ndarray] | None:
+    """(y, connect) of the red overlay of a node's load, or None if it never exceeds 75.
+
+    y is the load clamped below at 75, connect[i] joins sample i to i+1 when either is above
+    75, so exactly the stretches above 75 are drawn over the black line.
+    """
+    above = a.load > RED_LOAD
+    if not above.any():
+        return None
+    y = np.maximum(a.load, RED_LOAD).astype(np.float64)
+    connect = np.zeros(len(y), dtype=bool)
+    connect[:-1] = above[:-1] | above[1:]
+    return y, connect
+
+
+def add_curve(plot: pg.PlotWidget, x: np.ndarray, y: np.ndarray, pen: Any, **kw: Any) -> pg.PlotDataItem:
+    """One persistent curve: clip to the view, automatic peak downsampling, no NaN scan (anchors.md 5.1).
+
+    Clipping is switched on after the item is in the plot: pyqtgraph 0.14 asks the item's view
+    for its auto-range while the scene adopts it, before the ViewBox is its parent.
+    """
+    # one sample block per pixel column: peak downsampling draws its min and max, so no peak is lost
+    item = pg.PlotDataItem(x, y, pen=pen, skipFiniteCheck=True, autoDownsampleFactor=AUTO_DOWNSAMPLE_FACTOR, **kw)
+    plot.addItem(item)
+    item.setDownsampling(auto=True, method="peak")
+    item.setClipToView(True)
+    return item
+
+
+def _plot(title: str, y_label: str, units: str | None) -> pg.PlotWidget:
+    """One overview: white like the original, black axes, a date/time x axis in local time."""
+    w = pg.PlotWidget(background="w", axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+    w.setTitle(title, color="k")
+    for name in ("left", "bottom"):
+        ax = w.getAxis(name)
+        ax.setPen("k")
+        ax.setTextPen("k")
+    w.setLabel("left", y_label, units=units)
+    # no grid: pyqtgraph paints grid lines through the axis' QPicture, ~17 ms a frame at 1400 px
+    w.setMouseEnabled(x=True, y=False)  # the wheel zooms time; y stays 0..max (see _fit_y)
+    w.plotItem.setMenuEnabled(False)
+    return w
+
+
+class AnalyzerWindow(QMainWindow):
+    """openMosixanalyzer: load overview, memory overview, checkpoints, node list, find-out."""
+
+    sig_loaded = Signal()
+
+    def __init__(self, path: str | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("openMosixanalyzer")
+        self.setWindowIcon(app_icon())
+        #: the live history directory (a backup given on the command line names its live one)
+        self.logdir = live_dir_of(path or records.default_logdir())
+        self.data: HistoryData | None = None
+        self.loaded = False
+        self.curves: dict[int, dict[str, pg.PlotDataItem]] = {}
+        self.checkpoint_lines: list[pg.InfiniteLine] = []
+        self._queue: list[int] = []
+        self._y_max = {"load": 100.0, "mem": 1.0}
+
+        self.lbl_start = QLabel(self)
+        self.chk_refresh = QCheckBox("refresh", self)
+        self.chk_refresh.setToolTip("Follow the live history as the collector writes it")
+        self.chk_refresh.toggled.connect(self._on_refresh_toggled)
+        self.lbl_problems = QLabel(self)
+        self.lbl_problems.setWordWrap(True)
+        self.lbl_problems.setStyleSheet("color: #b00000")
+        self.lbl_problems.hide()
+        self.load_plot = _plot("load overview", "load", None)
+        self.mem_plot = _plot("memory overview: mem (green), rmem (blue), tmem (grey, dashed)", "memory", "B")
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.load_plot, "Load overview")
+        self.tabs.addTab(self.mem_plot, "Memory overview")
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.nodes = NodeList(self)
+        self.nodes.sig_shown_changed.connect(self._apply_shown)
+        self.nodes.sig_find_out.connect(self._on_find_out)
+        split = QSplitter(self)
+        split.addWidget(self.nodes)
+        split.addWidget(self.tabs)
+        split.setStretchFactor(1, 1)
+        split.setSizes([190, 900])
+        top = QHBoxLayout()
+        top.addWidget(self.lbl_start, 1)
+        top.addWidget(self.chk_refresh)
+        central = QWidget(self)
+        lay = QVBoxLayout(central)
+        lay.addLayout(top)
+        lay.addWidget(self.lbl_problems)
+        lay.addWidget(split, 1)
+        self.setCentralWidget(central)
+        self._build_menus()
+
+        self._load_timer = QTimer(self, singleShot=True, interval=0)
+        self._load_timer.timeout.connect(self._load_step)
+        self._refresh_timer = QTimer(self, interval=REFRESH_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
+        self._on_tab_changed(0)
+        self.dialogs: list[FindOutDialog] = []
+        self.open_history(path or self.logdir)
+
+    # -- menus ----------------------------------------------------------------------------
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        file = mb.addMenu("&File")
+        file.addAction(QAction("&Open history…", self, shortcut=QKeySequence.StandardKey.Open,
+                               triggered=self._on_open_triggered))  # fmt: skip
+        self.menu_histories = QMenu("&Histories", self)
+        self.menu_histories.setToolTipsVisible(True)
+        self.menu_histories.aboutToShow.connect(self._fill_histories_menu)
+        file.addMenu(self.menu_histories)
+        file.addSeparator()
+        file.addAction(QAction("Export view as &PNG…", self, triggered=lambda: self._export_dialog("png")))
+        file.addAction(QAction("Export view as &SVG…", self, triggered=lambda: self._export_dialog("svg")))
+        file.addAction(QAction("Export shown data as &CSV…", self, triggered=lambda: self._export_dialog("csv")))
+        file.addSeparator()
+        file.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        view = mb.addMenu("&View")
+        view.addAction(QAction("&Whole history", self, shortcut="Home", triggered=self.show_whole))
+        view.addAction(QAction("Find out: &cluster…", self, triggered=lambda: self._on_find_out(-1)))
+        helpm = mb.addMenu("&Help")
+        helpm.addAction(QAction("&About", self, triggered=lambda: self.statusBar().showMessage(
+            f"openmosixanalyzer {__version__}: the history written by openmosixcollector", 5000)))  # fmt: skip
+
+    def _fill_histories_menu(self) -> None:
+        fill_histories_menu(self.menu_histories, self.logdir, self.open_history)
+
+    @Slot()
+    def _on_open_triggered(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a collector history", self.logdir)
+        if path:
+            self.open_history(path)
+
+    # -- opening and loading ------------------------------------------------------------
+
+    def open_history(self, path: str) -> None:
+        """Show the history in ``path`` (a directory or its cluster file); trouble goes to the banner."""
+        self._load_timer.stop()
+        for plot in (self.load_plot, self.mem_plot):
+            plot.clear()
+        self.curves.clear()
+        self.checkpoint_lines.clear()
+        self.nodes.clear()
+        self._queue = []
+        self.loaded = False
+        self._y_max = {"load": 100.0, "mem": 1.0}
+        self.data = None
+        try:
+            self.data = HistoryData(path)
+        except (records.HistoryFormatError, OSError) as exc:
+            self.lbl_start.setText(f"<b>{path}</b>: cannot be shown")
+            self._show_problems([str(exc)])
+            self.loaded = True
+            self.sig_loaded.emit()
+            return
+        d = self.data
+        self.lbl_start.setText(
+            f"start: <b>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.start))}</b>"
+            f" &nbsp; end: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.end))}"
+            f" &nbsp; ({os.path.basename(d.directory.rstrip('/'))}, every {d.history.interval:g} s)"
+        )
+        self.setWindowTitle(f"openMosixanalyzer - {d.directory}")
+        for nid in d.node_ids():
+            self.nodes.add_node(nid, self._node_label(nid))
+        self._queue = d.node_ids()
+        self._add_checkpoints(d.history.checkpoints)
+        self.show_whole()
+        self._show_problems(d.problems)
+        self._load_timer.start()
+
+    def _node_label(self, nid: int) -> str:
+        assert self.data is not None
+        meta = self.data.history.nodes.get(nid)
+        if meta is None:
+            return f"node {nid}"
+        return f"node {nid}  {meta.hostname or ''} {meta.address}".rstrip()
+
+    @Slot()
+    def _load_step(self) -> None:
+        """Decode queued node files for about 30 ms, then let the event loop paint and come back."""
+        if self.data is None:
+            return
+        t0 = time.monotonic()
+        budget = _STEP_SECONDS if self.curves else _FIRST_STEP_SECONDS
+        while self._queue and time.monotonic() - t0 < budget:
+            nid = self._queue.pop(0)
+            self._set_node(nid, self.data.load_node(nid))
+        self._fit_y()
+        if self._queue:
+            self._load_timer.start()
+            return
+        self._show_problems(self.data.problems)
+        self.loaded = True
+        self.sig_loaded.emit()
+
+    def wait_loaded(self, timeout: float = 60.0) -> bool:
+        """Run the event loop until every node is loaded (tests, screenshots)."""
+        app = QApplication.instance()
+        deadline = time.monotonic() + timeout
+        while not self.loaded and time.monotonic() < deadline:
+            assert app is not None
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        return self.loaded
+
+    def _set_node(self, nid: int, a: NodeArrays) -> None:
+        """Create or update (refresh) the node's curves from its arrays: the one place for both.
+
+        After a backwards clock jump the times step back: the lines are broken there and the
+        node is drawn without clipping (pyqtgraph's clipping bisects x, which must increase).
+        """
+        steps = a.times[1:] >= a.times[:-1]
+        monotonic = bool(steps.all())
+        joins = None if monotonic else np.append(steps, False)
+        spec: dict[str, tuple[pg.PlotWidget, np.ndarray, Any, np.ndarray | None]] = {
+            "load": (self.load_plot, a.load, LOAD_PEN, joins),
+        }
+        for name, pen in MEM_PENS.items():
+            spec[name] = (self.mem_plot, getattr(a, name), pen, joins)
+        red = red_part(a)
+        if red is not None:
+            y, connect = red
+            spec["red"] = (self.load_plot, y, RED_PEN, connect if joins is None else connect & joins)
+        items = self.curves.setdefault(nid, {})
+        shown = nid in self.nodes.shown()
+        for key, (plot, y, pen, connect) in spec.items():
+            how: Any = "all" if connect is None else connect
+            it = items.get(key)
+            if it is None:
+                it = items[key] = add_curve(plot, a.times, y, pen, connect=how)
+                if key == "red":
+                    it.setZValue(1)  # over every black line
+                it.setVisible(shown)
+            else:
+                it.setData(a.times, y, connect=how)
+            if it.opts["clipToView"] != monotonic:
+                it.setClipToView(monotonic)
+        if red is None and "red" in items:
+            items["red"].setData([], [])
+        self._note_y(a)
+
+    def _note_y(self, a: NodeArrays) -> None:
+        if len(a):
+            self._y_max["load"] = max(self._y_max["load"], float(a.load.max()))
+            self._y_max["mem"] = max(self._y_max["mem"], float(a.tmem.max()), float(a.mem.max()))
+
+    def _fit_y(self) -> None:
+        # fixed y ranges: a pan never triggers an auto-range over 256 curves
+        self.load_plot.setYRange(0, self._y_max["load"] * 1.05, padding=0)
+        self.mem_plot.setYRange(0, self._y_max["mem"] * 1.05, padding=0)
+
+    def _add_checkpoints(self, checkpoints: list[records.Checkpoint]) -> None:
+        for cp in checkpoints:
+            label = (cp.label or "checkpoint").replace("{", "{{").replace("}", "}}")
+            for plot in (self.load_plot, self.mem_plot):
+                line = pg.InfiniteLine(pos=cp.time, angle=90, pen=CHECKPOINT_PEN, label=label,
+                                       labelOpts={"position": 0.92, "color": (0, 0, 255), "movable": False})  # fmt: skip
+                plot.addItem(line)
+                self.checkpoint_lines.append(line)
+
+    def _show_problems(self, problems: list[str]) -> None:
+        if problems:
+            head = "Some of this history could not be read; everything readable is shown:<br>"
+            self.lbl_problems.setText(head + "<br>".join(f"• {p}" for p in problems[:8]))
+            self.lbl_problems.show()
+        else:
+            self.lbl_problems.hide()
+
+    # -- view -------------------------------------------------------------------------------
+
+    def x_range(self) -> tuple[float, float]:
+        lo, hi = self.current_plot().viewRange()[0]
+        return float(lo), float(hi)
+
+    def _set_x_limits(self, lo: float, hi: float) -> None:
+        for plot in (self.load_plot, self.mem_plot):
+            plot.setLimits(xMin=lo, xMax=hi)
+
+    @Slot()
+    def show_whole(self) -> None:
+        """The whole history (at least one minute), which also turns x auto-range off (clipToView needs that)."""
+        if self.data is None:
+            return
+        lo, hi = self.data.start, max(self.data.end, self.data.start + 60)
+        pad = (hi - lo) * 0.02
+        self._set_x_limits(lo - pad, hi + pad)
+        self.current_plot().setXRange(lo, hi, padding=0.01)
+
+    @Slot()
+    def _apply_shown(self) -> None:
+        shown = self.nodes.shown()
+        for nid, items in self.curves.items():
+            for it in items.values():
+                it.setVisible(nid in shown)
+
+    @Slot(int)
+    def _on_tab_changed(self, index: int) -> None:
+        # the overviews are not x-linked: a linked hidden plot would re-clip and re-downsample
+        # its 768 memory curves on every pan of the load overview; the range follows on a switch
+        shown, hidden = (self.load_plot, self.mem_plot) if index == 0 else (self.mem_plot, self.load_plot)
+        if self.data is not None:
+            lo, hi = hidden.viewRange()[0]
+            shown.setXRange(lo, hi, padding=0)
+        what = "load" if index == 0 else "memory"
+        self.statusBar().showMessage(f"displaying the {what} overview now")
+
+    # -- live refresh ---------------------------------------------------------------------
+
+    @Slot(bool)
+    def _on_refresh_toggled(self, on: bool) -> None:
+        if on:
+            self._refresh_timer.start()
+            self.refresh()
+        else:
+            self._refresh_timer.stop()
+
+    @Slot()
+    def refresh(self) -> None:
+        """Read what the collector appended and extend the curves (the "refresh" checkbox)."""
+        d = self.data
+        if d is None or not self.loaded:
+            if d is None:
+                self.open_history(self.logdir)
+            return
+        old_end = d.end
+        following = self.x_range()[1] >= old_end - 2 * d.history.interval
+        n_cp = len(d.history.checkpoints)
+        try:
+            grown = d.refresh()
+        except records.HistoryRotated:
+            self.statusBar().showMessage("the collector started a new history; showing it", 5000)
+            self.open_history(self.logdir)
+            return
+        except (records.HistoryFormatError, OSError) as exc:
+            self._show_problems([*d.problems, str(exc)])
+            return
+        for nid in grown:
+            self._set_node(nid, d.load_node(nid))
+        for nid in d.node_ids():
+            if nid not in self.curves:
+                self.nodes.add_node(nid, self._node_label(nid))
+                self._set_node(nid, d.load_node(nid))
+        self._add_checkpoints(d.history.checkpoints[n_cp:])
+        self._fit_y()
+        self._show_problems(d.problems)
+        if d.end != old_end:
+            lo, hi = self.x_range()
+            self._set_x_limits(d.start - 60, max(d.end, d.start + 60) + 60)
+            if following:
+                self.current_plot().setXRange(lo + (d.end - old_end), d.end, padding=0)
+            self.lbl_start.setText(self.lbl_start.text().split("end:")[0] + "end: "
+                                   + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.end)))  # fmt: skip
+
+    # -- find out ---------------------------------------------------------------------------
+
+    @Slot(int)
+    def _on_find_out(self, node: int) -> None:
+        dlg = self.find_out(None if node < 0 else node)
+        if dlg is not None:
+            dlg.show()
+
+    def find_out(self, node: int | None) -> FindOutDialog | None:
+        """The find-out window for a node (None: the cluster) over the range now shown."""
+        if self.data is None:
+            return None
+        lo, hi = self.x_range()
+        lo, hi = max(lo, self.data.start), min(hi, self.data.end)
+        dlg = FindOutDialog(self.data, node, lo, hi, self)
+        self.dialogs.append(dlg)
+        return dlg
+
+    # -- export -----------------------------------------------------------------------------
+
+    def current_plot(self) -> pg.PlotWidget:
+        return self.load_plot if self.tabs.currentIndex() == 0 else self.mem_plot
+
+    def _export_dialog(self, kind: str) -> None:
+        filters = {"png": "PNG image (*.png)", "svg": "SVG drawing (*.svg)", "csv": "CSV table (*.csv)"}
+        path, _ = QFileDialog.getSaveFileName(self, f"Export as {kind.upper()}", f"analyzer.{kind}", filters[kind])
+        if path:
+            {"png": self.export_png, "svg": self.export_svg, "csv": self.export_csv}[kind](path)
+            self.statusBar().showMessage(f"exported to {path}", 5000)
+
+    def export_png(self, path: str) -> None:
+        ImageExporter(self.current_plot().plotItem).export(path)
+
+    def export_svg(self, path: str) -> None:
+        """The plot as vector SVG, painted by Qt's own SVG generator.
+
+        pyqtgraph 0.14's SVGExporter fails on every plot with PySide6 6.11 (it cannot parse the
+        path data Qt now writes), so the view is rendered into a QSvgGenerator instead.
+        """
+        plot = self.current_plot()
+        gen = QSvgGenerator()
+        gen.setFileName(path)
+        gen.setSize(plot.size())
+        gen.setViewBox(plot.rect())
+        gen.setTitle(self.windowTitle())
+        painter = QPainter(gen)
+        try:
+            plot.render(painter)
+        finally:
+            painter.end()
+
+    def export_csv(self, path: str) -> int:
+        """The samples of the shown nodes in the time range now shown; returns the row count.
+
+        Columns as ``openmosixcollector --export csv`` (a subset), ordered by time then node.
+        """
+        if self.data is None:
+            return 0
+        lo, hi = self.x_range()
+        shown = self.nodes.shown()
+        parts = []
+        for nid, a in sorted(self.data.loaded().items()):
+            if nid not in shown:
+                continue
+            m = (a.times >= lo) & (a.times <= hi)
+            parts.append((np.full(int(m.sum()), nid), a.times[m], a.load[m], a.mem[m], a.rmem[m], a.tmem[m]))
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(("time", "epoch", "node", "load", "mem", "rmem", "tmem"))
+            if not parts:
+                return 0
+            cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+            order = np.lexsort((cols[0], cols[1]))
+            for i in order:
+                t = float(cols[1][i])
+                w.writerow((iso(t), f"{t:.3f}", int(cols[0][i]), int(cols[2][i]), int(cols[3][i]),
+                            int(cols[4][i]), int(cols[5][i])))  # fmt: skip
+            return len(order)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        self._refresh_timer.stop()
+        self._load_timer.stop()
+        super().closeEvent(event)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def render_screenshots(directory: Path, path: str | None) -> list[Path]:
+    """The load overview, memory overview and the cluster's find-out window as PNGs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    win = AnalyzerWindow(path)
+    win.resize(1200, 720)
+    win.show()
+    win.wait_loaded()
+    shots = []
+    for index, name in ((0, "analyzer-load.png"), (1, "analyzer-memory.png")):
+        win.tabs.setCurrentIndex(index)
+        QApplication.processEvents()
+        out = directory / name
+        win.grab().save(str(out))
+        shots.append(out)
+    dlg = win.find_out(None)
+    if dlg is not None:
+        dlg.show()
+        QApplication.processEvents()
+        out = directory / "analyzer-find-out.png"
+        dlg.grab().save(str(out))
+        shots.append(out)
+        dlg.close()
+    win.close()
+    return shots
+
+
+def run_window(path: str | None, screenshot: str | None) -> int:
+    """Start the Qt application with the analyzer window (or only write screenshots)."""
+    if screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("openmosixanalyzer")
+    app.setStyle("Fusion")
+    if screenshot:
+        for shot in render_screenshots(Path(screenshot), path):
+            sys.stdout.write(f"{shot}\n")
+        return 0
+    from omview.gui.lifecycle import SignalQuitter
+
+    win = AnalyzerWindow(path)
+    win.resize(1200, 720)
+    win.show()
+    quitter = SignalQuitter(app)
+    quitter.sig_quit.connect(win.close)
+    try:
+        return app.exec()
+    finally:
+        quitter.close()

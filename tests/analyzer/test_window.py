@@ -1,0 +1,220 @@
+"""The analyzer window on histories written by the real collector writer (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import pytest
+
+from omview.analyzer.data import RED_LOAD, find_out, list_entries
+from omview.analyzer.window import AnalyzerWindow
+from omview.model import records
+from tests.analyzer.conftest import START, HistoryFactory, write_history
+
+
+def _window(qtbot: Any, path: Path | str) -> AnalyzerWindow:
+    win = AnalyzerWindow(str(path))
+    qtbot.addWidget(win)
+    assert win.wait_loaded(30)
+    return win
+
+
+def test_load_curves_red_above_75(qtbot: Any, make_history: HistoryFactory) -> None:
+    logdir = make_history(nodes=5, ticks=240)
+    win = _window(qtbot, logdir)
+    h = records.History.open(str(logdir))
+    assert sorted(win.curves) == h.node_ids()
+    busy = idle = 0
+    for nid, items in win.curves.items():
+        load = np.frombuffer(h.series(nid).load, dtype=np.int64)
+        x, y = items["load"].getOriginalDataset()
+        assert x.dtype == np.float64 and np.array_equal(y, load)
+        assert items["load"].opts["clipToView"] and items["load"].opts["autoDownsample"]
+        assert items["load"].opts["downsampleMethod"] == "peak"
+        if (load > RED_LOAD).any():
+            busy += 1
+            red = items["red"]
+            _, ry = red.getOriginalDataset()
+            connect = red.opts["connect"]
+            # the red line joins exactly the stretches that touch a sample above 75
+            above = load > RED_LOAD
+            assert np.array_equal(connect[:-1], above[:-1] | above[1:])
+            assert np.array_equal(ry[above], load[above]) and (ry[~above] == RED_LOAD).all()
+            assert red.opts["pen"].color().red() > 200 and red.opts["pen"].color().blue() == 0
+        else:
+            idle += 1
+            assert "red" not in items
+    assert busy and idle, "the fixture should have busy and idle nodes"
+    assert win.statusBar().currentMessage() == "displaying the load overview now"
+    assert isinstance(win.load_plot.getAxis("bottom"), pg.DateAxisItem)
+
+
+def test_checkpoints_drawn_in_both_overviews(qtbot: Any, make_history: HistoryFactory) -> None:
+    logdir = make_history(checkpoints=((50, "job start"), (150, "job end")))
+    win = _window(qtbot, logdir)
+    cps = records.History.open(str(logdir)).checkpoints
+    assert len(cps) == 2
+    for plot in (win.load_plot, win.mem_plot):
+        lines = [i for i in plot.plotItem.items if isinstance(i, pg.InfiniteLine)]
+        assert sorted(line.value() for line in lines) == sorted(c.time for c in cps)
+        assert {line.label.textItem.toPlainText() for line in lines} == {"job start", "job end"}
+        assert all(line.pen.color().blue() == 255 and line.pen.color().red() == 0 for line in lines)
+    win.tabs.setCurrentIndex(1)
+    assert win.statusBar().currentMessage() == "displaying the memory overview now"
+    assert set(win.curves[1]) >= {"mem", "rmem", "tmem"}
+
+
+def test_node_list_search_all_none(qtbot: Any, make_history: HistoryFactory) -> None:
+    win = _window(qtbot, make_history(nodes=12, ticks=30))
+    assert win.nodes.shown() == set(range(1, 13))
+    win.nodes.set_all(False)
+    assert win.nodes.shown() == set() and not any(i.isVisible() for it in win.curves.values() for i in it.values())
+    win.nodes.search.setText("node01")  # node010, node011, node012 by hostname
+    win.nodes.set_all(True)
+    assert win.nodes.shown() == {10, 11, 12}
+    assert win.curves[11]["load"].isVisible() and not win.curves[3]["load"].isVisible()
+
+
+def test_find_out_dialog_matches_command(qtbot: Any, make_history: HistoryFactory) -> None:
+    win = _window(qtbot, make_history(nodes=4, ticks=120))
+    assert win.data is not None
+    for node in (None, 4):
+        dlg = win.find_out(node)
+        assert dlg is not None
+        qtbot.addWidget(dlg)
+        lo, hi = dlg.range()
+        res = find_out(win.data, node, lo, hi)
+        want = res["cluster"] if node is None else res["nodes"][0]
+        assert dlg.result == want and want["samples"] > 0
+        assert dlg.values["cpus"].text() == str(want["cpus"])
+        dlg.ed_from.setDateTime(dlg.ed_from.dateTime().addSecs(60))  # recomputed on change
+        assert dlg.result["samples"] < want["samples"]
+
+
+def test_backup_opens_from_histories(qtbot: Any, tmp_path: Path) -> None:
+    logdir = tmp_path / "log"
+    write_history(logdir, nodes=3, ticks=90, rotate=True)
+    write_history(logdir, nodes=3, ticks=30, start=START + 500)
+    entries = list_entries(str(logdir))
+    assert [e.live for e in entries] == [False, True]
+    backup = entries[0]
+    assert backup.end - backup.start >= 80 and not backup.error
+    assert any(n.endswith(".xz") for n in (p.name for p in Path(backup.path).iterdir()))
+    win = _window(qtbot, logdir)
+    win._fill_histories_menu()
+    texts = [a.text() for a in win.menu_histories.actions()]
+    assert texts[0].startswith("current history") and "log-" in texts[1]
+    win.menu_histories.actions()[1].trigger()
+    assert win.wait_loaded(30)
+    assert win.data is not None and win.data.directory == backup.path
+    assert win.data.frozen and not win.data.load_node(1).load.flags.owndata  # a backup: zero-copy views
+    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == len(records.History.open(backup.path).series(1))
+
+
+def test_damaged_and_foreign_files(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> None:
+    logdir = make_history(nodes=3, ticks=700)  # key frames at ticks 0, 300, 600
+    node2 = logdir / "node2"
+    raw = bytearray(node2.read_bytes())
+    raw[20] ^= 0xFF  # inside the header's JSON: its checksum no longer matches
+    node2.write_bytes(bytes(raw))
+    node3 = logdir / "node3"
+    raw = bytearray(node3.read_bytes())
+    _, body = records.decode_header(bytes(raw))
+    raw[body + (len(raw) - body) // 3] ^= 0x5A  # a flipped byte among the samples
+    node3.write_bytes(bytes(raw))
+    win = _window(qtbot, logdir)
+    text = win.lbl_problems.text()
+    assert win.lbl_problems.isVisibleTo(win)
+    assert f"{node2}: damaged header" in text and f"{node3}: skipped" in text
+    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 700  # the intact node is all there
+    assert 300 <= len(win.curves[3]["load"].getOriginalDataset()[0]) < 700  # what is readable of node 3 is shown
+    assert win.curves[2]["load"].getOriginalDataset()[0] is None  # an empty curve: the node is listed, nothing drawn
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "cluster").write_text("id,load\n1,20\n")
+    win.open_history(str(foreign))
+    assert str(foreign / "cluster") in win.lbl_problems.text() and "not an omview collector history" in win.lbl_problems.text()
+    assert not win.curves
+
+
+def test_refresh_follows_the_live_history(qtbot: Any, make_history: HistoryFactory) -> None:
+    logdir = make_history(nodes=2, ticks=60, checkpoints=())
+    win = _window(qtbot, logdir)
+    assert win.data is not None and not win.data.frozen  # the live history: copies that can grow
+    before = len(win.curves[1]["load"].getOriginalDataset()[0])
+    write_history(logdir, nodes=2, ticks=30, start=START + 61, checkpoints=((10, "later"),))
+    win.chk_refresh.setChecked(True)  # refreshes at once, then every second
+    assert len(win.curves[1]["load"].getOriginalDataset()[0]) > before
+    assert any(line.label.textItem.toPlainText() == "later" for line in win.checkpoint_lines)
+    assert win.x_range()[1] >= win.data.end - 1  # type: ignore[union-attr]
+    win.chk_refresh.setChecked(False)
+
+
+def test_exports(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> None:
+    win = _window(qtbot, make_history(nodes=3, ticks=60))
+    win.export_png(str(tmp_path / "a.png"))
+    win.export_svg(str(tmp_path / "a.svg"))
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
+    win.nodes.find(2).setCheckState(pg.QtCore.Qt.CheckState.Unchecked)  # type: ignore[union-attr]
+    n = win.export_csv(str(tmp_path / "a.csv"))
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert n == len(rows) == 120 and {r["node"] for r in rows} == {"1", "3"}
+    assert [float(r["epoch"]) for r in rows] == sorted(float(r["epoch"]) for r in rows)
+
+
+def test_overviews_share_the_time_range_on_switch(qtbot: Any, make_history: HistoryFactory) -> None:
+    win = _window(qtbot, make_history(nodes=2, ticks=120))
+    assert win.data is not None
+    lo, hi = win.data.start + 20, win.data.start + 50
+    win.load_plot.setXRange(lo, hi, padding=0)
+    win.tabs.setCurrentIndex(1)
+    got = win.mem_plot.viewRange()[0]
+    assert got[0] == pytest.approx(lo) and got[1] == pytest.approx(hi)
+    assert win.x_range() == pytest.approx((lo, hi))
+
+
+def test_refresh_after_rotation_opens_the_new_history(qtbot: Any, tmp_path: Path) -> None:
+    logdir = tmp_path / "log"
+    write_history(logdir, nodes=2, ticks=40)
+    win = _window(qtbot, logdir)
+    old = win.data.history.history_id  # type: ignore[union-attr]
+    write_history(logdir, nodes=3, ticks=20, start=START + 100, rotate=True)  # -r: saved, a new one begins
+    write_history(logdir, nodes=3, ticks=10, start=START + 200)
+    win.refresh()
+    assert win.wait_loaded(30)
+    assert win.data is not None and win.data.history.history_id != old
+    assert "new history" in win.statusBar().currentMessage()
+    assert sorted(win.curves) == [1, 2, 3]
+    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 10
+
+
+def test_truncated_compressed_backup(qtbot: Any, tmp_path: Path) -> None:
+    logdir = tmp_path / "log"
+    write_history(logdir, nodes=3, ticks=60, rotate=True)
+    backup = Path(list_entries(str(logdir))[0].path)
+    node2 = backup / "node2.xz"
+    node2.write_bytes(node2.read_bytes()[: node2.stat().st_size // 2])  # cut short (a full disk, a copy stopped)
+    win = _window(qtbot, backup)
+    assert f"{node2}: damaged compressed file" in win.lbl_problems.text()
+    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 60
+    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 60
+
+
+def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryFactory) -> None:
+    logdir = make_history(nodes=2, ticks=120, clock_jump=(60, -30.0))
+    h = records.History.open(str(logdir))
+    assert h.clock_jumps and h.clock_jumps[0].jump < 0
+    win = _window(qtbot, logdir)
+    item = win.curves[1]["load"]
+    x, _ = item.getOriginalDataset()
+    back = np.flatnonzero(x[1:] < x[:-1])
+    assert len(back) == 1
+    connect = item.opts["connect"]
+    assert not connect[back[0]] and connect[: back[0]].all()  # broken exactly at the jump
+    assert not item.opts["clipToView"]  # clipping needs increasing x
+    assert win.curves[1]["mem"].opts["clipToView"] is False
