@@ -206,7 +206,7 @@ class AboutDialog(QDialog):
             if node.up:
                 self._ask(row)
             else:
-                self.table.item(row, 3).setText("node down")
+                self._cell(row, 3).setText("node down")
         self.table.resizeColumnsToContents()
 
     def _ask(self, row: int) -> None:
@@ -218,8 +218,13 @@ class AboutDialog(QDialog):
         """How many nodes have not answered yet."""
         return len(self._rows)
 
+    def _cell(self, row: int, col: int) -> QTableWidgetItem:
+        item = self.table.item(row, col)
+        assert item is not None  # every cell is filled in __init__
+        return item
+
     def node_row(self, row: int) -> tuple[str, ...]:
-        return tuple(self.table.item(row, col).text() for col in range(len(self.COLUMNS)))
+        return tuple(self._cell(row, col).text() for col in range(len(self.COLUMNS)))
 
     @Slot(object)
     def _on_done(self, done: TaskDone) -> None:
@@ -228,14 +233,14 @@ class AboutDialog(QDialog):
             return
         value = done.value
         if isinstance(value, NodeVersions):
-            self.table.item(row, 2).setText(value.agent)
-            self.table.item(row, 3).setText(value.criu)
+            self._cell(row, 2).setText(value.agent)
+            self._cell(row, 3).setText(value.criu)
             if not value.checked and self._tries[row] < self.RECHECKS:
                 self._rows[-1 - row] = row  # still pending until the agent's check is done
                 QTimer.singleShot(self.RECHECK_MS, self, lambda r=row: self._again(r))
         else:
             why = done.error.describe() if done.error is not None else "no answer"
-            self.table.item(row, 3).setText(f"unknown: {why}")
+            self._cell(row, 3).setText(f"unknown: {why}")
         self.table.resizeColumnsToContents()
 
 
