@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     ss = sub.add_parser("status", help="say whether an agent runs and answers, with its PID")
     ss.add_argument("--config")
     ss.add_argument("--socket", help="the agent socket (default: the config's)")
+    ss.add_argument("--json", action="store_true", help="print one JSON object (docs/agent.md)")
     # listed for --help; main() parses `bridge` itself (_bridge_parser)
     _bridge_args(sub.add_parser("bridge", help="join stdin/stdout to the agent socket (for ssh)"))
     gk = sub.add_parser("genkey", help="create a new cluster key file (mode 0600)")
@@ -140,7 +141,7 @@ def _control(args: argparse.Namespace) -> int:
         if args.cmd == "stop":
             return daemon.stop(sock, timeout=args.timeout, no_systemd=args.no_systemd, config_path=args.config,
                                out=_flush_out, err=_err)  # fmt: skip
-        return daemon.status(sock, _out)
+        return daemon.status(sock, _out, as_json=args.json)
     except (ConfigError, PidFileError) as exc:  # a PID file that cannot be used is never overwritten
         _err(f"omview-agent {args.cmd}: {exc}")
         return daemon.EXIT_FAILED

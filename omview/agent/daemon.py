@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -455,17 +456,32 @@ def stop(socket_path: str, *, timeout: float, no_systemd: bool, config_path: str
 # ---- status -------------------------------------------------------------------------------------
 
 
-def status(socket_path: str, out: Say) -> int:
-    """``omview-agent status``: EXIT_OK running, EXIT_FAILED alive but silent, EXIT_ALREADY not running."""
+def status_info(socket_path: str) -> tuple[int, dict[str, object]]:
+    """The exit code of ``omview-agent status`` and what it found, in the shape of ``--json``
+    (docs/agent.md): state running|silent|stopped, pid, node, socket, pidfile, error, stale."""
     pidfile = pid_file_for(socket_path)
     pid, p = _target(socket_path, pidfile)
+    info: dict[str, object] = {"socket": socket_path, "pidfile": pidfile, "pid": pid or p.pid, "node": p.node,
+                               "error": None, "stale": None}  # fmt: skip
     if p.answers:
-        out(f"omview-agent is running (pid {pid or p.pid or '?'}, node {p.node}), answering on {socket_path}")
-        return EXIT_OK
+        return EXIT_OK, {**info, "state": "running"}
     if pid is not None:
-        out(f"omview-agent pid {pid} runs but does not answer on {socket_path} ({p.error})")
-        return EXIT_FAILED
+        return EXIT_FAILED, {**info, "state": "silent", "error": p.error}
     _, why = holder(pidfile)
-    extra = f"; stale PID file {pidfile}: {why}" if why else ""
-    out(f"omview-agent is not running (nothing answers on {socket_path}{extra})")
-    return EXIT_ALREADY
+    return EXIT_ALREADY, {**info, "state": "stopped", "pid": None, "stale": why or None}
+
+
+def status(socket_path: str, out: Say, as_json: bool = False) -> int:
+    """``omview-agent status``: EXIT_OK running, EXIT_FAILED alive but silent, EXIT_ALREADY not running."""
+    code, info = status_info(socket_path)
+    if as_json:
+        out(json.dumps(info, sort_keys=True))
+    elif info["state"] == "running":
+        pid = info["pid"] or "?"
+        out(f"omview-agent is running (pid {pid}, node {info['node']}), answering on {socket_path}")
+    elif info["state"] == "silent":
+        out(f"omview-agent pid {info['pid']} runs but does not answer on {socket_path} ({info['error']})")
+    else:
+        extra = f"; stale PID file {info['pidfile']}: {info['stale']}" if info["stale"] else ""
+        out(f"omview-agent is not running (nothing answers on {socket_path}{extra})")
+    return code

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
+from omview.model.channel import PipeChannel
 from omview.model.client import AgentClient
 from omview.model.cluster import MAX_NODE_ID, MIN_NODE_ID, valid_node_id
-from omview.model.errors import AgentFault, AgentUnavailable, ConfigError, TransportError
+from omview.model.errors import AgentFault, AgentUnavailable, ConfigError, ConnectionLost, TransportError
 from omview.model.mapfile import MapEntry
 from omview.model.pipes import EXIT_CLOSED_PIPE, discard_stdout, stdout_closed
 
@@ -37,8 +39,24 @@ class CliError(Exception):
         self.code = code
 
 
+def ssh_argv(host: str) -> list[str]:
+    """How a workstation reaches HOST's agent: the user's own ssh (~/.ssh/config, keys, known_hosts),
+    never a password prompt; ``$OMVIEW_AGENT_COMMAND`` names the agent on the node."""
+    agent = os.environ.get("OMVIEW_AGENT_COMMAND", "omview-agent")
+    return ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host, agent, "bridge"]
+
+
 def connect(prog: str) -> AgentClient:
-    """Open the local agent (socket from $OMVIEW_SOCKET or /run/omview/agent.sock)."""
+    """Open the agent: HOST's over ssh when ``$OMVIEW_HOST`` is set (a workstation), else this
+    node's (socket from $OMVIEW_SOCKET or /run/omview/agent.sock)."""
+    host = os.environ.get("OMVIEW_HOST", "").strip()
+    if host:
+        try:
+            return AgentClient(PipeChannel(ssh_argv(host)), client_name=prog, timeout=CALL_TIMEOUT)
+        except FileNotFoundError:
+            raise AgentUnavailable("OMVIEW_HOST needs the ssh client (openssh-client)") from None
+        except ConnectionLost as exc:  # ssh could not log in, or no agent answers there
+            raise AgentUnavailable(f"no omview agent reached on {host} over ssh: {exc}") from None
     return AgentClient.local(client_name=prog, timeout=CALL_TIMEOUT)
 
 

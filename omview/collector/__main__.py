@@ -6,6 +6,7 @@ Start/stop/checkpoint/rotate as the original did; the daemon itself is omview.co
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
@@ -30,7 +31,7 @@ openmosixcollector - keeps the history of the cluster's load, memory and process
   openmosixcollector -k           stops the collector
   openmosixcollector -n [LABEL]   writes a checkpoint to the history
   openmosixcollector -r           saves the current history and starts a new one
-  openmosixcollector -s           shows whether it runs and what it writes
+  openmosixcollector -s [--json]  shows whether it runs and what it writes
   openmosixcollector --export csv [--history DIR] [-o FILE]
                                   writes a history as CSV (spreadsheets, pandas)
   openmosixcollector              prints this short help
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the current history to a dated backup and start a new one",
     )
     act.add_argument("-s", "--status", action="store_true", help="say whether the collector runs")
+    p.add_argument("--json", action="store_true", help="with -s: print one JSON object (docs/collector.md)")
     act.add_argument("--export", choices=("csv",), help="write a history in this format to stdout (or -o)")
     p.add_argument("--logdir", default=None, help=f"history directory (default {records.default_logdir()})")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
@@ -167,6 +169,21 @@ def _probe_agent(node: str | None) -> None:
         src.close()
 
 
+def _status_json(pidfile: str) -> int:
+    """``-s --json``: the stable shape of docs/collector.md; exit 0 running, 1 not (or broken)."""
+    shape: dict[str, object] = {"running": False, "pid": None, "nodes": None, "ticks": None, "logdir": None,
+                                "pidfile": pidfile, "reason": None}  # fmt: skip
+    try:
+        answer = json.loads(control.request(pidfile, "status json", timeout=10.0))
+    except control.NotRunning as exc:
+        _out(json.dumps({**shape, "reason": str(exc)}, sort_keys=True))
+        return 1
+    except ValueError as exc:  # a daemon of an older omview answers text only
+        raise CollectorError(f"the running collector does not answer in JSON ({exc}); restart it") from None
+    _out(json.dumps({**shape, **answer, "running": True}, sort_keys=True))
+    return 0
+
+
 def _daemonize(opts: Options, synthetic: int | None) -> int:
     """Double fork; the parent waits until the daemon says it runs (or why it could not)."""
     pid = control.running_pid(opts.pidfile)
@@ -252,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         opts = _options(a)
+        if a.json and not a.status:
+            raise CollectorError("--json goes with -s/--status")
         if a.export:
             path = a.history or opts.logdir
             if a.output:
@@ -272,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _out(control.request(opts.pidfile, "rotate", timeout=120.0))
             return 0
         if a.status:
+            if a.json:
+                return _status_json(opts.pidfile)
             _out(control.request(opts.pidfile, "status", timeout=10.0))
             return 0
         if a.daemon:

@@ -8,6 +8,7 @@ only set flags; the loop acts on them.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import logging.handlers
 import os
@@ -289,6 +290,10 @@ class Collector:
             return self.checkpoint(arg)
         if verb == "rotate":
             return f"history saved to {self.rotate()}; a new one started in {self.writer.logdir}"
+        if verb == "status" and arg == "json":
+            # one line: the control protocol answers in one line (JSON has no newline without indent)
+            return json.dumps({"pid": os.getpid(), "nodes": len(self.latest), "ticks": self.ticks,
+                               "logdir": self.writer.logdir}, sort_keys=True)  # fmt: skip
         if verb == "status":
             return f"pid {os.getpid()}, {len(self.latest)} nodes, {self.ticks} ticks, writing to {self.writer.logdir}"
         raise CollectorError(f"unknown request {verb!r} (checkpoint, rotate, status)")

@@ -1,4 +1,4 @@
-"""openmosixview window: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s on the collector's node.
+"""openmosixview window: the Collector menu's engine: openmosixcollector -d/-k/-n/-r/-s --json on its node.
 
 Commands run in the collector node's ACTION lane (omview.gui.links), never in the GUI thread and
 never in the way of that node's polls. On a node reached over SSH each one is an exec channel on
@@ -9,14 +9,15 @@ dataclasses on a queued signal.
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
+from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
@@ -55,6 +56,10 @@ class Action(StrEnum):
 #: exit (20 s), -r for the files to be moved (the collector allows 120 s).
 TIMEOUTS = {Action.START: 60.0, Action.STOP: 40.0, Action.CHECKPOINT: 30.0, Action.ROTATE: 150.0,
             Action.STATUS: 15.0}  # fmt: skip
+
+
+#: The status is read from the collector's JSON (docs/collector.md), never from its human text.
+STATUS_ARGS = ("-s", "--json")
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -149,6 +154,9 @@ class CommandResult:
         """The line that says what happened: stdout's last word on success, else stderr's."""
         if self.problem:
             return self.problem
+        shape = status_shape(self.stdout) if self.action is Action.STATUS else None
+        if shape is not None:
+            return describe_shape(shape)
         streams = (self.stdout, self.stderr) if self.ok else (self.stderr, self.stdout)
         for text in streams:
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -192,25 +200,42 @@ class CollectorStatus:
         return self.state.value
 
 
-_STATUS_LINE = re.compile(r"pid (\d+), (\d+) nodes, (\d+) ticks(?:, writing to (.+))?")
-_NOT_RUNNING = ("no openmosixcollector is running", "does not answer on")
+def status_shape(stdout: str) -> dict[str, Any] | None:
+    """The object ``openmosixcollector -s --json`` printed (docs/collector.md), or None."""
+    try:
+        shape = json.loads(stdout)
+    except ValueError:
+        return None
+    return shape if isinstance(shape, dict) and isinstance(shape.get("running"), bool) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def describe_shape(shape: dict[str, Any]) -> str:
+    """One line for the status bar and dialogs."""
+    if shape["running"]:
+        return f"running (pid {shape.get('pid')}, {shape.get('nodes')} nodes, {shape.get('ticks')} ticks)"
+    return str(shape.get("reason") or "not running")
 
 
 def parse_status(result: CommandResult) -> CollectorStatus:
-    """Turn the result of ``-s`` into the toolbar's state."""
+    """Turn the result of ``-s --json`` into the toolbar's state (exit 0 running, 1 not running)."""
     now = time.time()
     base = CollectorStatus(result.node, detail=result.first_line(), advice=result.advice, checked=now)
     if result.unreachable:
         return replace(base, state=CollectorState.UNREACHABLE)
-    if result.ok:
-        m = _STATUS_LINE.search(result.stdout)
-        if m:
-            return replace(base, state=CollectorState.RUNNING, pid=int(m[1]), nodes=int(m[2]), ticks=int(m[3]),
-                           logdir=(m[4] or "").strip())  # fmt: skip
-        return replace(base, state=CollectorState.ERROR, detail=f"unexpected answer: {result.first_line()}")
-    if result.status == 1 and any(s in result.stderr for s in _NOT_RUNNING):
+    shape = status_shape(result.stdout) if result.status in (0, 1) else None
+    if shape is None:
+        detail = f"unexpected answer: {result.first_line()}" if result.ok else result.first_line()
+        return replace(base, state=CollectorState.ERROR, detail=detail)
+    if shape["running"] and result.ok:
+        return replace(base, state=CollectorState.RUNNING, pid=_int(shape.get("pid")), nodes=_int(shape.get("nodes")),
+                       ticks=_int(shape.get("ticks")), logdir=str(shape.get("logdir") or ""))  # fmt: skip
+    if not shape["running"] and result.status == 1:
         return replace(base, state=CollectorState.NOT_RUNNING, advice="")
-    return replace(base, state=CollectorState.ERROR)
+    return replace(base, state=CollectorState.ERROR, detail=f"unexpected answer: {result.stdout.strip()}")
 
 
 # ---- running commands on a node (lane thread; no Qt) -----------------------------------------
@@ -358,7 +383,7 @@ class CollectorControl(QObject):
 
     def show_status(self) -> None:
         """An explicit status request: its result is reported like an action's."""
-        self._submit(Action.STATUS, ("-s",))
+        self._submit(Action.STATUS, STATUS_ARGS)
 
     @Slot()
     def check_status(self) -> None:
@@ -369,7 +394,7 @@ class CollectorControl(QObject):
 
     def _queue_check(self) -> None:
         self._checks_queued += 1
-        self._put(_Job(Action.STATUS, self.node, ("-s",), self.config, periodic=True))
+        self._put(_Job(Action.STATUS, self.node, STATUS_ARGS, self.config, periodic=True))
 
     def _submit(self, action: Action, args: tuple[str, ...]) -> None:
         if self._stopped:

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview import __version__
 from omview.gui import errors
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
@@ -51,6 +50,7 @@ from omview.openmosixview.collector_control import (
     load_config,
     save_config,
 )
+from omview.openmosixview.help import AboutDialog, HelpWindow, open_about
 from omview.openmosixview.jobs import JobControl, JobsView
 from omview.openmosixview.node_dialog import AgentControl, NodeConfigDialog
 from omview.openmosixview.node_table import COL_NODE, NodeTableModel, NodeTableView, totals
@@ -188,6 +188,9 @@ class MainWindow(QMainWindow):
         self.act_ssh = QAction("Use &SSH", self, checkable=True, checked=True, enabled=False)
         self.act_ssh.setToolTip("openmosixview always uses SSH; rsh is not supported")
         self.act_about = QAction("&About openmosixview", self, triggered=self._on_about)
+        self.act_help = QAction("&Documentation", self, shortcut=QKeySequence.StandardKey.HelpContents,
+                                triggered=self.open_help)  # fmt: skip
+        self.help_window: HelpWindow | None = None
         for key, (_menu, label, subject) in TOOLS.items():
             act = QAction(label, self, enabled=False)
             act.setToolTip(NOT_YET.format(what=subject))
@@ -259,6 +262,7 @@ class MainWindow(QMainWindow):
         self.menu_collector_node.setToolTipsVisible(True)
         self.menu_collector_node.aboutToShow.connect(self._fill_collector_node_menu)
         col.addAction(self.act_collector_settings)
+        menus["Help"].addAction(self.act_help)
         menus["Help"].addAction(self.act_about)
         self.menus = menus
 
@@ -581,13 +585,18 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"configuration saved to {self.store.fileName()}", 10000)
 
     @Slot()
-    def _on_about(self) -> None:
-        errors.show_info(
-            self,
-            "About openmosixview",
-            f"openmosixview {__version__} (omview)\n\nWatch and steer a process-migration cluster: "
-            "per-node speed, load and memory, node switches and cluster-wide settings, over SSH.",
-        )
+    def _on_about(self) -> AboutDialog:
+        """Help > About: versions here, and each node's agent and CRIU (one node.info per node)."""
+        return open_about(self.session.links, self.session.table, self)
+
+    @Slot()
+    def open_help(self) -> HelpWindow:
+        """Help > Documentation (F1): the shipped docs in one help window, reused."""
+        if self.help_window is None:
+            self.help_window = HelpWindow(self)
+        self.help_window.show()
+        self.help_window.raise_()
+        return self.help_window
 
     # -- advanced execution --
 

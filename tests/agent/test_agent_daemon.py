@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,10 @@ def test_start_daemonizes_refuses_twice_and_stop_ends_it(node: AgentProc) -> Non
 
     st = ctl(node, "status", "--config", node.config)
     assert st.returncode == 0 and f"running (pid {pid}, node 1)" in st.stdout, st.stdout
+    st = ctl(node, "status", "--json", "--config", node.config)
+    assert st.returncode == 0 and json.loads(st.stdout) == {
+        "state": "running", "pid": pid, "node": 1, "socket": node.socket, "pidfile": pidfile(node),
+        "error": None, "stale": None}  # fmt: skip
 
     stop = ctl(node, "stop", "--config", node.config)
     assert stop.returncode == 0, stop.stdout + stop.stderr
@@ -102,6 +107,10 @@ def test_start_daemonizes_refuses_twice_and_stop_ends_it(node: AgentProc) -> Non
     assert "no agent is running" in none.stderr and node.socket in none.stderr, none.stderr
     st = ctl(node, "status", "--config", node.config)
     assert st.returncode == daemon.EXIT_ALREADY and "not running" in st.stdout
+    st = ctl(node, "status", "--json", "--config", node.config)
+    assert st.returncode == daemon.EXIT_ALREADY and json.loads(st.stdout) == {
+        "state": "stopped", "pid": None, "node": None, "socket": node.socket, "pidfile": pidfile(node),
+        "error": None, "stale": None}  # fmt: skip
 
 
 @pytest.mark.parametrize("holder", ["dead", "not-an-agent"])

@@ -7,6 +7,7 @@ synthetic cluster instead of an agent), the last one a real omview agent on loop
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import shutil
@@ -103,6 +104,12 @@ def test_daemon_start_checkpoint_rotate_stop(paths: dict[str, Path]) -> None:
 
     r = cli("-s", *args)
     assert r.returncode == 0 and f"pid {pid}" in r.stdout and "6 nodes" in r.stdout
+    r = cli("-s", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    shape = json.loads(r.stdout)
+    assert shape == {"running": True, "pid": pid, "nodes": 6, "ticks": shape["ticks"], "reason": None,
+                     "logdir": str(paths["logdir"]), "pidfile": str(paths["pidfile"])}  # fmt: skip
+    assert shape["ticks"] >= 5 and r.stdout.count("\n") == 1
 
     r = cli("-r", *args)
     assert r.returncode == 0, r.stderr
@@ -127,6 +134,13 @@ def test_daemon_start_checkpoint_rotate_stop(paths: dict[str, Path]) -> None:
     assert r.returncode == 1 and "no openmosixcollector is running" in r.stderr
     r = cli("-n", "late", *args)
     assert r.returncode == 1 and "start it with" in r.stderr
+    r = cli("-s", "--json", *args)
+    assert r.returncode == 1 and r.stderr == ""
+    shape = json.loads(r.stdout)
+    assert shape["running"] is False and shape["pid"] is None and "no openmosixcollector" in shape["reason"]
+    assert set(shape) == {"running", "pid", "nodes", "ticks", "logdir", "pidfile", "reason"}
+    r = cli("-k", "--json", *args)
+    assert r.returncode == 1 and "--json goes with -s" in r.stderr
 
 
 def test_stale_pid_files_are_recovered(paths: dict[str, Path]) -> None:

@@ -3,6 +3,7 @@ on loopback, and over real SSH inside a netns cluster node (root). Start, checkp
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -228,6 +229,9 @@ def test_failures_say_what_to_do(
         # the status item reports the state in a box
         r = run(qtbot, w, w.act_collector_status, Action.STATUS)
         assert shown_errors.pop()[1].startswith(f"openmosixcollector on {w.collector.node}: running (pid")
+        # read from the collector's JSON (docs/collector.md), not from its human text
+        assert r.argv[1:3] == ("-s", "--json") and json.loads(r.stdout)["running"] is True
+        assert r.first_line().startswith("running (pid") and "collector status on" in w.statusBar().currentMessage()
         r = run(qtbot, w, w.act_collector_stop, Action.STOP)
         assert r.ok
         # a node this GUI cannot reach: unreachable, and Start/Stop are off

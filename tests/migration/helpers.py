@@ -96,10 +96,10 @@ class Deputy:
 
 
 def migrate(
-    cluster: Cluster, node: int, what: str | int, target: str | int
+    cluster: Cluster, node: int, what: str | int, target: str | int, *opts: str
 ) -> subprocess.CompletedProcess[str]:
     return cluster.exec(
-        node, ["migrate", str(what), str(target)], capture_output=True, text=True, timeout=180
+        node, ["migrate", *opts, str(what), str(target)], capture_output=True, text=True, timeout=180
     )
 
 

@@ -3,6 +3,7 @@ signals from the home node, threads and a pipe pair, refusals."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Callable
@@ -40,8 +41,12 @@ def test_counter_job_migrates_a_b_c_and_home(make_cluster: Callable[..., Cluster
         assert "node 1 -> 2" in r.stdout
         assert dep.status()["where"] == 2
         # asked on the home node, routed to node 2 where the job runs
-        r = migrate(cluster, 1, dep.pid, 3)
+        r = migrate(cluster, 1, dep.pid, 3, "--json")
         assert r.returncode == 0, r.stderr
+        rec = json.loads(r.stdout)  # the documented shape (docs/migration.md)
+        keys = {"id", "job", "source", "target", "bytes", "frozen_s", "total_s", "result", "reason"}
+        assert keys <= set(rec)
+        assert (rec["job"], rec["source"], rec["target"], rec["result"]) == (dep.job, 2, 3, "ok")
         wait(lambda: dep.status()["where"] == 3, 10, "the home record to say node 3")
         mps = cluster.exec(1, ["mps", str(dep.pid)], capture_output=True, text=True, timeout=30)
         row = mps.stdout.splitlines()[1].split()

@@ -174,6 +174,10 @@ def test_cli_status_json(cluster3: Cluster) -> None:
     assert cp.returncode == 0, cp.stderr
     st = json.loads(cp.stdout)
     assert [n["name"] for n in st["nodes"]] == ["node1", "node2", "node3"]
+    # the documented shape (docs/cluster.md)
+    assert set(st) == {"state_dir", "bridge", "subnet", "ssh_config", "agent_command", "nodes"}
+    assert set(st["nodes"][0]) == {"id", "name", "address", "netns", "holder_pid", "holder_alive", "sshd_pid",
+                                   "sshd_alive", "agent_pid", "agent_alive"}  # fmt: skip
     assert all(n["holder_alive"] and n["sshd_alive"] for n in st["nodes"])
     assert st["bridge"] == cluster3.bridge
     recorded = json.loads(cluster3.json_path.read_text())
