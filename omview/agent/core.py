@@ -267,7 +267,9 @@ class Agent:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        await self.server.start()  # first: refuses to start when another agent serves the socket
+        # first: refuses to start when another agent serves the socket; but no request is answered
+        # before the first measurement, so no client ever sees a node with 0 bytes of memory
+        await self.server.start(serving=False)
         try:
             self.gossip.configure(self.membership, loop)
         except BaseException:
@@ -275,6 +277,7 @@ class Agent:
             raise
         try:
             self.sample = await loop.run_in_executor(self.worker, self.sampler.sample, self.flags)
+            await self.server.serve()
             loop.run_in_executor(None, self.criu.check)
             m = self.membership
             log.info(

@@ -125,7 +125,9 @@ class Server:
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    async def start(self, *, serving: bool = True) -> None:
+        """Bind and claim the socket; with SERVING False, connections wait in the listen queue until
+        serve() (the agent claims its socket first, then answers once it has measured the node)."""
         directory = os.path.dirname(self.path) or "."
         try:
             if not os.path.isdir(directory):
@@ -138,11 +140,18 @@ class Server:
         if os.path.exists(self.path) or os.path.islink(self.path):
             self._claim_stale_socket()
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=self.path, limit=READ_CHUNK)
+            self._server = await asyncio.start_unix_server(
+                self._client, path=self.path, limit=READ_CHUNK, start_serving=serving
+            )
         except OSError as exc:
             raise ConfigError(f"cannot listen on the agent socket: {exc.strerror}", path=self.path) from None
         os.chmod(self.path, 0o666)  # everyone may connect; each request is checked by SO_PEERCRED uid
         self._inode = os.stat(self.path).st_ino
+
+    async def serve(self) -> None:
+        """Start answering the connections that start(serving=False) left waiting."""
+        if self._server is not None:
+            await self._server.start_serving()
 
     def _claim_stale_socket(self) -> None:
         st = os.lstat(self.path)
