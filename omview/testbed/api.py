@@ -396,7 +396,7 @@ class Cluster:
 
     def ssh_argv(self, node: int | str, *command: str) -> list[str]:
         """argv to run COMMAND on NODE over real ssh with this cluster's strict client config."""
-        return ["ssh", "-F", str(self.ssh_config_path), self.node(node).name, *command]
+        return ["ssh", "-F", str(self.ssh_config_path), "--", self.node(node).name, *command]
 
     # ---------------------------------------------------------------- persistence
     def save(self) -> None:
