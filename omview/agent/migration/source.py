@@ -26,6 +26,7 @@ from typing import Any
 
 from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import Job, JobStore
+from omview.agent.migration import adopt
 from omview.agent.migration import criu as criumod
 from omview.agent.migration import stream as migstream
 from omview.agent.migration.common import (
@@ -510,7 +511,9 @@ class _Attempt:
             self._end_lazy_dump()
 
     def _call_restore(self) -> dict[str, Any]:
-        payload = {"id": self.mig_id, "sums": self.sums, "job": self.job.to_dict(), "method": self.method}
+        # the tree is frozen: its files now are the ones CRIU will reopen on the target (checked there)
+        payload = {"id": self.mig_id, "sums": self.sums, "job": self.job.to_dict(), "method": self.method,
+                   "files": adopt.tree_files(self.job.pid)}  # fmt: skip
         target = self.target
         try:
             return dict(self.side.peers.call(

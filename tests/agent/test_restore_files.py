@@ -1,0 +1,56 @@
+"""Issue 13, defect 3, without a cluster: what the target checks before CRIU reopens a job's files as
+root (adopt.check_here with the facts adopt.tree_files records on the source)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from omview.agent.migration import adopt
+
+
+def test_tree_files_records_type_owner_mode_and_access(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x" * 10)
+    f.chmod(0o640)
+    code = f"import os, time; fd = os.open({str(f)!r}, os.O_RDWR); print('ok', flush=True); time.sleep(30)"
+    # no inherited descriptors (pytest captures into deleted files, where the scan stops)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ok\n"
+        item = {i["path"]: i for i in adopt.tree_files(p.pid)}[str(f)]
+    finally:
+        p.kill()
+        p.wait()
+    assert item == {"path": str(f), "kind": "file", "size": -1, "uid": os.getuid(), "gid": os.getgid(),
+                    "mode": 0o640, "access": "rw"}  # fmt: skip
+
+
+def test_links_owner_mode_and_the_owners_rights_are_checked(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    f, other = d / "f", d / "other"
+    f.write_text("public\n")
+    other.write_text("SECRET\n")
+    f.chmod(0o644)
+    st = f.stat()
+    item = {"path": str(f), "kind": "file", "size": st.st_size, "uid": st.st_uid, "gid": st.st_gid,
+            "mode": 0o644, "access": "r"}  # fmt: skip
+    assert adopt.check_here(2, [], [item], 1, owner=(65534, 65534)) == []
+    # the owner may not write a 0644 file of someone else
+    assert "may not open" in adopt.check_here(2, [], [dict(item, access="rw")], 1, owner=(65534, 65534))[0]
+    f.chmod(0o600)
+    assert "mode 600 on node 2" in adopt.check_here(2, [], [item], 1)[0]
+    f.chmod(0o644)
+    f.unlink()
+    f.symlink_to(other)
+    assert "symbolic link" in adopt.check_here(2, [], [item], 1, owner=(0, 0))[0]
+    f.unlink()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "f").write_text("public\n")
+    d.rename(tmp_path / "gone")
+    d.symlink_to(tmp_path / "real")  # a link on the way, not at the end
+    assert "symbolic link or lies under one" in adopt.check_here(2, [], [item], 1)[0]
