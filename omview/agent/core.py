@@ -23,6 +23,7 @@ from omview.agent.config import AgentConfig
 from omview.agent.jobs.ops import JobOps
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
+from omview.agent.migration import adopt
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import Env
 from omview.agent.migration.faults import FaultHooks
@@ -660,7 +661,8 @@ class Agent:
             deputy = job.home == me and job.home_pid == p.pid and job.where != me
             out.append(replace(
                 p, job=job.id, home=job.home, where=job.where if deputy else me, lock=job.lock, nmigs=job.nmigs,
-                cantmove="" if not job.lock else f"locked to node {job.where}",
+                cantmove=f"locked to node {job.where}" if job.lock
+                else "" if deputy else adopt.owner_reason(job.uid, job.gid),
             ))  # fmt: skip
         return out
 

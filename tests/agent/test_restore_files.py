@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from omview.agent.migration import adopt
@@ -54,3 +55,26 @@ def test_links_owner_mode_and_the_owners_rights_are_checked(tmp_path: Path) -> N
     d.rename(tmp_path / "gone")
     d.symlink_to(tmp_path / "real")  # a link on the way, not at the end
     assert "symbolic link or lies under one" in adopt.check_here(2, [], [item], 1)[0]
+
+
+def _sleeper(**kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def test_another_users_process_without_cap_sys_resource_says_why() -> None:
+    """CRIU cannot dump another user's process when the agent lacks CAP_SYS_RESOURCE (prlimit): the
+    process list said movable and the dump failed with "Can't get rlimit 0"."""
+    lacking = not adopt._agent_has_cap(adopt.CAP_SYS_RESOURCE)
+    for kw, other in (({}, False), ({"user": 65534, "group": 65534}, True)):
+        p = _sleeper(**kw)
+        try:
+            time.sleep(0.1)  # exec'd
+            why = adopt.path_rules(p.pid)
+        finally:
+            p.kill()
+            p.wait()
+        if other and lacking:
+            assert "uid 65534" in why and "CAP_SYS_RESOURCE" in why
+        else:
+            assert why == ""

@@ -6,6 +6,7 @@ needs to adopt a movable tree as a job (docs/migration.md, "Processes not starte
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import stat
@@ -236,8 +237,9 @@ def _group_outside(leader: int) -> str:
 
 
 def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
-    """The rules for PID's cwd, root and program (after its open and mapped files): the first that
-    fails as the reason ("" = none). Adds the paths to FILES when given."""
+    """The rules for PID's cwd, root and program (after its open and mapped files), then its owner
+    (CRIU needs prlimit on it): the first that fails as the reason ("" = none). Adds the paths to
+    FILES when given."""
     for link in ("cwd", "root"):
         with contextlib.suppress(OSError):
             path = os.readlink(f"/proc/{pid}/{link}")
@@ -254,7 +256,41 @@ def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
             return f"its program {exe[:-10]} was deleted"
         if files is not None:
             _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
-    return ""
+    return _owner_rule(pid)
+
+
+CAP_SYS_RESOURCE = 24
+
+
+@functools.cache
+def _agent_has_cap(bit: int) -> bool:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    return True  # unknown: let CRIU decide
+
+
+def owner_reason(uid: int, gid: int) -> str:
+    """Why CRIU cannot dump a process of UID/GID here, or "". Its dump reads every task's rlimits
+    with prlimit(); the kernel allows that for another user's process only with CAP_SYS_RESOURCE
+    (kernel/sys.c check_prlimit_permission), which some containers drop: then CRIU fails with
+    "Can't get rlimit 0: Operation not permitted". Used for plain processes and for jobs."""
+    if (uid, gid) == (os.getuid(), os.getgid()) or _agent_has_cap(CAP_SYS_RESOURCE):
+        return ""
+    return (f"it runs as uid {uid} and the agent lacks CAP_SYS_RESOURCE (CRIU reads its resource "
+            "limits with prlimit(), which needs it for another user's process)")  # fmt: skip
+
+
+def _owner_rule(pid: int) -> str:
+    if _agent_has_cap(CAP_SYS_RESOURCE):
+        return ""  # spares the stat
+    try:
+        st = os.stat(f"/proc/{pid}")  # owner = the process's effective uid and gid
+    except OSError:
+        return ""
+    return owner_reason(st.st_uid, st.st_gid)
 
 
 class Reader:

@@ -144,6 +144,9 @@ class SourceSide:
             )
         if self.env.criu() is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
+        why = adopt.owner_reason(job.uid, job.gid)
+        if why:
+            raise MigrationError(FaultCode.CANT_MOVE, f"job {job.id} cannot move: {why}")
         if not alive(job.pid, job.pid_start):
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job.id} ended meanwhile")
         return info
