@@ -78,3 +78,21 @@ def test_another_users_process_without_cap_sys_resource_says_why() -> None:
             assert "uid 65534" in why and "CAP_SYS_RESOURCE" in why
         else:
             assert why == ""
+
+
+def test_attached_sysv_shared_memory_is_a_reason() -> None:
+    code = (
+        "import ctypes, sys, time; libc = ctypes.CDLL(None, use_errno=True);"
+        "libc.shmat.restype = ctypes.c_void_p;"
+        "i = libc.shmget(0, 4096, 0o1600); assert i >= 0;"
+        "a = libc.shmat(i, None, 0); libc.shmctl(i, 0, None);"  # IPC_RMID: gone once detached
+        "print('ok', flush=True); time.sleep(30)"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ok\n"
+        assert "SysV shared memory" in adopt.path_rules(p.pid)
+    finally:
+        p.kill()
+        p.wait()

@@ -238,8 +238,8 @@ def _group_outside(leader: int) -> str:
 
 def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
     """The rules for PID's cwd, root and program (after its open and mapped files), then its owner
-    (CRIU needs prlimit on it): the first that fails as the reason ("" = none). Adds the paths to
-    FILES when given."""
+    (CRIU needs prlimit on it) and SysV shared memory: the first that fails as the reason ("" =
+    none). Adds the paths to FILES when given."""
     for link in ("cwd", "root"):
         with contextlib.suppress(OSError):
             path = os.readlink(f"/proc/{pid}/{link}")
@@ -256,7 +256,7 @@ def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
             return f"its program {exe[:-10]} was deleted"
         if files is not None:
             _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
-    return _owner_rule(pid)
+    return _owner_rule(pid) or _sysv_rule(pid)
 
 
 CAP_SYS_RESOURCE = 24
@@ -291,6 +291,20 @@ def _owner_rule(pid: int) -> str:
     except OSError:
         return ""
     return owner_reason(st.st_uid, st.st_gid)
+
+
+def _sysv_rule(pid: int) -> str:
+    """SysV shared memory belongs to the node's IPC namespace, not to the process: CRIU dumps it only
+    with the whole namespace, so the dump fails. Maps are read only when some segment is attached
+    (in the agent's IPC namespace, the nodes' usual one)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/sysvipc/shm", encoding="ascii") as fh:
+            attached = any(int(line.split()[6]) > 0 for line in list(fh)[1:])
+        if attached:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+                if any(" /SYSV" in line for line in fh):
+                    return "attached SysV shared memory (it belongs to the node's IPC namespace; CRIU cannot move it)"
+    return ""
 
 
 class Reader:
