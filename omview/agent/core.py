@@ -28,7 +28,7 @@ from omview.agent.migration.common import Env
 from omview.agent.migration.faults import FaultHooks
 from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
-from omview.agent.node import calibrate
+from omview.agent.node import calibrate, movable
 from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
 from omview.agent.node.sampler import Sample, Sampler, Scope
 from omview.agent.node.state import FlagError, StateStore, validate_flag
@@ -663,7 +663,8 @@ class Agent:
             deputy = job.home == me and job.home_pid == p.pid and job.where != me
             out.append(replace(
                 p, job=job.id, home=job.home, where=job.where if deputy else me, lock=job.lock, nmigs=job.nmigs,
-                cantmove="" if not job.lock else f"locked to node {job.where}",
+                cantmove=f"locked to node {job.where}" if job.lock
+                else "" if deputy else movable.owner_reason(job.uid, job.gid),
             ))  # fmt: skip
         return out
 

@@ -20,6 +20,7 @@ from omview.collector.source import AgentSource, Source, SourceUnavailable, agen
 from omview.collector.synthetic import SyntheticSource
 from omview.collector.writer import CollectorError
 from omview.model import records
+from omview.model.hosts import HostError, check_host
 from omview.model.pipes import quiet_pipe, stdout_closed
 
 log = logging.getLogger("omview.collector")
@@ -136,6 +137,11 @@ def _options(a: argparse.Namespace) -> Options:
         raise CollectorError(f"--synthetic {a.synthetic}: the node count must be 1..65535")
     if a.metrics_port is not None and not 0 <= a.metrics_port <= 65535:
         raise CollectorError(f"--metrics-port {a.metrics_port} is not a TCP port (0-65535)")
+    if a.node is not None and not a.node.startswith("/"):
+        try:
+            check_host(a.node)
+        except HostError as exc:
+            raise CollectorError(f"--node {exc}") from None
     metrics_host, metrics_port = DEFAULT_METRICS_HOST, a.metrics_port
     if a.metrics_listen is not None:
         metrics_host, metrics_port = parse_listen(a.metrics_listen, a.metrics_port)

@@ -14,6 +14,7 @@ from omview.model.channel import PipeChannel, UnixChannel
 from omview.model.client import AgentClient
 from omview.model.cluster import NodeInfo, ProcessInfo
 from omview.model.errors import AgentFault, OmviewError, TransportError
+from omview.model.hosts import check_host
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class Source(Protocol):
 def agent_connector(node: str | None) -> Callable[[], AgentClient]:
     """How to reach the agent: None = this node's socket, "/path" = that socket, else ``ssh HOST``.
 
-    A host is reached with ``ssh -o BatchMode=yes HOST omview-agent bridge`` (key-based login
-    needed, as for the GUI's SSH transport).
+    A host is reached with ``ssh -o BatchMode=yes -- HOST omview-agent bridge`` (key-based login
+    needed, as for the GUI's SSH transport); a HOST that is no host name raises HostError, so it can
+    never become an ssh option.
     """
     if node is None or node.startswith("/"):
         path = node
@@ -51,10 +53,10 @@ def agent_connector(node: str | None) -> Callable[[], AgentClient]:
             return AgentClient(UnixChannel(path), client_name="openmosixcollector")
 
         return local
-    host = node
+    host = check_host(node)
 
     def remote() -> AgentClient:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host, "omview-agent", "bridge"]
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", host, "omview-agent", "bridge"]
         return AgentClient(PipeChannel(argv), client_name="openmosixcollector")
 
     return remote

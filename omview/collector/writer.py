@@ -232,9 +232,15 @@ class HistoryWriter:
         self.history_id = str(meta.get("history", ""))
         self.created = float(meta.get("created", wall))
         last_tick = -1
+        bad = 0
         for fr in frames:
             if fr.rtype == records.T_TICK:
-                last_tick = max(last_tick, records.get_uvarint(fr.payload, 0)[0])
+                try:
+                    last_tick = max(last_tick, records.decode_tick(fr.payload)[0])
+                except records.BadRecord:
+                    bad += 1  # readers skip it too; the tick count never comes from it
+        if bad:
+            notices.append(f"{path}: {bad} bad tick records are skipped by readers")
         self._cluster = _File(path)
         if res.end < len(buf):
             notices.append(f"{path}: cut off {len(buf) - res.end} bytes of an unfinished record at the end")
@@ -524,11 +530,16 @@ def compress_history(directory: str, preset: int = 6) -> tuple[int, int]:
             continue
         with open(path, "rb") as f:
             data = f.read()
+        body = data
         if records.node_id_of(name) is not None:
-            # columns of deltas compress far better than the live records with their check bytes
-            packed = lzma.compress(records.pack_node_file(data, path), preset=preset)
-        else:
-            packed = lzma.compress(data, preset=preset)
+            # columns of deltas compress far better than the live records with their check bytes;
+            # a file that is no live node file (damaged header, garbage) is kept as it is, so readers
+            # report the same damage they would have found uncompressed
+            try:
+                body = records.pack_node_file(data, path)
+            except (records.HistoryFormatError, ValueError, OverflowError) as exc:
+                log.warning("%s: kept as it is, not transcoded (%s)", path, exc)
+        packed = lzma.compress(body, preset=preset)
         dst = os.path.join(directory, name + records.COMPRESSED_SUFFIX)
         tmp = dst + ".tmp"
         try:

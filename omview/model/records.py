@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import lzma
+import math
 import os
 import re
 import struct
@@ -63,6 +64,62 @@ class HistoryFormatError(OmviewError):
 
 # ---------------------------------------------------------------------------------------
 # Self-description
+
+
+class BadRecord(ValueError):
+    """A record whose checksum is right but whose content is not what the format says (issue 13,
+    defect 9): readers skip it and count it in ``History.bad_records``, never fail on it."""
+
+
+_INT64 = 1 << 63
+
+
+def _json_object(payload: bytes, what: str = "record") -> dict[str, Any]:
+    """PAYLOAD as a JSON object, else BadRecord (bad UTF-8 or JSON, nesting too deep, not an object)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRecord(f"{what} is not JSON ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise BadRecord(f"{what} is not a JSON object")
+    return obj
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -_INT64 <= v < _INT64
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, float) and math.isfinite(v)) or _is_int(v)
+
+
+def _field_int(rec: dict[str, Any], key: str, default: int | None = None) -> int:
+    """REC[KEY] as a 64-bit integer (DEFAULT if absent), else BadRecord."""
+    v = rec.get(key, default)
+    if not _is_int(v):
+        raise BadRecord(f"{key!r} is not an integer: {_short(v)}")
+    return int(v)
+
+
+def _field_num(rec: dict[str, Any], key: str, default: float | None = None) -> float:
+    """REC[KEY] as a finite number (DEFAULT if absent), else BadRecord."""
+    v = rec.get(key, default)
+    if not _is_num(v):
+        raise BadRecord(f"{key!r} is not a finite number: {_short(v)}")
+    return float(v)
+
+
+def _field_text(rec: dict[str, Any], key: str, default: str | None = "") -> str:
+    """REC[KEY] as a string (DEFAULT if absent), else BadRecord."""
+    v = rec.get(key, default)
+    if not isinstance(v, str):
+        raise BadRecord(f"{key!r} is not a string: {_short(v)}")
+    return v
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, (list, dict)) else type(v).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -192,6 +249,18 @@ def tick_frame(tick: int, wall: float) -> bytes:
     return frame(T_TICK, bytes(out))
 
 
+def decode_tick(payload: bytes) -> tuple[int, int]:
+    """(tick, wall time in ms) of a T_TICK payload; BadRecord if cut, too long or out of range."""
+    try:
+        tick, p = get_uvarint(payload, 0)
+        ms, p = get_uvarint(payload, p)
+    except (IndexError, ValueError):
+        raise BadRecord("a tick record is not two varints") from None
+    if p != len(payload) or tick >= _INT64 or ms >= _INT64:
+        raise BadRecord(f"a tick record is out of range (tick {tick}, {ms} ms, {len(payload)} bytes)")
+    return tick, ms
+
+
 class Frame(NamedTuple):
     rtype: int
     payload: bytes
@@ -316,6 +385,9 @@ def _header_bytes(meta: dict[str, Any]) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
+_KINDS = frozenset({"cluster", "node", "procs", "node-columns"})
+
+
 def decode_header(buf: bytes, path: str = "") -> tuple[dict[str, Any], int]:
     """Parse a header; returns (metadata, offset of the first record).
 
@@ -345,10 +417,25 @@ def decode_header(buf: bytes, path: str = "") -> tuple[dict[str, Any], int]:
         raise HistoryFormatError("damaged header (checksum mismatch)", path=path, version=version)
     try:
         meta = json.loads(bytes(buf[len(MAGIC) + 6 : end]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8, bad JSON, an integer of too many digits
         raise HistoryFormatError(f"damaged header: {exc}", path=path, version=version) from None
+    except RecursionError:
+        raise HistoryFormatError("damaged header: nested too deep", path=path, version=version) from None
     if not isinstance(meta, dict):
         raise HistoryFormatError("damaged header: not a JSON object", path=path, version=version)
+    # the CRC only says the bytes are as written; what readers and the writer take from the header
+    # must also have its type, or a reader fails later (created "now": ValueError)
+    try:
+        if _field_text(meta, "kind", None) not in _KINDS:
+            raise BadRecord(f"unknown kind {_short(meta.get('kind'))}")
+        _field_text(meta, "history", None)
+        _field_num(meta, "created", None)
+        if not 0 < _field_num(meta, "interval", None) <= 86400:
+            raise BadRecord(f"interval {meta['interval']} is out of range")
+        if "key_every" in meta and _field_int(meta, "key_every") < 1:
+            raise BadRecord("key_every must be positive")
+    except BadRecord as exc:
+        raise HistoryFormatError(f"damaged header: {exc}", path=path, version=version) from None
     return meta, end + 4
 
 
@@ -743,6 +830,55 @@ def proc_from_row(row: Sequence[Any]) -> ProcessInfo:
     )
 
 
+#: The type of every PROC_FIELDS value as stored (cpu may be written as a float by other writers).
+_PROC_TYPES: tuple[str, ...] = (
+    "int", "int", "int", "str", "str", "int", "num", "int", "int", "str", "strs", "int", "int", "int", "int",
+    "str", "str",
+)  # fmt: skip
+
+
+def _proc_value_ok(i: int, v: Any) -> bool:
+    kind = _PROC_TYPES[i]
+    if kind == "int":
+        return _is_int(v) or (i == 13 and isinstance(v, bool))
+    if kind == "num":
+        return _is_num(v)
+    if kind == "str":
+        return isinstance(v, str)
+    return isinstance(v, list) and all(isinstance(a, str) for a in v)
+
+
+def _check_proc_row(row: Any) -> None:
+    if not isinstance(row, list) or len(row) != len(PROC_FIELDS):
+        raise BadRecord(f"a process row is not a list of {len(PROC_FIELDS)} values")
+    for i, v in enumerate(row):
+        if not _proc_value_ok(i, v):
+            raise BadRecord(f"process field {PROC_FIELDS[i].name} is {_short(v)}")
+
+
+def _check_proc_record(rtype: int, rec: dict[str, Any]) -> int:
+    """The record's tick, after checking every row and change in it (BadRecord otherwise), so that
+    applying it later cannot fail."""
+    tick = _field_int(rec, "tick", None)
+    lists = ("procs",) if rtype == T_PKEY else ("add", "del", "chg")
+    for key in lists:
+        items = rec.get(key, [])
+        if not isinstance(items, list):
+            raise BadRecord(f"{key!r} is not a list")
+        for item in items:
+            if key == "del":
+                if not _is_int(item):
+                    raise BadRecord(f"a deleted pid is {_short(item)}")
+            elif key != "chg":
+                _check_proc_row(item)
+            elif not (isinstance(item, list) and len(item) % 2 == 1 and _is_int(item[0])) or not all(
+                _is_int(i) and 0 < i < len(PROC_FIELDS) and _proc_value_ok(i, v)
+                for i, v in zip(item[1::2], item[2::2], strict=True)
+            ):
+                raise BadRecord(f"a process change is {_short(item)}")
+    return tick
+
+
 def _rss_changed(old: int, new: int) -> bool:
     # resident size wobbles by a few pages every second; recording that would dominate the file
     return abs(new - old) * 32 > old and abs(new - old) >= 1024 or (old == 0) != (new == 0)
@@ -1005,8 +1141,10 @@ class ProcessHistory:
         self._keys: list[int] = []  # indexes of key records
         self._cache: tuple[int, dict[int, list[Any]]] | None = None
 
-    def _add(self, fr: Frame) -> None:
-        tick = json.loads(fr.payload)["tick"]
+    def _add(self, fr: Frame, tick: int | None = None) -> None:
+        """Keep record FR; TICK is what _check_proc_record returned for it (checked here if None)."""
+        if tick is None:
+            tick = _check_proc_record(fr.rtype, _json_object(fr.payload))
         if self.ticks and tick <= self.ticks[-1]:
             return
         if fr.rtype == T_PKEY:
@@ -1092,9 +1230,10 @@ class History:
         buf = self._cluster.read()
         self.header, start = decode_header(buf, cluster)
         self._cluster.consume(start)
-        self.history_id: str = str(self.header.get("history", ""))
-        self.created: float = float(self.header.get("created", 0.0))
-        self.interval: float = float(self.header.get("interval", 1.0))
+        # decode_header checked these fields' types
+        self.history_id: str = self.header["history"]
+        self.created: float = float(self.header["created"])
+        self.interval: float = float(self.header["interval"])
         self.ticks: array[int] = array("q")
         self.times: array[float] = array("d")
         self._tick_index: dict[int, int] = {}
@@ -1105,6 +1244,8 @@ class History:
         self.gaps: list[Gap] = []
         self.clock_jumps: list[ClockJump] = []
         self.problems: list[str] = []
+        #: records skipped because their content was ill-typed although their checksum was right
+        self.bad_records = 0
         self._series: dict[int, NodeSeries] = {}
         self._decoders: dict[int, tuple[_Source | None, NodeDecoder]] = {}
         self._procs: ProcessHistory | None = None
@@ -1149,47 +1290,56 @@ class History:
         for fr in frames:
             try:
                 self._apply_cluster(fr)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                self.problems.append(f"{self._cluster.path}: bad record at {fr.offset}: {exc}")
+            except (BadRecord, ValueError, IndexError) as exc:
+                self._bad_record(self._cluster.path, fr, exc)
         self._cluster.consume(res.end)
 
+    def _bad_record(self, path: str, fr: Frame, exc: Exception) -> None:
+        self.bad_records += 1
+        self.problems.append(f"{path}: skipped a bad record at {fr.offset}: {exc}")
+
     def _apply_cluster(self, fr: Frame) -> None:
+        """Apply one cluster-file record; BadRecord (or ValueError/IndexError from a varint) if any
+        field has the wrong type or range, and then nothing is applied."""
         if fr.rtype == T_TICK:
-            tick, p = get_uvarint(fr.payload, 0)
-            ms, _ = get_uvarint(fr.payload, p)
+            tick, ms = decode_tick(fr.payload)
             if self.ticks and tick <= self.ticks[-1]:
-                raise ValueError(f"tick {tick} after {self.ticks[-1]}")
+                raise BadRecord(f"tick {tick} after {self.ticks[-1]}")
             self._tick_index[tick] = len(self.ticks)
             self.ticks.append(tick)
             self.times.append(ms / 1000.0)
             return
-        rec = json.loads(fr.payload)
-        t = float(rec.get("t", 0.0))
-        tick = int(rec.get("tick", -1))
+        if fr.rtype not in (T_CHECKPOINT, T_EVENT, T_NODE, T_SESSION, T_CLOCK, T_GAP):
+            return
+        rec = _json_object(fr.payload)
+        t = _field_num(rec, "t", 0.0)
+        tick = _field_int(rec, "tick", -1)
         if fr.rtype == T_CHECKPOINT:
-            self.checkpoints.append(Checkpoint(t, tick, str(rec.get("label", ""))))
+            self.checkpoints.append(Checkpoint(t, tick, _field_text(rec, "label")))
         elif fr.rtype == T_EVENT:
-            self.events.append(Event(t, tick, str(rec["name"]), rec.get("data")))
+            self.events.append(Event(t, tick, _field_text(rec, "name", None), rec.get("data")))
         elif fr.rtype == T_NODE:
-            nid = int(rec["id"])
+            nid = _field_int(rec, "id", None)
+            if not 0 <= nid <= 65535:
+                raise BadRecord(f"node id {nid} out of range")
+            address, hostname = _field_text(rec, "address"), _field_text(rec, "hostname")
+            version = _field_text(rec, "version")
             first = self.nodes[nid].first_seen if nid in self.nodes else t
-            self.nodes[nid] = NodeMeta(
-                nid,
-                str(rec.get("address", "")),
-                str(rec.get("hostname", "")),
-                str(rec.get("version", "")),
-                first,
-            )
+            self.nodes[nid] = NodeMeta(nid, address, hostname, version, first)
         elif fr.rtype == T_SESSION:
             self.sessions.append(
                 Session(
-                    t, tick, int(rec.get("pid", 0)), str(rec.get("host", "")), float(rec.get("interval", 0))
+                    t,
+                    tick,
+                    _field_int(rec, "pid", 0),
+                    _field_text(rec, "host"),
+                    _field_num(rec, "interval", 0),
                 )
             )
         elif fr.rtype == T_CLOCK:
-            self.clock_jumps.append(ClockJump(t, tick, float(rec["jump"])))
+            self.clock_jumps.append(ClockJump(t, tick, _field_num(rec, "jump", None)))
         elif fr.rtype == T_GAP:
-            self.gaps.append(Gap(float(rec["since"]), t, tick, str(rec.get("reason", ""))))
+            self.gaps.append(Gap(_field_num(rec, "since", None), t, tick, _field_text(rec, "reason")))
 
     # -- nodes --------------------------------------------------------------------------
 
@@ -1340,11 +1490,15 @@ class History:
         for fr in frames:
             if fr.rtype not in (T_PKEY, T_PDELTA):
                 continue
-            tick = json.loads(fr.payload).get("tick", -1)
+            try:
+                tick = _check_proc_record(fr.rtype, _json_object(fr.payload))
+            except BadRecord as exc:
+                self._bad_record(self._procs_src.path, fr, exc)
+                continue
             if tick > last:
                 end = fr.offset  # its time is not known yet; read it on the next refresh
                 break
-            self._procs._add(fr)
+            self._procs._add(fr, tick)
         self._procs_src.consume(end)
 
     # -- live ---------------------------------------------------------------------------

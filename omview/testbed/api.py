@@ -396,7 +396,7 @@ class Cluster:
 
     def ssh_argv(self, node: int | str, *command: str) -> list[str]:
         """argv to run COMMAND on NODE over real ssh with this cluster's strict client config."""
-        return ["ssh", "-F", str(self.ssh_config_path), self.node(node).name, *command]
+        return ["ssh", "-F", str(self.ssh_config_path), "--", self.node(node).name, *command]
 
     # ---------------------------------------------------------------- persistence
     def save(self) -> None:
@@ -908,11 +908,34 @@ def teardown(state_dir: str | os.PathLike[str]) -> list[str]:
     with _global_lock() as fd:
         _cleanup_host_traces(fd)
     for n in recorded:
+        done += _drop_migration_leftovers(Path(n.dir) / "var-lib-omview")
+    for n in recorded:
         _reap(n.holder_pid or 0)
         _reap(n.sshd_pid or 0)
     with contextlib.suppress(FileNotFoundError):
         (state / "cluster.json").unlink()
         done.append(f"{state}/cluster.json")
+    return done
+
+
+def _drop_migration_leftovers(var: Path) -> list[str]:
+    """A node's unfinished migrations (its agent is gone now): the arrivals in incoming/<id> (a restart
+    would abort them anyway) and the image directories in the host's /dev/shm that its incoming/<id>
+    and mig/<id> link to (omview-in-<id>, omview-out-<id>), which no other node's agent would ever
+    remove. mig/<id> stays: it holds the CRIU logs of failed migrations."""
+    done: list[str] = []
+    for sub, prefix in (("incoming", "/dev/shm/omview-in-"), ("mig", "/dev/shm/omview-out-")):
+        with contextlib.suppress(OSError):
+            for entry in sorted((var / sub).iterdir()):
+                images = entry / "images"
+                if images.is_symlink():
+                    real = os.path.realpath(images)
+                    if real.startswith(prefix) and os.path.isdir(real):
+                        shutil.rmtree(real, ignore_errors=True)
+                        done.append(real)
+                if sub == "incoming" and entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                    done.append(str(entry))
     return done
 
 

@@ -337,3 +337,15 @@ def test_systemd_unit_is_valid_and_uses_real_options() -> None:
     build_parser().parse_args(argv)
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_node_is_never_an_ssh_option(paths: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 13, defect 10: --node='-oProxyCommand=touch FILE' used to run the command through ssh."""
+    victim = tmp_path / "pwned"
+    for act in ("-d", "-f"):
+        r = cli(act, *common(paths), f"--node=-oProxyCommand=touch {victim}", timeout=30)
+        assert r.returncode == 1 and "--node" in r.stderr and "not a host name" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    time.sleep(0.5)
+    assert not victim.exists()
+    assert not paths["pidfile"].exists()

@@ -193,3 +193,34 @@ def test_source_agent_restarted_during_a_migration(make_cluster: Callable[..., C
     (state(cluster, 1) / "faults" / "stall-transfer").unlink()
     cluster.agent_start(1)  # the new agent finds the journal, fences node 2 and resumes the job
     finish_intact(cluster, dep, 1)
+
+
+def test_a_file_swapped_for_a_symlink_before_the_restore_is_refused(make_cluster: Callable[..., Cluster],
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Issue 13, defect 3: CRIU reopens files by path as root, follows links and compares only the size.
+    The job's file swapped for a same-size link to another file between dump and restore: the target
+    refuses with the reason, the job keeps running on the source reading its own file."""
+    cluster = all_up(make_cluster(2))
+    hook(cluster, 1, "method", "images")
+    d = tmp_path / "d3"
+    d.mkdir()
+    d.chmod(0o755)
+    data, secret = d / "data", d / "secret"
+    data.write_text("public\n")
+    secret.write_text("SECRET\n")  # the same size
+    dep = Deputy(cluster, 1, [PY, str(Path(COUNTER).with_name("holdfile.py")), str(data), "100", "0.1"])
+    dep.wait_started()
+    h = hook(cluster, 2, "pause-before-restore", "3")
+    mig = start_migrate(cluster, 1, dep.pid, 2)
+    wait(lambda: incoming(cluster, 2, "received.json"), 30, "the images to arrive on node 2")
+    data.rename(d / "data.old")  # the job's descriptor still points to it
+    data.symlink_to(secret)
+    out, err = mig.communicate(timeout=120)
+    h.unlink()
+    assert mig.returncode == 3 and "symbolic link" in err and str(data) in err, (out, err)
+    wait(lambda: len(copies(dep.job)) == 1, 20, "exactly one copy of the job")
+    assert call(cluster, 1, "job.status", job=dep.job)["where"] == 1
+    assert dep.finish(120) == 7, dep.err
+    lines = [ln.split() for ln in dep.out.decode().splitlines() if ln.startswith("count ")]
+    assert [int(p[1]) for p in lines] == list(range(100))
+    assert {p[3] for p in lines} == {"public"}

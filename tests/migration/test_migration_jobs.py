@@ -185,3 +185,33 @@ def test_refusals_are_clear(make_cluster: Callable[..., Cluster]) -> None:
         assert dep.status()["where"] == 1 and dep.proc.poll() is None
     finally:
         dep.kill()
+
+
+def test_another_users_job_says_why_it_cannot_move(make_cluster: Callable[..., Cluster]) -> None:
+    """Issue 13: without CAP_SYS_RESOURCE (this sandbox) CRIU cannot dump another user's process
+    ("Can't get rlimit 0"), yet mps -c showed the job movable: now the true reason, up front."""
+    from omview.agent.node import movable
+
+    if movable._agent_has_cap(movable.CAP_SYS_RESOURCE):
+        pytest.skip("the agent has CAP_SYS_RESOURCE here: CRIU can dump other users' processes")
+    cluster = all_up(make_cluster(2))
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = cluster.popen(1, [*nobody, "mosrun", "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        job = f"1:{proc.pid}"
+
+        def running() -> bool:
+            try:
+                return call(cluster, 1, "job.status", job=job)["state"] == "running"
+            except AgentFault:
+                return False  # mosrun has not registered it yet
+
+        wait(running, 20, "the job to run")
+        rows = [p for p in call(cluster, 1, "procs.list") if p["job"] == job and p["where"] == 1]
+        assert rows and all("CAP_SYS_RESOURCE" in p["cantmove"] for p in rows), rows
+        r = migrate(cluster, 1, proc.pid, 2)
+        assert r.returncode == 3 and "CANT_MOVE" in r.stderr and "uid 65534" in r.stderr, r.stderr
+        assert call(cluster, 1, "job.status", job=job)["where"] == 1
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)

@@ -201,8 +201,17 @@ def test_up_down_leaves_nothing(make_cluster: ClusterFactory) -> None:
     assert _ssh(c, 3, "hostname").stdout.strip() == "node3"
     with pytest.raises(ClusterError, match="already up"):
         Cluster.up(c.state_dir, 2, agent=False)
+    # an arrival its agent never finished (e.g. peer.mig.prepare {"id": null} before it was validated):
+    # incoming/<id> linking to images in the host's /dev/shm, which no agent removes once the node is gone
+    var = Path(c.node(2).dir) / "var-lib-omview"
+    shm = Path(f"/dev/shm/omview-in-None-{c.bridge}")
+    shm.mkdir()
+    (shm / "pages-1.img").write_bytes(b"x")
+    (var / "incoming" / "None").mkdir(parents=True)
+    (var / "incoming" / "None" / "images").symlink_to(shm)
     done = teardown(c.state_dir)
     assert any("bridge" in d for d in done)
+    assert not shm.exists() and not (var / "incoming" / "None").exists()
     assert leftovers(c.state_dir) == []
     assert not any(_pid_alive(p) for p in pids)
     assert not c.json_path.exists()

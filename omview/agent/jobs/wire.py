@@ -113,9 +113,10 @@ def migration(op: str, mig: dict[str, Any], *, restore: bool) -> Job | None:
     mig_id(op, mig.get("id"))
     common: dict[str, tuple[type, ...]] = {"id": (str,), "method": (str,)}
     if restore:
-        check_fields(op, "the migration", mig, {**common, "job": (dict,), "sums": (dict,)}, {})
+        check_fields(op, "the migration", mig, {**common, "job": (dict,), "sums": (dict,)}, {"files": (list,)})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in mig["sums"].items()):
             raise bad(op, "the migration's sums must map names to strings")
+        proc_check(op, [], mig.get("files", []))
         return job_record(op, mig["job"])
     check_fields(op, "the migration", mig, {**common, "job": (str,)},
                  {"uid": (int,), "bytes": (int,), "cpu_flags": (list,)})  # fmt: skip
@@ -132,7 +133,9 @@ def proc_check(op: str, pids: list[Any], files: list[Any]) -> tuple[list[int], l
     for item in files:
         if not isinstance(item, dict):
             raise bad(op, "files must be objects {path, kind, size}")
-        check_fields(op, "a file", item, {"path": (str,)}, {"kind": (str,), "size": (int,)}, low=-1)
+        check_fields(op, "a file", item, {"path": (str,)},
+                     {"kind": (str,), "size": (int,), "uid": (int,), "gid": (int,), "mode": (int,),
+                      "access": (str,)}, low=-1)  # fmt: skip
         if not os.path.isabs(item["path"]) or "\0" in item["path"]:
             raise bad(op, f"a file's path must be absolute, not {item['path']!r}")
     return list(pids), list(files)

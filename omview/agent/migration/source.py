@@ -43,6 +43,7 @@ from omview.agent.migration.common import (
     remove_tree,
 )
 from omview.agent.migration.placement import best_node, check_target, expected_rate
+from omview.agent.node import movable
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.model.cluster import NodeInfo
 from omview.model.errors import AgentFault
@@ -143,6 +144,9 @@ class SourceSide:
             )
         if self.env.criu() is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
+        why = movable.owner_reason(job.uid, job.gid)
+        if why:
+            raise MigrationError(FaultCode.CANT_MOVE, f"job {job.id} cannot move: {why}")
         if not alive(job.pid, job.pid_start):
             raise MigrationError(FaultCode.NO_SUCH_PROCESS, f"job {job.id} ended meanwhile")
         return info
@@ -510,7 +514,9 @@ class _Attempt:
             self._end_lazy_dump()
 
     def _call_restore(self) -> dict[str, Any]:
-        payload = {"id": self.mig_id, "sums": self.sums, "job": self.job.to_dict(), "method": self.method}
+        # the tree is frozen: its files now are the ones CRIU will reopen on the target (checked there)
+        payload = {"id": self.mig_id, "sums": self.sums, "job": self.job.to_dict(), "method": self.method,
+                   "files": movable.tree_files(self.job.pid)}  # fmt: skip
         target = self.target
         try:
             return dict(self.side.peers.call(

@@ -41,6 +41,7 @@ from omview.agent.migration.common import (
     remove_images,
     remove_tree,
 )
+from omview.agent.node import movable
 from omview.model.procfs import start_time
 from omview.model.protocol import FaultCode
 
@@ -258,6 +259,7 @@ class TargetSide:
         me = self.env.node_id()
         criu = self._ready_to_restore(mig, inc, lazy, pages)
         self._verify_images(mig, inc)
+        self._check_files(mig, job)
         self._move_job_dir_in(mig, inc, job)
         pidfile = inc.path("restored.pid.criu")
         with contextlib.suppress(FileNotFoundError):
@@ -332,6 +334,21 @@ class TargetSide:
             )
         if not got.get("ok"):
             raise MigrationError(FaultCode.MIGRATION_FAILED, f"the images did not arrive whole: {got.get('error')}")
+
+    def _check_files(self, mig: dict[str, Any], job: Job) -> None:
+        """CRIU reopens the job's files by path, as root, following symbolic links, and compares only
+        their size: check here, just before, that each is what the source had open (type, owner, mode,
+        no link on the way) and that the job's owner may open it (issue 13, defect 3). The job's own
+        directory arrives with it and is not checked."""
+        own = self.store.job_dir(job).rstrip("/") + "/"
+        files = [f for f in mig.get("files", []) if not (str(f["path"]) + "/").startswith(own)]
+        problems = movable.check_here(self.env.node_id(), [], files, job.where, owner=(job.uid, job.gid))
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise MigrationError(
+                FaultCode.CANT_MOVE,
+                f"job {job.id} cannot be restored on node {self.env.node_id()}: {'; '.join(problems[:3])}{more}",
+            )
 
     def _move_job_dir_in(self, mig: dict[str, Any], inc: Incoming, job: Job) -> None:
         """The job's files to where they were on the source: CRIU reopens them at the very same path."""

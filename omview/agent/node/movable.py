@@ -6,7 +6,9 @@ needs to adopt a movable tree as a job (docs/migration.md, "Processes not starte
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import pwd
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -202,7 +204,10 @@ def _add(files: dict[str, dict[str, Any]], path: str, st: os.stat_result, writin
     size = st.st_size if kind == "file" and not writing else -1
     old = files.get(path)
     if old is None or (old["size"] >= 0 and size < 0):
-        files[path] = {"path": path, "kind": kind, "size": size}
+        # owner and mode too: a restore (as root) must not open a file the job's owner could not
+        access = "rw" if writing or (old is not None and old.get("access") == "rw") else "r"
+        files[path] = {"path": path, "kind": kind, "size": size, "uid": st.st_uid, "gid": st.st_gid,
+                       "mode": stat.S_IMODE(st.st_mode), "access": access}  # fmt: skip
 
 
 def _map_files(pid: int, files: dict[str, dict[str, Any]]) -> str:
@@ -232,8 +237,9 @@ def _group_outside(leader: int) -> str:
 
 
 def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
-    """The rules for PID's cwd, root and program (after its open and mapped files): the first that
-    fails as the reason ("" = none). Adds the paths to FILES when given."""
+    """The rules for PID's cwd, root and program (after its open and mapped files), then its owner
+    (CRIU needs prlimit on it) and SysV shared memory: the first that fails as the reason ("" =
+    none). Adds the paths to FILES when given."""
     for link in ("cwd", "root"):
         with contextlib.suppress(OSError):
             path = os.readlink(f"/proc/{pid}/{link}")
@@ -250,6 +256,54 @@ def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
             return f"its program {exe[:-10]} was deleted"
         if files is not None:
             _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
+    return _owner_rule(pid) or _sysv_rule(pid)
+
+
+CAP_SYS_RESOURCE = 24
+
+
+@functools.cache
+def _agent_has_cap(bit: int) -> bool:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    return True  # unknown: let CRIU decide
+
+
+def owner_reason(uid: int, gid: int) -> str:
+    """Why CRIU cannot dump a process of UID/GID here, or "". Its dump reads every task's rlimits
+    with prlimit(); the kernel allows that for another user's process only with CAP_SYS_RESOURCE
+    (kernel/sys.c check_prlimit_permission), which some containers drop: then CRIU fails with
+    "Can't get rlimit 0: Operation not permitted". Used for plain processes and for jobs."""
+    if (uid, gid) == (os.getuid(), os.getgid()) or _agent_has_cap(CAP_SYS_RESOURCE):
+        return ""
+    return (f"it runs as uid {uid} and the agent lacks CAP_SYS_RESOURCE (CRIU reads its resource "
+            "limits with prlimit(), which needs it for another user's process)")  # fmt: skip
+
+
+def _owner_rule(pid: int) -> str:
+    if _agent_has_cap(CAP_SYS_RESOURCE):
+        return ""  # spares the stat
+    try:
+        st = os.stat(f"/proc/{pid}")  # owner = the process's effective uid and gid
+    except OSError:
+        return ""
+    return owner_reason(st.st_uid, st.st_gid)
+
+
+def _sysv_rule(pid: int) -> str:
+    """SysV shared memory belongs to the node's IPC namespace, not to the process: CRIU dumps it only
+    with the whole namespace, so the dump fails. Maps are read only when some segment is attached
+    (in the agent's IPC namespace, the nodes' usual one)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/sysvipc/shm", encoding="ascii") as fh:
+            attached = any(int(line.split()[6]) > 0 for line in list(fh)[1:])
+        if attached:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+                if any(" /SYSV" in line for line in fh):
+                    return "attached SysV shared memory (it belongs to the node's IPC namespace; CRIU cannot move it)"
     return ""
 
 
@@ -355,9 +409,41 @@ def facts(root: int, *, my_ns: int | None, blocked: Callable[[int], str],
     return f
 
 
-def check_here(node: int, pids: list[int], files: list[dict[str, Any]], source: int) -> list[str]:
-    """The target's pre-flight (`peer.proc.check`): PIDs taken here, files missing or different."""
+def tree_files(root: int) -> list[dict[str, Any]]:
+    """The files ROOT's tree has open or mapped, its cwds, roots and programs, with type, size, owner,
+    mode and access (what check_here compares on the target). Read while the tree is frozen."""
+    files: dict[str, dict[str, Any]] = {}
+    for pid in (root, *criumod.descendants(root)):
+        _fd_files(pid, files)
+        _map_files(pid, files)
+        path_rules(pid, files)
+    return sorted(files.values(), key=lambda d: d["path"])
+
+
+def _may_open(st: os.stat_result, uid: int, gids: set[int], item: dict[str, Any]) -> bool:
+    """UID (in GIDS) may open ST as the job had it open (read, read-write; a directory: search)."""
+    if uid == 0:
+        return True
+    bits = st.st_mode >> 6 if st.st_uid == uid else st.st_mode >> 3 if st.st_gid in gids else st.st_mode
+    need = 1 if stat.S_ISDIR(st.st_mode) else 4 | (2 if item.get("access") == "rw" else 0)
+    return bits & need == need
+
+
+def _groups(uid: int, gid: int) -> set[int]:
+    try:
+        return set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return {gid}
+
+
+def check_here(node: int, pids: list[int], files: list[dict[str, Any]], source: int,
+               owner: tuple[int, int] | None = None) -> list[str]:  # fmt: skip
+    """The target's check (`peer.proc.check` before the freeze, the restore again just before CRIU
+    reopens the files as root): PIDs taken here, files missing or different - another type or size,
+    a path that is now a symbolic link or lies under one, another owner or mode, or (OWNER = the job's
+    uid and gid) a file that user could not open here."""
     problems = [f"pid {pid} in use on node {node}" for pid in pids if os.path.exists(f"/proc/{pid}")]
+    gids = _groups(*owner) if owner is not None and owner[0] != 0 else set()
     for item in files:
         path = str(item.get("path", ""))
         try:
@@ -365,10 +451,24 @@ def check_here(node: int, pids: list[int], files: list[dict[str, Any]], source: 
         except OSError:
             problems.append(f"{path} does not exist on node {node}")
             continue
+        # the source names files by their real path (readlink of /proc/PID/fd): a link on the way here
+        # would make CRIU, which follows links, open another file
+        if os.path.realpath(path) != path:
+            problems.append(f"{path} is a symbolic link or lies under one on node {node} (not on node {source})")
+            continue
         want = str(item.get("kind", "other"))
         have = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
         if want != have:
             problems.append(f"{path} is not a {'directory' if want == 'dir' else want} on node {node}")
         elif want == "file" and int(item.get("size", -1)) >= 0 and st.st_size != int(item["size"]):
             problems.append(f"{path} has {st.st_size} bytes on node {node}, {item['size']} on node {source}")
+        elif "uid" in item and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (
+            item["uid"], item.get("gid"), item.get("mode")
+        ):
+            problems.append(
+                f"{path} has owner {st.st_uid}:{st.st_gid} mode {stat.S_IMODE(st.st_mode):o} on node {node}, "
+                f"{item['uid']}:{item.get('gid')} mode {int(item.get('mode', 0)):o} on node {source}"
+            )
+        elif owner is not None and not _may_open(st, owner[0], gids, item):
+            problems.append(f"user {owner[0]} may not open {path} on node {node}")
     return problems

@@ -19,6 +19,7 @@ from typing import Any
 from omview.model.channel import PipeChannel
 from omview.model.client import AgentClient
 from omview.model.errors import AgentUnavailable, ConnectionLost, OmviewError, TransportError
+from omview.model.hosts import HostError, check_host
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,15 @@ class PeerLinks:
         return os.path.dirname(self.run_dir.rstrip("/"))
 
     def address(self, node: int) -> str:
+        """NODE's address for ssh; one that is no host name (a map file or config typo, never a
+        peer's say) is refused so it cannot become an ssh option."""
         addr = self.resolve(node)
         if not addr:
             raise PeerError(f"node {node} has no known address")
-        return addr
+        try:
+            return check_host(addr)
+        except HostError as exc:
+            raise PeerError(f"node {node}: {exc}") from None
 
     def ssh_argv(self, node: int, *command: str, connect_timeout: int = 5) -> list[str]:
         """ssh to NODE's address as root (the node's ssh config and keys), sharing one connection."""
@@ -77,13 +83,13 @@ class PeerLinks:
             "ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
             "-o", "ControlMaster=auto", "-o", f"ControlPath={self.run_dir}/ssh-%C", "-o", "ControlPersist=no",
             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-c", CIPHERS,
-            "-l", "root", self.address(node), *command,
+            "-l", "root", "--", self.address(node), *command,
         ]  # fmt: skip
 
     def control_argv(self, node: int, *args: str) -> list[str]:
         """`ssh -O ...` against the master connection to NODE (forward, cancel, check)."""
         return ["ssh", "-o", "BatchMode=yes", "-o", f"ControlPath={self.run_dir}/ssh-%C", *args,
-                "-l", "root", self.address(node)]  # fmt: skip
+                "-l", "root", "--", self.address(node)]  # fmt: skip
 
     def stream(self, node: int, remote_path: str, *, timeout: float = 10.0) -> socket.socket:
         """A connection to the Unix socket REMOTE_PATH on NODE, through the SSH master: a local socket
