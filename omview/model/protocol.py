@@ -105,7 +105,7 @@ OPS: dict[str, OpSpec] = {
     ),
     "admin.expel": OpSpec(access="root"),
     "admin.bring": OpSpec(access="root"),
-    "procs.list": OpSpec({"pid": Arg(_INT)}),
+    "procs.list": OpSpec({"pid": Arg(_INT), "helpers": Arg(_BOOL)}),
     "proc.lock": OpSpec({"pid": Arg(_INT, True), "lock": Arg(_BOOL, True)}, access="own"),
     "events.subscribe": OpSpec({"topics": Arg((list,))}),
     "events.unsubscribe": OpSpec(),
