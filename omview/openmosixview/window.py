@@ -32,6 +32,7 @@ from omview import __version__
 from omview.gui import errors
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.launch import ProgramLauncher
 from omview.gui.links import ConnectionReport, LinkState, LinkStatus
 from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
@@ -84,6 +85,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.store = store
         self.dialogs: dict[str, NodeConfigDialog] = {}
+        #: starts sibling programs (the process box); set by the app, None in tests that need none
+        self.launcher: ProgramLauncher | None = None
         self._asked_to_quit = False  # a quit signal arrived: close without questions
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
@@ -272,6 +275,27 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.collector_status)
         self.addToolBar(tb)
         self.toolbar = tb
+
+    def set_launcher(self, launcher: ProgramLauncher) -> None:
+        """How sibling programs are started (the process box): enables their actions."""
+        self.launcher = launcher
+        self.register_tool("procs", lambda: self.open_procs(None),
+                           "The process box (openmosixprocs) of the entry node")  # fmt: skip
+
+    def open_procs(self, address: str | None) -> bool:
+        """Start openmosixprocs for the node at ``address`` (None: the entry node) as its own process."""
+        launcher = self.launcher
+        if launcher is None:
+            return False
+        node = next((n.id for n in self.session.table if n.address == address), None) if address else None
+        if node is None and address not in (None, self.session.entry):
+            self.statusBar().showMessage(f"{address} is not in the cluster table yet", 8000)
+            return False
+        ok = launcher.open_procs(node)
+        what = f"node {node}" if node is not None else "the entry node"
+        self.statusBar().showMessage(f"process box of {what} started" if ok else
+                                     f"cannot start openmosixprocs for {what}", 8000)  # fmt: skip
+        return ok
 
     def register_tool(self, key: str, opener: Callable[[], None], tooltip: str = "") -> None:
         """Plug in a sub-window or collector action: enables its menu/toolbar action."""
@@ -492,6 +516,8 @@ class MainWindow(QMainWindow):
             dlg = NodeConfigDialog(self.session, [address], self, self.agents)
             dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
             dlg.destroyed.connect(self._on_dialog_destroyed)
+            if self.launcher is not None:
+                dlg.set_procs_opener(lambda: self.open_procs(address))
             self.dialogs[address] = dlg
         dlg.show()
         dlg.raise_()
@@ -527,6 +553,8 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         menu.addAction(f"Configure {address}…", lambda: self.open_node_dialog(address))
         menu.addAction("Test connection", lambda: self.test_connection(address))
+        procs_act = menu.addAction("Process box…", lambda: self.open_procs(address))
+        procs_act.setEnabled(self.launcher is not None)
         key_act = menu.addAction("Accept host key…", lambda: self.session.fetch_host_key(address))
         key_act.setEnabled(self.session.supports_host_keys() and row.link.status is LinkStatus.HOST_KEY_UNKNOWN)
         menu.exec(self.view.viewport().mapToGlobal(pos))

@@ -1,0 +1,135 @@
+"""The process box (openmosixprocs) on the netns cluster over SSH: a mosrun job is one row, turns green
+with its n# after it migrated, rows hold still under the pointer, filters; and the model by itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+
+from omview.gui.connect import SshConnector, SshSettings
+from omview.gui.session import ClusterSession
+from omview.model.cluster import ProcessInfo
+from omview.procs.model import NODE, PID, PROC_ROLE, ProcFilter, ProcModel
+from omview.procs.window import ProcBox
+from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call
+
+
+def _proc(pid: int, *, user: str = "root", where: int = 1, cantmove: str = "", cmd: str = "sleep 1") -> ProcessInfo:
+    return ProcessInfo(pid=pid, ppid=1, uid=0, user=user, state="S", nice=0, cpu=0.0, rss=4096, threads=1,
+                       name=cmd.split()[0], cmdline=tuple(cmd.split()), home=1, where=where,
+                       cantmove=cantmove)  # fmt: skip
+
+
+def test_rows_keep_their_place_and_hold_still(qtbot: Any) -> None:
+    model = ProcModel(1)
+    model.set_processes([_proc(3), _proc(1), _proc(2)])
+    assert [p.pid for p in model.processes()] == [3, 1, 2]
+    model.set_processes([_proc(2, cmd="sleep 9"), _proc(3), _proc(4)])  # 1 ended, 4 new, 2 changed
+    assert [p.pid for p in model.processes()] == [3, 2, 4]
+    assert model.process(2).cmdline == ("sleep", "9")  # type: ignore[union-attr]
+    model.set_held(True)
+    model.set_processes([_proc(2, cmd="sleep 5"), _proc(5)])
+    assert [p.pid for p in model.processes()] == [3, 2, 4]  # held: values change, rows stay
+    assert model.process(2).cmdline == ("sleep", "5")  # type: ignore[union-attr]
+    model.set_held(False)
+    assert [p.pid for p in model.processes()] == [2, 5]
+
+
+def test_filter_icons_and_tooltips(qtbot: Any) -> None:
+    model = ProcModel(1)
+    model.set_processes([_proc(1), _proc(2, where=3), _proc(3, user="alice", cantmove="open TCP connection")])
+    proxy = ProcFilter()
+    proxy.setSourceModel(model)
+    lock = model.index(2, PID)
+    assert model.data(lock, Qt.ItemDataRole.DecorationRole) is not None
+    assert "open TCP connection" in model.data(lock, Qt.ItemDataRole.ToolTipRole)
+    assert model.data(model.index(1, PID), Qt.ItemDataRole.DecorationRole) is not None  # migrated: green
+    assert model.data(model.index(1, NODE)) == "3"
+    assert model.data(model.index(0, PID), Qt.ItemDataRole.DecorationRole) is None
+
+    def shown() -> list[int]:
+        return sorted(proxy.data(proxy.index(r, 0), PROC_ROLE).pid for r in range(proxy.rowCount()))
+
+    proxy.set_filter(only_migrated=True)
+    assert shown() == [2]
+    proxy.set_filter(only_migrated=False, only_migratable=True)
+    assert shown() == [1, 2]
+    proxy.set_filter(only_migratable=False, user="alice")
+    assert shown() == [3]
+    proxy.set_filter(user="", command="SLEEP")
+    assert shown() == [1, 2, 3]
+
+
+@pytest.mark.cluster
+def test_box_shows_a_job_once_and_green_after_it_migrated(qtbot: Any, make_cluster: Any) -> None:
+    cluster = all_up(make_cluster(2))
+    entry = cluster.nodes[0].address
+    connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
+    session = ClusterSession(connector, entry, poll_interval=0.5, direct_poll=False, call_timeout=10.0)
+    dep = Deputy(cluster, 1, [PY, COUNTER, "2000", "0.05"])
+    try:
+        dep.wait_started()
+        box = ProcBox(session, 1)
+        qtbot.addWidget(box)
+        box.start()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None, timeout=30000)
+        assert box.windowTitle() == "procs on node1"
+        rows = [p for p in box.model.processes() if "counter.py" in " ".join(p.cmdline)]
+        assert [p.pid for p in rows] == [dep.pid]  # one row: no deputy, unshare, jobinit, program
+        row = box.model.row_of(dep.pid)
+        assert box.model.data(box.model.index(row, NODE)) == "0"
+        assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is None
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        qtbot.waitUntil(lambda: box.model.process(dep.pid).where == 2, timeout=30000)  # type: ignore[union-attr]
+        row = box.model.row_of(dep.pid)
+        assert box.model.data(box.model.index(row, NODE)) == "2"
+        assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is not None
+        assert "runs on node 2" in box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
+        box.close()
+    finally:
+        session.stop()
+        dep.proc.kill()
+        dep.proc.wait(10)
+
+
+class _Recorder:
+    """A launcher that records what it would start."""
+
+    def __init__(self) -> None:
+        self.opened: list[int | None] = []
+
+    def open_procs(self, node: int | None = None) -> bool:
+        self.opened.append(node)
+        return True
+
+
+def test_main_window_opens_the_box_as_its_own_program(qtbot: Any, tmp_path: Any) -> None:
+    from omview.gui.connect import UnixConnector
+    from omview.gui.launch import ProgramLauncher
+    from omview.gui.settings import GuiSettings
+    from omview.openmosixview.window import MainWindow
+
+    settings = GuiSettings(entry="10.0.0.1", user="admin", identity="/k", ssh_config="/c")
+    argv = ProgramLauncher(settings, "/run/a.sock").argv("omview.procs", ["--node", "2"])
+    assert argv[1:3] == ["-m", "omview.procs"] and argv[-2:] == ["--node", "2"]
+    for opt, value in (("--entry", "10.0.0.1"), ("--user", "admin"), ("--identity", "/k"),
+                       ("--ssh-config", "/c"), ("--local-socket", "/run/a.sock")):  # fmt: skip
+        assert argv[argv.index(opt) + 1] == value
+    session = ClusterSession(UnixConnector({"10.0.0.1": str(tmp_path / "none.sock")}), "10.0.0.1", poll_interval=0)
+    try:
+        w = MainWindow(session, settings, None)
+        qtbot.addWidget(w)
+        assert not w.tools["procs"].isEnabled()
+        rec = _Recorder()
+        w.set_launcher(rec)  # type: ignore[arg-type]
+        assert w.tools["procs"].isEnabled()
+        w.tools["procs"].trigger()
+        dlg = w.open_node_dialog("10.0.0.1")
+        assert dlg.procbox_button.isEnabled()
+        dlg.procbox_button.click()
+        assert rec.opened == [None, None]  # the node is not in the (empty) table yet: the entry's box
+        dlg.close()
+    finally:
+        session.stop()
