@@ -21,6 +21,7 @@ from typing import Any
 from omview import __version__
 from omview.agent.config import AgentConfig
 from omview.agent.jobs.ops import JobOps
+from omview.agent.jobs.procctl import ProcCtl
 from omview.agent.jobs.rows import group_jobs
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
@@ -157,6 +158,8 @@ class Agent:
             "events.unsubscribe": self.op_events_unsubscribe,
         }
         self._ops.update(self.job_ops.table())
+        self._ops.update(ProcCtl(node=self, scope=self.scope, jobs=self.jobs, peers=self.peers,
+                                 pool=self.job_pool).table())  # fmt: skip
         missing = set(protocol.OPS) - set(self._ops)
         assert not missing, f"operations without a handler: {missing}"
 

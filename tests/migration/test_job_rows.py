@@ -54,3 +54,29 @@ def test_a_job_is_one_row_with_the_programs_command_wherever_it_runs(make_cluste
     finally:
         dep.proc.kill()
         dep.proc.wait(10)
+
+
+def test_signal_renice_status_reach_a_migrated_job(make_cluster: ClusterFactory) -> None:
+    cluster = all_up(make_cluster(2))
+    dep = Deputy(cluster, 1, [PY, COUNTER, "2000", "0.05"])
+    try:
+        dep.wait_started()
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        wait(lambda: _rows(cluster, 2, dep.job), 20, "the job on node 2")
+
+        def guest() -> dict[str, Any]:
+            return _rows(cluster, 2, dep.job)[0]
+
+        got = call(cluster, 1, "proc.status", pid=dep.pid)  # asked at home, answered where it runs
+        assert got["node"] == 2 and got["job"] == dep.job and got["status"]["Name"] == "python3"
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=19)  # SIGSTOP: no init passes it on
+        wait(lambda: guest()["state"] == "T", 10, "the program stopped on node 2")
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=18)
+        wait(lambda: guest()["state"] in "SR", 10, "the program running again")
+        assert call(cluster, 1, "proc.renice", pid=dep.pid, nice=6)["node"] == 2
+        wait(lambda: guest()["nice"] == 6, 10, "nice 6 on node 2")
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=9)
+        wait(lambda: dep.status()["state"] != "running", 20, "the job to end")
+    finally:
+        dep.proc.kill()
+        dep.proc.wait(10)
