@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QMimeData,
     QModelIndex,
     QPersistentModelIndex,
     QRegularExpression,
@@ -23,6 +24,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 
+from omview.gui.procdrag import MIME_TYPE, DraggedProcs, to_mime
 from omview.model.cluster import ProcessInfo
 
 #: (header, tooltip) of each column
@@ -89,6 +91,7 @@ class ProcModel(QAbstractTableModel):
     def __init__(self, node_id: int = 0, parent: Any = None) -> None:
         super().__init__(parent)
         self.node_id = node_id
+        self.address = ""  # how the box reaches the node (a drag carries it)
         self._rows: list[ProcessInfo] = []
         self._where: dict[int, int] = {}  # pid -> row
         self._held = False
@@ -172,6 +175,16 @@ class ProcModel(QAbstractTableModel):
     def flags(self, index: Index) -> Qt.ItemFlag:
         base = super().flags(index)
         return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+
+    def mimeTypes(self) -> list[str]:
+        return [MIME_TYPE]
+
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:
+        pids = sorted({self._rows[i.row()].pid for i in indexes if i.isValid() and i.row() < len(self._rows)})
+        return to_mime(DraggedProcs(self.node_id, self.address, tuple(pids)))
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.MoveAction
 
     def _icon(self, key: str) -> QIcon:
         icon = self._icons.get(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 from omview.gui.links import LaneContext, TaskDone, deliverer
 from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
-from omview.procs.model import CMD, COLUMNS, PID, USER, ProcFilter, ProcModel
+from omview.procs.migrator import Migrator
+from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcFilter, ProcModel
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ class ProcBox(QMainWindow):
         self.node = node
         self.address: str | None = session.entry if node is None else None
         self.model = ProcModel(node or 0, self)
+        self.model.address = self.address or ""
         self.proxy = ProcFilter(self)
         self.proxy.setSourceModel(self.model)
         self.updates = 0  # answers shown (tests wait on it)
+        self.migrators: dict[int, Migrator] = {}
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         session.sig_cluster_updated.connect(self._on_cluster)
@@ -136,10 +139,29 @@ class ProcBox(QMainWindow):
         for col in range(len(COLUMNS)):
             self.view.setColumnWidth(col, widths.get(col, 64))
         self.view.sig_hold.connect(self._on_hold)
+        self.view.doubleClicked.connect(lambda index: self.open_migrator(self._proc_at(index)))
         self.view.selectionModel().selectionChanged.connect(lambda *_: self.view.update_hold())
         layout.addWidget(self.view)
         self.setCentralWidget(central)
         self.resize(1100, 520)
+
+    # -- the migrator --
+    def _proc_at(self, index: QModelIndex) -> ProcessInfo | None:
+        return self.proxy.data(self.proxy.index(index.row(), 0), PROC_ROLE) if index.isValid() else None
+
+    def open_migrator(self, proc: ProcessInfo | None) -> Migrator | None:
+        """The migrator of ``proc`` (one per process; raised when already open)."""
+        if proc is None or self.address is None:
+            return None
+        dlg = self.migrators.get(proc.pid)
+        if dlg is None or not dlg.isVisible():
+            dlg = Migrator(self.session, self.address, self.model.node_id, proc, self)
+            dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dlg.destroyed.connect(lambda *_a, pid=proc.pid: self.migrators.pop(pid, None))
+            self.migrators[proc.pid] = dlg
+        dlg.show()
+        dlg.raise_()
+        return dlg
 
     # -- polling (GUI thread) --
     def start(self) -> None:
@@ -165,7 +187,7 @@ class ProcBox(QMainWindow):
             self.statusBar().showMessage(f"node {self.node} is not in the cluster table of {self.session.entry}")
             return
         if self.address != node.address:
-            self.address = node.address
+            self.address = self.model.address = node.address
             self.refresh_now()
 
     @Slot(object)

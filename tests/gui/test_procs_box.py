@@ -133,3 +133,81 @@ def test_main_window_opens_the_box_as_its_own_program(qtbot: Any, tmp_path: Any)
         dlg.close()
     finally:
         session.stop()
+
+
+@pytest.mark.cluster
+def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster: Any) -> None:
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QDropEvent
+
+    cluster = all_up(make_cluster(2))
+    entry = cluster.nodes[0].address
+    connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
+    session = ClusterSession(connector, entry, poll_interval=0.5, direct_poll=False, call_timeout=10.0)
+    dep = Deputy(cluster, 1, [PY, COUNTER, "4000", "0.05"])
+    try:
+        dep.wait_started()
+        box = ProcBox(session, 1)
+        qtbot.addWidget(box)
+        box.start()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 2, timeout=30000)
+
+        def proc() -> ProcessInfo:
+            p = box.model.process(dep.pid)
+            assert p is not None
+            return p
+
+        dlg = box.open_migrator(proc())
+        assert dlg is not None
+        qtbot.waitUntil(lambda: dlg.status is not None and dlg.nodes.rowCount() == 2, timeout=20000)
+        assert dict(dlg.status.fields)["Name"] == "python3" and "running on node 1" in dlg.where.text()
+        # double-click node 2
+        row2 = next(r for r in range(2) if dlg.nodes.node_at_row(r) == 2)
+        dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: any("migrated to node 2" in t for t in dlg.results), timeout=60000)
+        assert "frozen" in dlg.results[-1] and "MB moved" in dlg.results[-1]
+        qtbot.waitUntil(lambda: proc().where == 2, timeout=20000)
+        qtbot.waitUntil(lambda: "running on node 2" in dlg.where.text(), timeout=20000)
+        # SIGSTOP / SIGCONT change its state where it runs (the status pane reads it there)
+        def state() -> str:
+            return dict(dlg.status.fields)["State"][:1] if dlg.status is not None else "?"
+
+        def guest_row() -> dict[str, Any]:
+            return next(r for r in call(cluster, 2, "procs.list") if r["job"] == dep.job)
+
+        dlg.stop_button.click()
+        qtbot.waitUntil(lambda: state() == "T" and guest_row()["state"] == "T", timeout=20000)
+        dlg.cont_button.click()
+        qtbot.waitUntil(lambda: state() in "SR", timeout=20000)
+        # renice: the slider's value on release
+        dlg.nice_slider.setValue(4)
+        dlg.nice_slider.sliderReleased.emit()
+        qtbot.waitUntil(lambda: guest_row()["nice"] == 4, timeout=20000)
+        # home, then best (two nodes, nothing else runs: node 2 is the best, or the agent says why not)
+        dlg.home_button.click()
+        qtbot.waitUntil(lambda: any("migrated to node 1" in t for t in dlg.results), timeout=60000)
+        qtbot.waitUntil(lambda: proc().where == 1, timeout=20000)
+        n = len(dlg.results)
+        dlg.best_button.click()
+        qtbot.waitUntil(lambda: len(dlg.results) >= n + 2, timeout=60000)
+        assert "migrated to node" in dlg.results[-1] or "not migrated to best" in dlg.results[-1], dlg.results
+        # a row dragged from the box and dropped on node 2 in the migrator migrates it there
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None, timeout=20000)
+        where_before = proc().where
+        target = 1 if where_before == 2 else 2
+        mime = box.model.mimeData([box.model.index(box.model.row_of(dep.pid), 0)])
+        row = next(r for r in range(2) if dlg.nodes.node_at_row(r) == target)
+        pos = QPointF(dlg.nodes.visualItemRect(dlg.nodes.item(row, 0)).center())
+        drop = QDropEvent(pos, Qt.DropAction.MoveAction, mime, Qt.MouseButton.LeftButton,
+                          Qt.KeyboardModifier.NoModifier)  # fmt: skip
+        dlg.nodes.dropEvent(drop)
+        qtbot.waitUntil(lambda: proc().where == target, timeout=60000)
+        # kill removes it
+        dlg.kill_button.click()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is None, timeout=30000)
+        dlg.close()
+        box.close()
+    finally:
+        session.stop()
+        dep.proc.kill()
+        dep.proc.wait(10)
