@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -33,7 +33,8 @@ from omview.gui import errors
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
 from omview.gui.launch import ProgramLauncher
-from omview.gui.links import ConnectionReport, LinkState, LinkStatus
+from omview.gui.links import ConnectionReport, Lane, LinkState, LinkStatus, TaskDone, deliverer
+from omview.gui.procdrag import DraggedProcs, migrate_task
 from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
 from omview.gui.settings import save as save_settings
@@ -72,6 +73,8 @@ TOOLS = {
 class MainWindow(QMainWindow):
     """openmosixview: one row per node plus the cluster totals."""
 
+    _sig_migrated = Signal(object)  # TaskDone of a drop's migration, queued from the ACTION lane
+
     def __init__(
         self,
         session: ClusterSession,
@@ -102,6 +105,11 @@ class MainWindow(QMainWindow):
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
         self.view.setModel(self.model)
+        self.view.sig_procs_dropped.connect(self._on_procs_dropped)
+        #: what drops of processes on node rows did (newest last; the status bar shows each)
+        self.migrations: list[str] = []
+        self._deliver_migrated = deliverer(self, "_sig_migrated")
+        self._sig_migrated.connect(self._on_migrated, Qt.ConnectionType.QueuedConnection)
         self.header = ClusterHeader(self)
         central = QWidget(self)
         layout = QVBoxLayout(central)
@@ -275,6 +283,21 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.collector_status)
         self.addToolBar(tb)
         self.toolbar = tb
+
+    @Slot(int, object)
+    def _on_procs_dropped(self, row: int, drag: DraggedProcs) -> None:
+        """Processes dropped on a node row: migrate them there, through the links of their node."""
+        node = self.model.node_at(row).gossip
+        self.statusBar().showMessage(f"migrating {' '.join(map(str, drag.pids))} to node {node.id}…")
+        self.session.links.submit(drag.address, Lane.ACTION, "migrate", migrate_task(drag.pids, str(node.id)),
+                                  self._deliver_migrated, urgent=True)  # fmt: skip
+
+    @Slot(object)
+    def _on_migrated(self, done: TaskDone) -> None:
+        texts = [f"migration from {done.address}: {done.error.describe()}"] if done.error is not None else [
+            r.text() for r in done.value]  # fmt: skip
+        self.migrations += texts
+        self.statusBar().showMessage("; ".join(texts), 15000)
 
     def set_launcher(self, launcher: ProgramLauncher) -> None:
         """How sibling programs are started (the process box): enables their actions."""

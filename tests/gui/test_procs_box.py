@@ -87,6 +87,26 @@ def test_box_shows_a_job_once_and_green_after_it_migrated(qtbot: Any, make_clust
         assert box.model.data(box.model.index(row, NODE)) == "2"
         assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is not None
         assert "runs on node 2" in box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
+        # the row dragged from the box and dropped on node 1's row of the main window goes there
+        from PySide6.QtCore import QPointF
+        from PySide6.QtGui import QDropEvent
+
+        from omview.gui.settings import GuiSettings
+        from omview.openmosixview.window import MainWindow
+
+        w = MainWindow(session, GuiSettings(entry=entry), None)
+        qtbot.addWidget(w)
+        session.refresh_now()
+        qtbot.waitUntil(lambda: w.model.rowCount() == 2, timeout=20000)
+        mime = box.model.mimeData([box.model.index(box.model.row_of(dep.pid), 0)])
+        r1 = w.model.row_of(entry)
+        assert r1 is not None
+        pos = QPointF(w.view.visualRect(w.model.index(r1, 0)).center())
+        w.view.dropEvent(QDropEvent(pos, Qt.DropAction.MoveAction, mime, Qt.MouseButton.LeftButton,
+                                    Qt.KeyboardModifier.NoModifier))  # fmt: skip
+        qtbot.waitUntil(lambda: any("migrated to node 1" in t for t in w.migrations), timeout=60000)
+        qtbot.waitUntil(lambda: box.model.process(dep.pid).where == 1, timeout=30000)  # type: ignore[union-attr]
+        w.close()
         box.close()
     finally:
         session.stop()
