@@ -9,6 +9,7 @@ a long one never delays the status poll) and comes back as TaskDone through a qu
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +43,16 @@ class ProcStatus:
     node: int
     pid: int
     fields: tuple[tuple[str, str], ...]
+    stat: tuple[tuple[str, float], ...] = ()  # utime, stime, cutime, cstime (s), nice
 
 
-def _status(pid: int) -> Any:
+def status_task(pid: int) -> Callable[[LaneContext], ProcStatus]:
+    """A POLL-lane task: proc.status of PID (answered by the node it runs on)."""
+
     def run(ctx: LaneContext) -> ProcStatus:
         got = ctx.client().call("proc.status", pid=pid)
-        return ProcStatus(int(got["node"]), int(got["pid"]), tuple(got["status"].items()))
+        return ProcStatus(int(got["node"]), int(got["pid"]), tuple(got["status"].items()),
+                          tuple(got.get("stat", {}).items()))  # fmt: skip
 
     return run
 
@@ -192,7 +197,7 @@ class Migrator(QDialog):
 
     @Slot()
     def refresh_status(self) -> None:
-        self.session.links.poll(self.address, f"status {self.proc.pid}", _status(self.proc.pid), self._deliver)
+        self.session.links.poll(self.address, f"status {self.proc.pid}", status_task(self.proc.pid), self._deliver)
 
     def _migrate_to_row(self, row: int) -> None:
         node = self.nodes.node_at_row(row)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QPushButton,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 from omview.gui.links import LaneContext, TaskDone, deliverer
 from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
+from omview.procs.guests import GuestsWindow
 from omview.procs.migrator import Migrator
 from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcFilter, ProcModel
 
@@ -94,6 +96,7 @@ class ProcBox(QMainWindow):
         self.proxy.setSourceModel(self.model)
         self.updates = 0  # answers shown (tests wait on it)
         self.migrators: dict[int, Migrator] = {}
+        self.guests: GuestsWindow | None = None
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         session.sig_cluster_updated.connect(self._on_cluster)
@@ -119,6 +122,10 @@ class ProcBox(QMainWindow):
         for w in (QLabel("filter:"), self.user_edit, self.command_edit, self.migratable_box, self.migrated_box):
             bar.addWidget(w)
         bar.addStretch(1)
+        self.guests_button = QPushButton("guests…")
+        self.guests_button.setToolTip("Processes that migrated to this node from elsewhere (manage procs from remote)")
+        self.guests_button.clicked.connect(self.open_guests)
+        bar.addWidget(self.guests_button)
         layout.addLayout(bar)
         self.view = ProcView(central)
         self.view.setModel(self.proxy)
@@ -162,6 +169,15 @@ class ProcBox(QMainWindow):
         dlg.show()
         dlg.raise_()
         return dlg
+
+    def open_guests(self) -> GuestsWindow | None:
+        if self.address is None:
+            return None
+        if self.guests is None or not self.guests.isVisible():
+            self.guests = GuestsWindow(self.session, self.address, self.model, self)
+        self.guests.show()
+        self.guests.raise_()
+        return self.guests
 
     # -- polling (GUI thread) --
     def start(self) -> None:

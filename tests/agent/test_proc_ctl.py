@@ -41,6 +41,7 @@ def test_signal_renice_status_of_a_plain_process(cluster_factory) -> None:  # ty
         with a.client() as c:
             got = c.call("proc.status", pid=sleeper.pid)
             assert got["pid"] == sleeper.pid and got["node"] == 1
+            assert set(got["stat"]) == {"utime", "stime", "cutime", "cstime", "nice"}
             st = got["status"]
             assert st["Name"] == "sleep" and st["State"].startswith("S") and st["Pid"] == str(sleeper.pid)
             assert {"PPid", "TracerPid", "Uid", "Gid", "VmSize", "VmRSS", "Threads",

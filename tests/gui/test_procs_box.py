@@ -63,7 +63,7 @@ def test_filter_icons_and_tooltips(qtbot: Any) -> None:
 
 
 @pytest.mark.cluster
-def test_box_shows_a_job_once_and_green_after_it_migrated(qtbot: Any, make_cluster: Any) -> None:
+def test_box_shows_a_job_once_green_after_it_migrated_guests_and_drop_on_main_window(qtbot: Any, make_cluster: Any) -> None:
     cluster = all_up(make_cluster(2))
     entry = cluster.nodes[0].address
     connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
@@ -87,7 +87,27 @@ def test_box_shows_a_job_once_and_green_after_it_migrated(qtbot: Any, make_clust
         assert box.model.data(box.model.index(row, NODE)) == "2"
         assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is not None
         assert "runs on node 2" in box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
-        # the row dragged from the box and dropped on node 1's row of the main window goes there
+        # the guests window of node 2 lists it with its home node 1, its stats, and sends it home
+        box2 = ProcBox(session, 2)
+        qtbot.addWidget(box2)
+        box2.start()
+        qtbot.waitUntil(lambda: box2.address is not None and box2.updates > 0, timeout=30000)
+        guests = box2.open_guests()
+        assert guests is not None and guests.windowTitle() == "guests on node2"
+        qtbot.waitUntil(lambda: [g.home for g in guests.guests()] == [1], timeout=20000)
+        assert guests.guests()[0].cmdline == (PY, COUNTER, "2000", "0.05")
+        guests.select(guests.guests()[0].pid)
+        qtbot.waitUntil(lambda: guests.details is not None, timeout=20000)
+        assert "home: node 1 (" + entry + ")" == guests.home_label.text()
+        text = guests.details_pane.toPlainText()
+        assert "utime" in text and "cutime" in text and "vsize" in text and "threads" in text
+        guests.home_button.click()
+        qtbot.waitUntil(lambda: any("migrated to node 1" in t for t in guests.results), timeout=60000)
+        qtbot.waitUntil(lambda: box.model.process(dep.pid).where == 1, timeout=30000)  # type: ignore[union-attr]
+        qtbot.waitUntil(lambda: guests.guests() == [], timeout=20000)
+        guests.close()
+        box2.close()
+        # the row dragged from the box and dropped on node 2's row of the main window goes there
         from PySide6.QtCore import QPointF
         from PySide6.QtGui import QDropEvent
 
@@ -99,13 +119,13 @@ def test_box_shows_a_job_once_and_green_after_it_migrated(qtbot: Any, make_clust
         session.refresh_now()
         qtbot.waitUntil(lambda: w.model.rowCount() == 2, timeout=20000)
         mime = box.model.mimeData([box.model.index(box.model.row_of(dep.pid), 0)])
-        r1 = w.model.row_of(entry)
+        r1 = w.model.row_of(cluster.nodes[1].address)
         assert r1 is not None
         pos = QPointF(w.view.visualRect(w.model.index(r1, 0)).center())
         w.view.dropEvent(QDropEvent(pos, Qt.DropAction.MoveAction, mime, Qt.MouseButton.LeftButton,
                                     Qt.KeyboardModifier.NoModifier))  # fmt: skip
-        qtbot.waitUntil(lambda: any("migrated to node 1" in t for t in w.migrations), timeout=60000)
-        qtbot.waitUntil(lambda: box.model.process(dep.pid).where == 1, timeout=30000)  # type: ignore[union-attr]
+        qtbot.waitUntil(lambda: any("migrated to node 2" in t for t in w.migrations), timeout=60000)
+        qtbot.waitUntil(lambda: box.model.process(dep.pid).where == 2, timeout=30000)  # type: ignore[union-attr]
         w.close()
         box.close()
     finally:

@@ -25,7 +25,7 @@ from omview.agent.node.view import NodeView
 from omview.agent.peers.links import PeerError, PeerLinks
 from omview.agent.server import Connection, OpFault
 from omview.model.errors import AgentFault
-from omview.model.procfs import read_stat
+from omview.model.procfs import HZ, read_stat
 from omview.model.protocol import FaultCode
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
@@ -183,4 +183,7 @@ class ProcCtl:
         status = read_status(pids[0]) if pids else None
         if status is None:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"process {pids[0] if pids else pid} ended meanwhile")
-        return {"node": me, "pid": pids[0], **({"job": job.id} if job else {}), "status": status}
+        st = read_stat(pids[0])
+        times = {} if st is None else {"utime": st.utime / HZ, "stime": st.stime / HZ, "cutime": st.cutime / HZ,
+                                       "cstime": st.cstime / HZ, "nice": st.nice}  # fmt: skip
+        return {"node": me, "pid": pids[0], **({"job": job.id} if job else {}), "status": status, "stat": times}
