@@ -1,7 +1,8 @@
 """openmosixprocs window: the composition root - command line, settings, connector, session, process box.
 
 ``openmosixprocs [--node N] [connection options of openmosixview] [--screenshot DIR]`` shows node
-N's processes (default: the entry node's); ``--screenshot DIR`` renders the box to PNG and exits.
+N's processes (default: the entry node's); ``--screenshot DIR`` renders the box, the migrator and the
+guests window to PNGs and exits.
 """
 
 from __future__ import annotations
@@ -60,10 +61,29 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     box.show()
     box.start()
-    _wait(app, lambda: box.updates >= 2, 20.0)
-    path = directory / "procs-box.png"
-    box.grab().save(str(path))
-    return [path]
+    _wait(app, lambda: box.updates >= 2 and bool(box.session.table), 20.0)
+    shots = [directory / "procs-box.png"]
+    box.grab().save(str(shots[-1]))
+    procs = box.model.processes()
+    # the migrator of a job if there is one (the interesting case), else of the first movable process
+    proc = next((p for p in procs if p.job and p.home == box.model.node_id), None) or next(
+        (p for p in procs if not p.cantmove), procs[0] if procs else None)  # fmt: skip
+    if proc is not None:
+        migrator = box.open_migrator(proc)
+        if migrator is not None:
+            _wait(app, lambda: migrator.status is not None and migrator.nodes.rowCount() > 0, 10.0)
+            shots.append(directory / "procs-migrator.png")
+            migrator.grab().save(str(shots[-1]))
+            migrator.close()
+    guests = box.open_guests()
+    if guests is not None:
+        if guests.guests():
+            guests.select(guests.guests()[0].pid)
+            _wait(app, lambda: guests.details is not None, 10.0)
+        shots.append(directory / "procs-guests.png")
+        guests.grab().save(str(shots[-1]))
+        guests.close()
+    return shots
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -27,11 +27,11 @@ from omview.gui.procdrag import MigrationResult, migrate_task
 from omview.gui.session import ClusterSession
 from omview.model.cluster import ProcessInfo
 from omview.procs.migrator import ProcStatus, status_task
-from omview.procs.model import CMD, NODE, PROC_ROLE, STAT, ProcModel
+from omview.procs.model import CMD, HOME, NICE, PROC_ROLE, RSS, STAT, ProcModel
 
 
 class GuestFilter(QSortFilterProxyModel):
-    """Only guests: processes here whose home is another node; the n# column shows the home node."""
+    """Only guests: processes running here whose home is another node."""
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         model = self.sourceModel()
@@ -66,14 +66,17 @@ class GuestsWindow(QDialog):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.verticalHeader().hide()
         for col in range(model.columnCount()):
-            self.view.setColumnHidden(col, col not in (0, NODE, STAT, CMD))
-        self.view.setColumnWidth(CMD, 320)
+            self.view.setColumnHidden(col, col not in (0, HOME, STAT, NICE, RSS, CMD))
+        self.view.setColumnWidth(CMD, 260)
+        for col in (STAT, NICE, HOME):
+            self.view.setColumnWidth(col, 50)
         self.view.horizontalHeader().setStretchLastSection(True)
         self.view.selectionModel().selectionChanged.connect(lambda *_: self.refresh_details())
         layout.addWidget(self.view)
         self.home_label = QLabel("")
         layout.addWidget(self.home_label)
         self.details_pane = QPlainTextEdit(readOnly=True)
+        self.details_pane.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.details_pane.setMaximumHeight(150)
         layout.addWidget(self.details_pane)
         buttons = QHBoxLayout()

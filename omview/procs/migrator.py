@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -165,6 +165,7 @@ class Migrator(QDialog):
         self.nice_slider.valueChanged.connect(lambda v: self.nice_label.setText(str(v)))
         layout.addLayout(nice)
         self.status_pane = QPlainTextEdit(readOnly=True)
+        self.status_pane.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.status_pane.setMaximumHeight(230)
         layout.addWidget(self.status_pane)
         self.result = QLabel("")

@@ -38,9 +38,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu%", "Percent of one CPU over the last second"),
     ("rss", "Resident memory"),
     ("nmigs", "Migrations so far"),
+    ("home", "The process's home node"),
     ("cantmove", "Why the process cannot migrate (empty: it can)"),
 )
-PID, NODE, STAT, CMD, USER, NICE, CPU, RSS, NMIGS, CANTMOVE = range(len(COLUMNS))
+PID, NODE, STAT, CMD, USER, NICE, CPU, RSS, NMIGS, HOME, CANTMOVE = range(len(COLUMNS))
 #: the raw value of a cell, for sorting
 SORT_ROLE = Qt.ItemDataRole.UserRole
 #: the row's ProcessInfo
@@ -217,7 +218,7 @@ class ProcModel(QAbstractTableModel):
             if migrated(p, self.node_id):
                 return f"migrated: home node {p.home}, runs on node {p.where}"
             return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (PID, NODE, NICE, CPU, RSS, NMIGS):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (PID, NODE, NICE, CPU, RSS, NMIGS, HOME):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -232,7 +233,7 @@ class ProcModel(QAbstractTableModel):
 
     def _raw(self, p: ProcessInfo, col: int) -> Any:
         return (p.pid, node_column(p, self.node_id), p.state, " ".join(p.cmdline) or p.name, p.user, p.nice,
-                p.cpu, p.rss, p.nmigs, p.cantmove)[col]  # fmt: skip
+                p.cpu, p.rss, p.nmigs, p.home, p.cantmove)[col]  # fmt: skip
 
 
 class ProcFilter(QSortFilterProxyModel):
