@@ -218,6 +218,7 @@ class ProcBox(QMainWindow):
             self.node = result.node
             self._retitle()
         self.model.set_processes(result.procs)
+        self.proxy.refilter()
         self.updates += 1
         shown = self.proxy.rowCount()
         held = " (held while the pointer is over the table)" if self.model.held else ""
@@ -225,9 +226,7 @@ class ProcBox(QMainWindow):
 
     @Slot(bool)
     def _on_hold(self, held: bool) -> None:
-        self.model.set_held(held)
-        # no re-sorting under the pointer either; sorting resumes with the hold's end
-        self.proxy.setDynamicSortFilter(not held)
+        self.model.set_held(held)  # no new, ended or re-sorted rows under the pointer
 
     def _retitle(self) -> None:
         self.setWindowTitle(f"procs on node{self.node}" if self.node is not None else "procs")

@@ -3,6 +3,7 @@ with its n# after it migrated, rows hold still under the pointer, filters; and t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -251,3 +252,23 @@ def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster
         session.stop()
         dep.proc.kill()
         dep.proc.wait(10)
+
+
+def test_sorting_is_the_models_and_waits_for_the_hold(qtbot: Any) -> None:
+    from omview.procs.model import CPU
+
+    model = ProcModel(1)
+    proxy = ProcFilter()
+    proxy.setSourceModel(model)
+    model.set_processes([replace(_proc(p), cpu=c) for p, c in ((1, 5.0), (2, 50.0), (3, 20.0))])
+    proxy.sort(CPU, Qt.SortOrder.DescendingOrder)  # what a click on the header does
+
+    def order() -> list[int]:
+        return [proxy.data(proxy.index(r, 0), PROC_ROLE).pid for r in range(proxy.rowCount())]
+
+    assert order() == [2, 3, 1]
+    model.set_held(True)
+    model.set_processes([replace(_proc(p), cpu=c) for p, c in ((1, 90.0), (2, 50.0), (3, 20.0))])
+    assert order() == [2, 3, 1]  # held: no re-sort under the pointer
+    model.set_held(False)
+    assert order() == [1, 2, 3]
