@@ -272,3 +272,40 @@ def test_sorting_is_the_models_and_waits_for_the_hold(qtbot: Any) -> None:
     assert order() == [2, 3, 1]  # held: no re-sort under the pointer
     model.set_held(False)
     assert order() == [1, 2, 3]
+
+
+@pytest.mark.cluster
+def test_a_locked_job_shows_the_lock_and_the_migrator_says_why_it_stays(qtbot: Any, make_cluster: Any) -> None:
+    cluster = all_up(make_cluster(2))
+    entry = cluster.nodes[0].address
+    connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
+    session = ClusterSession(connector, entry, poll_interval=0.5, direct_poll=False, call_timeout=10.0)
+    dep = Deputy(cluster, 1, [PY, COUNTER, "4000", "0.05"])
+    try:
+        dep.wait_started()
+        call(cluster, 1, "proc.lock", pid=dep.pid, lock=True)
+        box = ProcBox(session, 1)
+        qtbot.addWidget(box)
+        box.start()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 2, timeout=30000)
+        row = box.model.row_of(dep.pid)
+        assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is not None
+        tip = box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
+        assert "cannot migrate: locked to node 1" == tip
+        box.migratable_box.setChecked(True)  # "only migratable" hides it
+        assert all(box.proxy.data(box.proxy.index(r, 0), PROC_ROLE).pid != dep.pid
+                   for r in range(box.proxy.rowCount()))  # fmt: skip
+        box.migratable_box.setChecked(False)
+        dlg = box.open_migrator(box.model.process(dep.pid))
+        assert dlg is not None
+        qtbot.waitUntil(lambda: dlg.nodes.rowCount() == 2, timeout=20000)
+        dlg.nodes.cellDoubleClicked.emit(next(r for r in range(2) if dlg.nodes.node_at_row(r) == 2), 0)
+        qtbot.waitUntil(lambda: any("not migrated" in t for t in dlg.results), timeout=60000)
+        assert "lock" in dlg.results[-1], dlg.results
+        assert box.model.process(dep.pid).where == 1  # type: ignore[union-attr]
+        dlg.close()
+        box.close()
+    finally:
+        session.stop()
+        dep.proc.kill()
+        dep.proc.wait(10)
