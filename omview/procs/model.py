@@ -151,7 +151,8 @@ class ProcModel(QAbstractTableModel):
             return
         col, order = self._sort
         node = self.node_id
-        key: Any = {NODE: lambda p: (node_column(p, node), p.pid), CMD: lambda p: " ".join(p.cmdline) or p.name}.get(
+        key: Any = {PID: lambda p: (p.helper_of or p.pid, p.helper_of != 0, p.pid),  # helpers under their job
+                    NODE: lambda p: (node_column(p, node), p.pid), CMD: lambda p: " ".join(p.cmdline) or p.name}.get(
             col, attrgetter(_ATTRS[col]) if 0 <= col < len(_ATTRS) else attrgetter("pid"))  # fmt: skip
         rows = sorted(self._rows, key=key, reverse=order == Qt.SortOrder.DescendingOrder)
         if all(a is b for a, b in zip(rows, self._rows, strict=True)):
@@ -207,13 +208,16 @@ class ProcModel(QAbstractTableModel):
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         base = super().flags(index)
-        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+        if not index.isValid() or index.row() >= len(self._rows) or self._rows[index.row()].helper_of:
+            return base  # a job's plumbing is shown, never dragged (its job's row is)
+        return base | Qt.ItemFlag.ItemIsDragEnabled
 
     def mimeTypes(self) -> list[str]:
         return [MIME_TYPE]
 
     def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:
-        pids = sorted({self._rows[i.row()].pid for i in indexes if i.isValid() and i.row() < len(self._rows)})
+        pids = sorted({self._rows[i.row()].pid for i in indexes
+                       if i.isValid() and i.row() < len(self._rows) and not self._rows[i.row()].helper_of})  # fmt: skip
         return to_mime(DraggedProcs(self.node_id, self.address, tuple(pids)))
 
     def supportedDragActions(self) -> Qt.DropAction:
@@ -243,6 +247,8 @@ class ProcModel(QAbstractTableModel):
                 return self._icon("migrated")
             return None
         if role == Qt.ItemDataRole.ToolTipRole:
+            if p.helper_of:
+                return f"runs the mosrun job of row {p.helper_of} (its plumbing: not moved by itself)"
             if p.cantmove:
                 return f"cannot migrate: {p.cantmove}"
             if p.lock:
@@ -256,7 +262,8 @@ class ProcModel(QAbstractTableModel):
 
     def _text(self, p: ProcessInfo, col: int) -> str:
         if col == CMD:
-            return " ".join(p.cmdline) if p.cmdline else f"[{p.name}]"
+            text = " ".join(p.cmdline) if p.cmdline else f"[{p.name}]"
+            return f"  \\_ {text}" if p.helper_of else text
         if col == CPU:
             return f"{p.cpu:.1f}"
         if col == RSS:

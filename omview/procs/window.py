@@ -8,6 +8,7 @@ model applies new and ended processes when the hold ends), so a row never jumps 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
@@ -44,9 +45,12 @@ class ProcList:
     procs: tuple[ProcessInfo, ...]
 
 
-def _list_procs(ctx: LaneContext) -> ProcList:
-    client = ctx.client()
-    return ProcList(client.node_id, tuple(client.processes()))
+def _list_procs(helpers: bool) -> Callable[[LaneContext], ProcList]:
+    def run(ctx: LaneContext) -> ProcList:
+        client = ctx.client()
+        return ProcList(client.node_id, tuple(client.processes(helpers=helpers)))
+
+    return run
 
 
 class ProcView(QTableView):
@@ -119,7 +123,12 @@ class ProcBox(QMainWindow):
         self.migratable_box.toggled.connect(lambda on: self.proxy.set_filter(only_migratable=on))
         self.migrated_box = QCheckBox("only migrated")
         self.migrated_box.toggled.connect(lambda on: self.proxy.set_filter(only_migrated=on))
-        for w in (QLabel("filter:"), self.user_edit, self.command_edit, self.migratable_box, self.migrated_box):
+        self.helpers_box = QCheckBox("show helpers")
+        self.helpers_box.setToolTip("Also the processes that run a mosrun job (unshare, jobinit, its program's own "
+                                    "PID), under the job's row; they are never dragged themselves")  # fmt: skip
+        self.helpers_box.toggled.connect(lambda _on: self.refresh_now())
+        for w in (QLabel("filter:"), self.user_edit, self.command_edit, self.migratable_box, self.migrated_box,
+                  self.helpers_box):  # fmt: skip
             bar.addWidget(w)
         bar.addStretch(1)
         self.guests_button = QPushButton("guests…")
@@ -192,7 +201,7 @@ class ProcBox(QMainWindow):
     def refresh_now(self) -> None:
         if self.address is None:
             return
-        self.session.links.poll(self.address, "procs", _list_procs, self._deliver)
+        self.session.links.poll(self.address, "procs", _list_procs(self.helpers_box.isChecked()), self._deliver)
 
     @Slot(object)
     def _on_cluster(self, table: tuple[NodeInfo, ...]) -> None:

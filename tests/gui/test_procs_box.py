@@ -309,3 +309,18 @@ def test_a_locked_job_shows_the_lock_and_the_migrator_says_why_it_stays(qtbot: A
         session.stop()
         dep.proc.kill()
         dep.proc.wait(10)
+
+
+def test_helpers_sit_under_their_job_and_are_never_dragged(qtbot: Any) -> None:
+    from omview.gui.procdrag import from_mime
+
+    model = ProcModel(1)
+    model.set_processes([_proc(10), replace(_proc(12, cmd="unshare --pid"), helper_of=10), _proc(11)])
+    model.sort(PID)
+    assert [p.pid for p in model.processes()] == [10, 12, 11]
+    helper = model.row_of(12)
+    assert not model.flags(model.index(helper, 0)) & Qt.ItemFlag.ItemIsDragEnabled
+    assert model.flags(model.index(model.row_of(10), 0)) & Qt.ItemFlag.ItemIsDragEnabled
+    assert model.data(model.index(helper, 3)).startswith("  \\_ unshare")
+    drag = from_mime(model.mimeData([model.index(r, 0) for r in range(3)]))
+    assert drag is not None and drag.pids == (10, 11) and drag.node == 1
