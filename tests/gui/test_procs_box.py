@@ -218,12 +218,14 @@ def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster
 
         dlg.stop_button.click()
         qtbot.waitUntil(lambda: state() == "T" and guest_row()["state"] == "T", timeout=20000)
+        # the home node's box shows the program's state, read where it runs
+        qtbot.waitUntil(lambda: proc().state == "T", timeout=20000)
         dlg.cont_button.click()
         qtbot.waitUntil(lambda: state() in "SR", timeout=20000)
         # renice: the slider's value on release
         dlg.nice_slider.setValue(4)
         dlg.nice_slider.sliderReleased.emit()
-        qtbot.waitUntil(lambda: guest_row()["nice"] == 4, timeout=20000)
+        qtbot.waitUntil(lambda: guest_row()["nice"] == 4 and proc().nice == 4, timeout=20000)
         # home, then best (two nodes, nothing else runs: node 2 is the best, or the agent says why not)
         dlg.home_button.click()
         qtbot.waitUntil(lambda: any("migrated to node 1" in t for t in dlg.results), timeout=60000)
