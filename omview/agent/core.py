@@ -21,6 +21,8 @@ from typing import Any
 from omview import __version__
 from omview.agent.config import AgentConfig
 from omview.agent.jobops import JobOps
+from omview.agent.jobs.procctl import ProcCtl
+from omview.agent.jobs.rows import group_jobs
 from omview.agent.jobs.run import JobManager, become_subreaper
 from omview.agent.jobs.table import JobStore
 from omview.agent.migration.balancer import Balancer
@@ -161,6 +163,8 @@ class Agent:
             "events.unsubscribe": self.op_events_unsubscribe,
         }
         self._ops.update(self.job_ops.table())
+        self._ops.update(ProcCtl(node=self, scope=self.scope, jobs=self.jobs, peers=self.peers,
+                                 pool=self.job_pool).table())  # fmt: skip
         missing = set(protocol.OPS) - set(self._ops)
         assert not missing, f"operations without a handler: {missing}"
 
@@ -588,11 +592,11 @@ class Agent:
         pid = args.get("pid")
         cpu = self.sample.cpu if self.sample else {}
         procs = await self._in_worker(
-            lambda: self._away_rows(self._with_jobs(self._pid_reasons(
+            lambda: self._grouped(self._away_rows(self._with_jobs(self._pid_reasons(
                 self.lister.list(
                     node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
                 )
-            )), pid)
+            )), pid), helpers=pid is not None or bool(args.get("helpers")))
         )
         if pid is not None and not procs:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
@@ -647,6 +651,11 @@ class Agent:
                 cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id,
             ))  # fmt: skip
         return procs
+
+    def _grouped(self, procs: list[ProcessInfo], *, helpers: bool) -> list[ProcessInfo]:
+        """A mosrun job as one row, its plumbing marked (and left out unless asked): jobs/rows.py."""
+        starters = {jid: p.pid for jid, p in list(self.jobs.procs.items())}
+        return group_jobs(procs, self.jobstore.all(), starters, self.membership.node_id, helpers=helpers)
 
     def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""

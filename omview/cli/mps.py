@@ -39,6 +39,11 @@ def build_parser() -> Parser:
         "-a", "--all", action="store_true", help="processes of all users (default: only yours)"
     )
     parser.add_argument("-c", "--cantmove", action="store_true", help="show why a process cannot migrate")
+    parser.add_argument(
+        "-H", "--helpers", action="store_true",
+        help="also the processes that run a mosrun job (unshare, jobinit, the program under its deputy), "
+        "each under its job's row; by default a job is one line, as openMosix's ps showed it",
+    )
     parser.add_argument("--json", action="store_true", help="print the processes as JSON")
     parser.add_argument("pids", nargs="*", metavar="PID", help="only these processes (any user)")
     return parser
@@ -64,7 +69,7 @@ def format_table(procs: list[ProcessInfo], my_id: int, *, cantmove: bool, width:
         )
         if cantmove:
             row += f" {reason:<{reason_w}}"
-        lines.append(row + " " + command_text(proc))
+        lines.append(row + " " + ("  \\_ " if proc.helper_of else "") + command_text(proc))
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines
@@ -80,9 +85,11 @@ def command_text(proc: ProcessInfo) -> str:
     return _CONTROL.sub("?", text)
 
 
-def _fetch(client: AgentClient, pids: list[int], all_users: bool) -> tuple[list[ProcessInfo], list[int]]:
+def _fetch(
+    client: AgentClient, pids: list[int], all_users: bool, helpers: bool
+) -> tuple[list[ProcessInfo], list[int]]:
     if not pids:
-        procs = client.processes()
+        procs = client.processes(helpers=helpers)
         if not all_users:
             uid = os.getuid()
             procs = [p for p in procs if p.uid == uid]
@@ -110,9 +117,10 @@ def _list(ns: argparse.Namespace) -> int:
             raise CliError(f"PID {text!r} is not a positive number")
         pids.append(int(text))
     with connect(PROG) as client:
-        procs, missing = _fetch(client, pids, ns.all)
+        procs, missing = _fetch(client, pids, ns.all, ns.helpers)
         my_id = client.node_id
-    procs.sort(key=lambda p: p.pid)
+    # by PID, a job's helpers right under its row
+    procs.sort(key=lambda p: (p.helper_of or p.pid, p.helper_of != 0, p.pid))
     if ns.json:
         print_json([{**p.to_dict(), "node": node_column(p, my_id)} for p in procs])
     else:

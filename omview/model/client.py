@@ -122,8 +122,11 @@ class AgentClient:
     def set_flags(self, **changes: Any) -> Flags:
         return Flags.from_dict(self.call("flags.set", **changes))
 
-    def processes(self, pid: int | None = None) -> list[ProcessInfo]:
-        args = {} if pid is None else {"pid": pid}
+    def processes(self, pid: int | None = None, *, helpers: bool = False) -> list[ProcessInfo]:
+        """This node's processes, a mosrun job as one row (its plumbing too with ``helpers``)."""
+        args: dict[str, Any] = {} if pid is None else {"pid": pid}
+        if helpers:
+            args["helpers"] = True
         return [ProcessInfo.from_dict(d) for d in self.call("procs.list", **args)]
 
 

@@ -116,6 +116,9 @@ class ProcessInfo:
     nmigs: int = 0
     cantmove: str = ""  # empty when migratable, else the reason
     job: str = ""  # cluster job id (home:homepid) for mosrun jobs, else empty
+    #: for the plumbing of a mosrun job (unshare, jobinit, the program under its deputy): the PID of the
+    #: row that stands for the job; 0 for every other process (procs.list omits helpers unless asked)
+    helper_of: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

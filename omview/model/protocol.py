@@ -111,8 +111,11 @@ OPS: dict[str, OpSpec] = {
     ),
     "admin.expel": OpSpec(access="root"),
     "admin.bring": OpSpec(access="root"),
-    "procs.list": OpSpec({"pid": Arg(_INT)}),
+    "procs.list": OpSpec({"pid": Arg(_INT), "helpers": Arg(_BOOL)}),
     "proc.lock": OpSpec({"pid": Arg(_INT, True), "lock": Arg(_BOOL, True)}, access="own"),
+    "proc.signal": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "signal": Arg(_INT, True)}, access="own"),
+    "proc.renice": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "nice": Arg(_INT, True)}, access="own"),
+    "proc.status": OpSpec({"pid": Arg(_INT), "job": Arg(_STR)}, access="own"),
     "events.subscribe": OpSpec({"topics": Arg((list,))}),
     "events.unsubscribe": OpSpec(),
     # mosrun jobs and migration (docs/migration.md)

@@ -22,11 +22,10 @@ from PySide6.QtWidgets import QApplication
 from omview import __version__
 from omview.gui import errors
 from omview.gui.assets import app_icon
-from omview.gui.connect import Connector, SshConnector, UnixConnector
+from omview.gui.launch import ProgramLauncher, add_connection_args, make_connector, make_settings
 from omview.gui.lifecycle import Interrupted, SignalQuitter, interrupt_on_signals
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
-from omview.gui.settings import load as load_settings
 from omview.model.errors import OmviewError
 from omview.openmosixview.window import MainWindow
 
@@ -41,47 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="openmosixview",
         description="Watch and steer an omview cluster: one row per node, speed sliders, node switches.",
     )
-    p.add_argument("--entry", help="node whose agent lists the cluster (default: saved setting, else localhost)")
-    p.add_argument("--user", help="SSH user (default: ssh config User, else root)")
-    p.add_argument("--identity", help="SSH private key file (default: ssh-agent and the usual keys)")
-    p.add_argument("--known-hosts", help="known_hosts file (default: ssh config, else ~/.ssh/known_hosts)")
-    p.add_argument("--ssh-config", help="OpenSSH client config to honour (default: ~/.ssh/config)")
-    p.add_argument("--agent-command", help="how to run the agent on a node (default: omview-agent)")
-    p.add_argument("--interval", type=float, help="seconds between refreshes (default: 1)")
+    add_connection_args(p)
     p.add_argument("--no-direct", action="store_true", help="do not poll every node's own agent")
-    p.add_argument(
-        "--local-socket",
-        metavar="PATH",
-        help="reach the entry node's agent through this Unix socket instead of SSH (single-host use)",
-    )
     p.add_argument("--demo", action="store_true", help=f"bring up the local demo cluster ({DEMO_NODES} nodes, root)")
     p.add_argument("--demo-state", default=DEMO_STATE_DIR, help="state dir of the demo cluster")
     p.add_argument("--demo-nodes", type=int, default=DEMO_NODES, help="nodes of a new demo cluster")
     p.add_argument("--keep-demo", action="store_true", help="leave the demo cluster running on exit")
     p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the window and dialogs to DIR and exit")
-    p.add_argument("--settings", metavar="FILE", help="use this settings file instead of the user's QSettings")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"openmosixview {__version__}")
     return p
-
-
-class _EntryViaSocket:
-    """The entry node through a local Unix socket; every other node over SSH."""
-
-    def __init__(self, entry: str, socket: str, ssh: SshConnector) -> None:
-        self._entry = entry
-        self._local = UnixConnector({entry: socket})
-        self._ssh = ssh
-
-    def connector_for(self, address: str) -> Connector:
-        """The connector that reaches ``address`` (the collector control runs commands through it)."""
-        return self._local if address == self._entry else self._ssh
-
-    def open(self, address: str):  # type: ignore[no-untyped-def]
-        return (self._local if address == self._entry else self._ssh).open(address)
-
-    def describe(self, address: str) -> str:
-        return (self._local if address == self._entry else self._ssh).describe(address)
 
 
 def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
@@ -105,27 +73,6 @@ def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
         agent_command=cluster.agent_command,
     )
     return cluster, settings, started
-
-
-def make_settings(args: argparse.Namespace, store: QSettings) -> GuiSettings:
-    base = load_settings(store)
-    return base.with_overrides(
-        entry=args.entry,
-        user=args.user,
-        identity=args.identity,
-        known_hosts=args.known_hosts,
-        ssh_config=args.ssh_config,
-        agent_command=args.agent_command,
-        poll_interval=args.interval,
-        direct_poll=False if args.no_direct else None,
-    )
-
-
-def make_connector(settings: GuiSettings, local_socket: str | None = None) -> Connector:
-    ssh = SshConnector(settings.ssh())
-    if local_socket:
-        return _EntryViaSocket(settings.entry, local_socket, ssh)
-    return ssh
 
 
 def _wait(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
@@ -242,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         call_timeout=settings.call_timeout,
     )
     window = MainWindow(session, settings, store)
+    window.set_launcher(ProgramLauncher(settings, args.local_socket))
     # from here on the event loop turns a quit signal into closing the window (no question asked)
     quit_signals: list[int] = []
     quitter = SignalQuitter(app)

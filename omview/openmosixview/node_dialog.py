@@ -372,9 +372,9 @@ class NodeConfigDialog(QDialog):
         extra = QHBoxLayout()
         self.procbox_button = QPushButton("remote proc-box")
         self.procbox_button.setEnabled(False)
-        self.procbox_button.setToolTip(
-            "The process box is a separate window that is not part of this build yet"
-        )
+        self.procbox_button.setToolTip("Open this node's process box (openmosixprocs)")
+        self.procbox_button.clicked.connect(self._open_procs)
+        self._procs_opener: Callable[[], object] | None = None
         extra.addWidget(self.procbox_button)
         extra.addStretch(1)
         layout.addLayout(extra)
@@ -396,6 +396,16 @@ class NodeConfigDialog(QDialog):
         self._update_agent_buttons()
         for a in self.addresses:
             session.request_flags(a)
+
+    def set_procs_opener(self, opener: Callable[[], object]) -> None:
+        """How this node's process box is opened (the main window starts openmosixprocs)."""
+        self._procs_opener = opener
+        self.procbox_button.setEnabled(not self.all_nodes)
+
+    @Slot()
+    def _open_procs(self) -> None:
+        if self._procs_opener is not None:
+            self._procs_opener()
 
     # -- reading the nodes' state --
 

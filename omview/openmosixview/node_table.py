@@ -34,7 +34,19 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor, QFont, QMouseEvent, QPainter, QPalette, QPixmap, QRadialGradient
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QFont,
+    QMouseEvent,
+    QPainter,
+    QPalette,
+    QPixmap,
+    QRadialGradient,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -51,6 +63,7 @@ from PySide6.QtWidgets import (
 )
 
 from omview.gui.links import LinkState, LinkStatus
+from omview.gui.procdrag import from_mime
 from omview.gui.session import SpeedReport
 from omview.model.cluster import STD_SPEED, NodeInfo
 
@@ -766,6 +779,8 @@ class NodeTableView(QTableView):
 
     sig_node_clicked = Signal(str)
     """address: the node's button was clicked (open its configuration dialog)."""
+    sig_procs_dropped = Signal(int, object)
+    """row, DraggedProcs: processes from a process box were dropped on a node row (migrate them)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -785,6 +800,30 @@ class NodeTableView(QTableView):
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(ROW_HEIGHT)
         self._drag_row: int | None = None
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+
+    # processes dragged from a process box (omview/gui/procdrag.py) migrate to the row they land on
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt override)
+        if from_mime(event.mimeData()) is not None:
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 (Qt override)
+        if from_mime(event.mimeData()) is not None and self.rowAt(event.position().toPoint().y()) >= 0:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt override)
+        drag = from_mime(event.mimeData())
+        row = self.rowAt(event.position().toPoint().y())
+        if drag is None or row < 0:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.sig_procs_dropped.emit(row, drag)
 
     def setModel(self, model: Any) -> None:  # noqa: N802 (Qt override)
         super().setModel(model)

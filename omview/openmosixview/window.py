@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -31,8 +31,9 @@ from PySide6.QtWidgets import (
 from omview.gui import errors
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
-from omview.gui.launcher import launch
-from omview.gui.links import ConnectionReport, LinkState, LinkStatus
+from omview.gui.launch import ProgramLauncher, launch
+from omview.gui.links import ConnectionReport, Lane, LinkState, LinkStatus, TaskDone, deliverer
+from omview.gui.procdrag import DraggedProcs, migrate_task
 from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
 from omview.gui.settings import save as save_settings
@@ -73,6 +74,8 @@ TOOLS = {
 class MainWindow(QMainWindow):
     """openmosixview: one row per node plus the cluster totals."""
 
+    _sig_migrated = Signal(object)  # TaskDone of a drop's migration, queued from the ACTION lane
+
     def __init__(
         self,
         session: ClusterSession,
@@ -86,6 +89,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.store = store
         self.dialogs: dict[str, NodeConfigDialog] = {}
+        #: starts sibling programs (the process box); set by the app, None in tests that need none
+        self.launcher: ProgramLauncher | None = None
         self._asked_to_quit = False  # a quit signal arrived: close without questions
         self._tests_requested: set[str] = set()
         self._entry_link = LinkState(LinkStatus.UNKNOWN)
@@ -101,6 +106,11 @@ class MainWindow(QMainWindow):
         self.model = NodeTableModel(self)
         self.view = NodeTableView(self)
         self.view.setModel(self.model)
+        self.view.sig_procs_dropped.connect(self._on_procs_dropped)
+        #: what drops of processes on node rows did (newest last; the status bar shows each)
+        self.migrations: list[str] = []
+        self._deliver_migrated = deliverer(self, "_sig_migrated")
+        self._sig_migrated.connect(self._on_migrated, Qt.ConnectionType.QueuedConnection)
         self.header = ClusterHeader(self)
         central = QWidget(self)
         layout = QVBoxLayout(central)
@@ -292,6 +302,42 @@ class MainWindow(QMainWindow):
         logdir = self.collector.config.logdir or records.default_logdir()
         error = launch(name, [logdir])
         self.statusBar().showMessage(error or f"started {name} on {logdir}", 15000)
+
+    @Slot(int, object)
+    def _on_procs_dropped(self, row: int, drag: DraggedProcs) -> None:
+        """Processes dropped on a node row: migrate them there, through the links of their node."""
+        node = self.model.node_at(row).gossip
+        self.statusBar().showMessage(f"migrating {' '.join(map(str, drag.pids))} to node {node.id}…")
+        self.session.links.submit(drag.address, Lane.ACTION, "migrate", migrate_task(drag.pids, str(node.id)),
+                                  self._deliver_migrated, urgent=True)  # fmt: skip
+
+    @Slot(object)
+    def _on_migrated(self, done: TaskDone) -> None:
+        texts = [f"migration from {done.address}: {done.error.describe()}"] if done.error is not None else [
+            r.text() for r in done.value]  # fmt: skip
+        self.migrations += texts
+        self.statusBar().showMessage("; ".join(texts), 15000)
+
+    def set_launcher(self, launcher: ProgramLauncher) -> None:
+        """How sibling programs are started (the process box): enables their actions."""
+        self.launcher = launcher
+        self.register_tool("procs", lambda: self.open_procs(None),
+                           "The process box (openmosixprocs) of the entry node")  # fmt: skip
+
+    def open_procs(self, address: str | None) -> bool:
+        """Start openmosixprocs for the node at ``address`` (None: the entry node) as its own process."""
+        launcher = self.launcher
+        if launcher is None:
+            return False
+        node = next((n.id for n in self.session.table if n.address == address), None) if address else None
+        if node is None and address not in (None, self.session.entry):
+            self.statusBar().showMessage(f"{address} is not in the cluster table yet", 8000)
+            return False
+        ok = launcher.open_procs(node)
+        what = f"node {node}" if node is not None else "the entry node"
+        self.statusBar().showMessage(f"process box of {what} started" if ok else
+                                     f"cannot start openmosixprocs for {what}", 8000)  # fmt: skip
+        return ok
 
     def register_tool(self, key: str, opener: Callable[[], None], tooltip: str = "") -> None:
         """Plug in a sub-window or collector action: enables its menu/toolbar action."""
@@ -512,6 +558,8 @@ class MainWindow(QMainWindow):
             dlg = NodeConfigDialog(self.session, [address], self, self.agents)
             dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
             dlg.destroyed.connect(self._on_dialog_destroyed)
+            if self.launcher is not None:
+                dlg.set_procs_opener(lambda: self.open_procs(address))
             self.dialogs[address] = dlg
         dlg.show()
         dlg.raise_()
@@ -547,6 +595,8 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         menu.addAction(f"Configure {address}…", lambda: self.open_node_dialog(address))
         menu.addAction("Test connection", lambda: self.test_connection(address))
+        procs_act = menu.addAction("Process box…", lambda: self.open_procs(address))
+        procs_act.setEnabled(self.launcher is not None)
         key_act = menu.addAction("Accept host key…", lambda: self.session.fetch_host_key(address))
         key_act.setEnabled(self.session.supports_host_keys() and row.link.status is LinkStatus.HOST_KEY_UNKNOWN)
         menu.exec(self.view.viewport().mapToGlobal(pos))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from omview.gui import launcher
+from omview.gui import launch as launcher
 from omview.gui.settings import GuiSettings
 from omview.openmosixview.window import MainWindow
 from tests.gui.fake_agent import FakeCluster

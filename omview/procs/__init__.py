@@ -1,0 +1,1 @@
+"""openmosixprocs: the process box (one node's processes), the migrator and the guests window."""

@@ -1,0 +1,137 @@
+"""openmosixprocs window: the composition root - command line, settings, connector, session, process box.
+
+``openmosixprocs [--node N] [connection options of openmosixview] [--screenshot DIR]`` shows node
+N's processes (default: the entry node's); ``--screenshot DIR`` renders the box, the migrator and the
+guests window to PNGs and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from omview import __version__
+from omview.gui import errors
+from omview.gui.assets import app_icon
+from omview.gui.launch import add_connection_args, make_connector, make_settings
+from omview.gui.lifecycle import SignalQuitter
+from omview.gui.session import ClusterSession
+from omview.gui.settings import APPLICATION, ORGANISATION
+from omview.model.errors import OmviewError
+from omview.procs.window import ProcBox
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="openmosixprocs",
+        description="The process box: one node's processes with the openMosix columns; migrate them.",
+    )
+    p.add_argument("--node", type=int, help="node ID whose processes to show (default: the entry node)")
+    add_connection_args(p)
+    p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the windows to DIR and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=f"openmosixprocs {__version__}")
+    return p
+
+
+def _wait(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
+    """Run the event loop until ``condition`` holds (screenshots only)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return True
+
+
+def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    directory.mkdir(parents=True, exist_ok=True)
+    box.show()
+    box.start()
+    _wait(app, lambda: box.updates >= 2 and bool(box.session.table), 20.0)
+    shots = [directory / "procs-box.png"]
+    box.grab().save(str(shots[-1]))
+    procs = box.model.processes()
+    # the migrator of a job if there is one (the interesting case), else of the first movable process
+    proc = next((p for p in procs if p.job and p.home == box.model.node_id), None) or next(
+        (p for p in procs if not p.cantmove), procs[0] if procs else None)  # fmt: skip
+    if proc is not None:
+        migrator = box.open_migrator(proc)
+        if migrator is not None:
+            _wait(app, lambda: migrator.status is not None and migrator.nodes.rowCount() > 0, 10.0)
+            shots.append(directory / "procs-migrator.png")
+            migrator.grab().save(str(shots[-1]))
+            migrator.close()
+    guests = box.open_guests()
+    if guests is not None:
+        if guests.guests():
+            guests.select(guests.guests()[0].pid)
+            _wait(app, lambda: guests.details is not None, 10.0)
+        shots.append(directory / "procs-guests.png")
+        guests.grab().save(str(shots[-1]))
+        guests.close()
+    return shots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not args.verbose:
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+    if args.screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationVersion(__version__)
+    app.setStyle("Fusion")
+    app.setWindowIcon(app_icon())
+    store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
+    try:
+        settings = make_settings(args, store)
+        connector = make_connector(settings, args.local_socket)
+    except OmviewError as exc:
+        log.error("%s", exc)
+        errors.show_error(None, "openmosixprocs", f"Cannot start: {exc}")
+        return 2
+    # the cluster table only (to find node N and, in the migrator, every node's load): no direct polls
+    session = ClusterSession(connector, settings.entry, poll_interval=settings.poll_interval, direct_poll=False,
+                             call_timeout=settings.call_timeout)  # fmt: skip
+    box = ProcBox(session, args.node)
+    if args.screenshot:
+        try:
+            shots = render_screenshots(Path(args.screenshot), box)
+        finally:
+            box.close()
+            session.stop(timeout=5.0)
+        for shot in shots:
+            log.info("wrote %s", shot)
+        return 0 if shots else 1
+    errors.install_excepthook()
+    quitter = SignalQuitter(app)
+    quitter.sig_quit.connect(lambda _sig: box.close())
+    box.show()
+    QTimer.singleShot(0, box.start)
+    try:
+        return app.exec()
+    finally:
+        session.stop(timeout=5.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

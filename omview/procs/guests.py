@@ -1,0 +1,153 @@
+"""openmosixprocs window: the guests window ("manage procs from remote") - the processes that migrated
+to this node from other home nodes, with their home node's ID and address, the selected one's
+stats (utime, cutime, nice, state, vsize, rss, threads) and buttons to send it home or to the best
+node. It shows the box's own model through a proxy (no second poll of procs.list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QCloseEvent, QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from omview.gui.links import Lane, TaskDone, deliverer
+from omview.gui.procdrag import MigrationResult, migrate_task
+from omview.gui.session import ClusterSession
+from omview.model.cluster import ProcessInfo
+from omview.procs.migrator import ProcStatus, status_task
+from omview.procs.model import CMD, HOME, NICE, PROC_ROLE, RSS, STAT, ProcModel
+
+
+class GuestFilter(QSortFilterProxyModel):
+    """Only guests: processes running here whose home is another node."""
+
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
+        model = self.sourceModel()
+        assert isinstance(model, ProcModel)
+        p = model.data(model.index(source_row, 0, source_parent), PROC_ROLE)
+        return p is not None and p.home not in (0, model.node_id) and p.where in (0, model.node_id)
+
+
+class GuestsWindow(QDialog):
+    """The guests of the node at ``address`` (the box's model, so it updates with the box)."""
+
+    _sig_done = Signal(object)
+
+    def __init__(self, session: ClusterSession, address: str, model: ProcModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.address = address
+        self.model = model
+        self.results: list[str] = []
+        self.details: ProcStatus | None = None
+        self._deliver = deliverer(self, "_sig_done")
+        self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self.setWindowTitle(f"guests on node{model.node_id}")
+        self.proxy = GuestFilter(self)
+        self.proxy.setSourceModel(model)
+        self.proxy.setDynamicSortFilter(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("processes that migrated here from their home node:"))
+        self.view = QTableView(self)
+        self.view.setModel(self.proxy)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().hide()
+        for col in range(model.columnCount()):
+            self.view.setColumnHidden(col, col not in (0, HOME, STAT, NICE, RSS, CMD))
+        self.view.setColumnWidth(CMD, 260)
+        for col in (STAT, NICE, HOME):
+            self.view.setColumnWidth(col, 50)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self.refresh_details())
+        layout.addWidget(self.view)
+        self.home_label = QLabel("")
+        layout.addWidget(self.home_label)
+        self.details_pane = QPlainTextEdit(readOnly=True)
+        self.details_pane.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.details_pane.setMaximumHeight(150)
+        layout.addWidget(self.details_pane)
+        buttons = QHBoxLayout()
+        self.home_button = QPushButton("go home")
+        self.home_button.clicked.connect(lambda: self.migrate("home"))
+        self.best_button = QPushButton("go to the best node")
+        self.best_button.clicked.connect(lambda: self.migrate("best"))
+        buttons.addWidget(self.home_button)
+        buttons.addWidget(self.best_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        layout.addWidget(self.result)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.refresh_details)
+        self._timer.start(1000)
+        self.resize(720, 480)
+
+    def guests(self) -> list[ProcessInfo]:
+        return [self.proxy.data(self.proxy.index(r, 0), PROC_ROLE) for r in range(self.proxy.rowCount())]
+
+    def selected(self) -> ProcessInfo | None:
+        rows = self.view.selectionModel().selectedRows()
+        return self.proxy.data(self.proxy.index(rows[0].row(), 0), PROC_ROLE) if rows else None
+
+    def select(self, pid: int) -> None:
+        for r in range(self.proxy.rowCount()):
+            if self.proxy.data(self.proxy.index(r, 0), PROC_ROLE).pid == pid:
+                self.view.selectRow(r)
+                return
+
+    @Slot()
+    def refresh_details(self) -> None:
+        p = self.selected()
+        if p is None:
+            self.home_label.setText("select a guest")
+            return
+        home = next((n for n in self.session.table if n.id == p.home), None)
+        self.home_label.setText(f"home: node {p.home}" + (f" ({home.address})" if home else ""))
+        self.session.links.poll(self.address, f"status {p.pid}", status_task(p.pid), self._deliver)
+
+    def migrate(self, target: str) -> None:
+        p = self.selected()
+        if p is None:
+            return
+        self.result.setText(f"sending {p.pid} to {target}…")
+        self.session.links.submit(self.address, Lane.ACTION, "migrate", migrate_task((p.pid,), target),
+                                  self._deliver, urgent=True)  # fmt: skip
+
+    @Slot(object)
+    def _on_done(self, done: TaskDone) -> None:
+        if done.kind.startswith("status "):
+            if done.error is not None:
+                self.details_pane.setPlainText(f"no status: {done.error.describe()}")
+                return
+            st: Any = done.value
+            self.details = st
+            f = dict(st.fields)
+            t = dict(st.stat)
+            self.details_pane.setPlainText(
+                f"state   {f.get('State', '?')}\nutime   {t.get('utime', 0):.2f} s    cutime {t.get('cutime', 0):.2f} s\n"
+                f"nice    {t.get('nice', '?')}\nvsize   {f.get('VmSize', '?')}\nrss     {f.get('VmRSS', '?')}\n"
+                f"threads {f.get('Threads', '?')}"
+            )
+            return
+        texts = ([f"{done.kind}: {done.error.describe()}"] if done.error is not None else
+                 [r.text() for r in done.value if isinstance(r, MigrationResult)])  # fmt: skip
+        self.results += texts
+        self.result.setText("; ".join(texts))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._timer.stop()
+        super().closeEvent(event)

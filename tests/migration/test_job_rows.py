@@ -1,0 +1,82 @@
+"""A mosrun job is one row of procs.list and mps (issue 9), at home and after it migrated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omview.testbed import Cluster
+from tests.conftest import ClusterFactory
+from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call, wait
+
+
+def _rows(cluster: Cluster, node: int, job: str, **args: Any) -> list[dict[str, Any]]:
+    """The rows of JOB on NODE: its own row (job set) and its helpers."""
+    rows = call(cluster, node, "procs.list", **args)
+    heads = {r["pid"] for r in rows if r["job"] == job and not r["helper_of"]}
+    return [r for r in rows if r["pid"] in heads or r["helper_of"] in heads]
+
+
+def test_a_job_is_one_row_with_the_programs_command_wherever_it_runs(make_cluster: ClusterFactory) -> None:
+    cluster = all_up(make_cluster(2))
+    dep = Deputy(cluster, 1, [PY, COUNTER, "2000", "0.05"])
+    try:
+        dep.wait_started()
+        argv = [PY, COUNTER, "2000", "0.05"]
+        rows = _rows(cluster, 1, dep.job)
+        assert len(rows) == 1, rows
+        row = rows[0]
+        assert row["pid"] == dep.pid and row["cmdline"] == argv and row["where"] == 1 and row["helper_of"] == 0
+        assert row["name"] == "python3"
+        # asked for, the plumbing: unshare, jobinit and the program, each marked with the job's row
+        helpers = [r for r in _rows(cluster, 1, dep.job, helpers=True) if r["helper_of"]]
+        assert {r["helper_of"] for r in helpers} == {dep.pid}
+        names = sorted(r["cmdline"][0].rsplit("/", 1)[-1] for r in helpers)
+        assert len(helpers) == 3 and "unshare" in names and any(r["cmdline"] == argv for r in helpers), helpers
+        # mps: one line by default, the helpers indented under it with -H
+        out = cluster.exec(1, ["mps", "-a"], capture_output=True, text=True, check=True).stdout
+        assert [line for line in out.splitlines() if "counter.py" in line] == [
+            line for line in out.splitlines() if line.split()[0] == str(dep.pid)
+        ]
+        out = cluster.exec(1, ["mps", "-a", "-H"], capture_output=True, text=True, check=True).stdout
+        lines = out.splitlines()
+        at = next(i for i, line in enumerate(lines) if line.split()[0] == str(dep.pid))
+        assert all("\\_ " in line for line in lines[at + 1 : at + 4]), lines[at : at + 4]
+
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        wait(lambda: _rows(cluster, 1, dep.job)[0]["where"] == 2, 20, "the job's row to say node 2")
+        home = _rows(cluster, 1, dep.job, helpers=True)
+        assert len(home) == 1 and home[0]["pid"] == dep.pid and home[0]["cmdline"] == argv
+        assert home[0]["nmigs"] == 1
+        # the node hosting it shows it once too, as its program, home node 1
+        guest = _rows(cluster, 2, dep.job)
+        assert len(guest) == 1 and guest[0]["cmdline"] == argv and guest[0]["home"] == 1, guest
+        assert len([r for r in _rows(cluster, 2, dep.job, helpers=True) if r["helper_of"]]) == 1  # jobinit
+    finally:
+        dep.proc.kill()
+        dep.proc.wait(10)
+
+
+def test_signal_renice_status_reach_a_migrated_job(make_cluster: ClusterFactory) -> None:
+    cluster = all_up(make_cluster(2))
+    dep = Deputy(cluster, 1, [PY, COUNTER, "2000", "0.05"])
+    try:
+        dep.wait_started()
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        wait(lambda: _rows(cluster, 2, dep.job), 20, "the job on node 2")
+
+        def guest() -> dict[str, Any]:
+            return _rows(cluster, 2, dep.job)[0]
+
+        got = call(cluster, 1, "proc.status", pid=dep.pid)  # asked at home, answered where it runs
+        assert got["node"] == 2 and got["job"] == dep.job and got["status"]["Name"] == "python3"
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=19)  # SIGSTOP: no init passes it on
+        wait(lambda: guest()["state"] == "T", 10, "the program stopped on node 2")
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=18)
+        wait(lambda: guest()["state"] in "SR", 10, "the program running again")
+        assert call(cluster, 1, "proc.renice", pid=dep.pid, nice=6)["node"] == 2
+        wait(lambda: guest()["nice"] == 6, 10, "nice 6 on node 2")
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=9)
+        wait(lambda: dep.status()["state"] != "running", 20, "the job to end")
+    finally:
+        dep.proc.kill()
+        dep.proc.wait(10)
