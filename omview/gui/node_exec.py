@@ -203,7 +203,7 @@ class SshRunner:
             return fn(self._connection())
 
     def start(self, argv: Sequence[str]) -> RunningCommand:
-        return self._channel(lambda conn: conn.start(argv, announce_pid=True))  # type: ignore[no-any-return]
+        return self._channel(lambda conn: conn.start(argv, announce_pid=True))
 
     def signal(self, pid: int, sig: signal.Signals) -> None:
         kill = ["kill", "-s", sig.name.removeprefix("SIG"), str(pid)]

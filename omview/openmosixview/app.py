@@ -27,6 +27,7 @@ from omview.gui.lifecycle import Interrupted, SignalQuitter, interrupt_on_signal
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
 from omview.gui.settings import load as load_settings
+from omview.model.channel import Channel
 from omview.model.errors import OmviewError
 from omview.openmosixview.window import MainWindow
 
@@ -77,7 +78,7 @@ class _EntryViaSocket:
         """The connector that reaches ``address`` (the collector control runs commands through it)."""
         return self._local if address == self._entry else self._ssh
 
-    def open(self, address: str):  # type: ignore[no-untyped-def]
+    def open(self, address: str) -> Channel:
         return (self._local if address == self._entry else self._ssh).open(address)
 
     def describe(self, address: str) -> str:

@@ -666,8 +666,8 @@ class NodeDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
         col = index.column()
-        widget = option.widget  # type: ignore[attr-defined]
-        rect: QRect = option.rect  # type: ignore[attr-defined]
+        widget = option.widget
+        rect: QRect = option.rect
         if col in (COL_STATE, COL_AVAIL, COL_CPUS):
             super().paint(painter, option, index)
             return
@@ -697,7 +697,7 @@ class NodeDelegate(QStyledItemDelegate):
             colour = _MEM_COLOUR if col == COL_MEM else None
             key = (percent,)
             render = lambda p, r: paint_bar(p, r.adjusted(3, 3, -3, -3), percent, widget, colour)  # noqa: E731
-        state = option.state  # type: ignore[attr-defined]
+        state = option.state
         if state & _SELECTED_OR_FOCUSED:
             # the selected row and the current cell are drawn directly: selection background and
             # focus frame first, then our own drawing on top
@@ -713,11 +713,11 @@ class NodeDelegate(QStyledItemDelegate):
         # any other cell is a cached picture on the row's own background (base or alternate base,
         # as the view paints it): text antialiased onto the real background looks the same as
         # when painted directly, which it would not on a transparent picture
-        palette: QPalette = option.palette  # type: ignore[attr-defined]
+        palette: QPalette = option.palette
         group = QPalette.ColorGroup.Active if state & QStyle.StateFlag.State_Active else QPalette.ColorGroup.Inactive
         if widget is not None and not widget.isEnabled():
             group = QPalette.ColorGroup.Disabled
-        alternate = option.features & QStyleOptionViewItem.ViewItemFeature.Alternate  # type: ignore[attr-defined]
+        alternate = option.features & QStyleOptionViewItem.ViewItemFeature.Alternate
         background = palette.color(group, QPalette.ColorRole.AlternateBase if alternate else QPalette.ColorRole.Base)
         self.cache.draw(painter, rect, (col, group, *key), render, background)
 
@@ -800,7 +800,7 @@ class NodeTableView(QTableView):
             self._delegate.cache.clear()  # cached cell pictures were painted with the old look
         super().changeEvent(event)
 
-    def model(self) -> NodeTableModel:  # type: ignore[override]
+    def model(self) -> NodeTableModel:
         return super().model()  # type: ignore[return-value]
 
     def _slider_rect(self, index: QModelIndex) -> QRect:
