@@ -35,7 +35,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMenu,
-    QPushButton,
     QSlider,
     QTableView,
     QVBoxLayout,
@@ -44,7 +43,7 @@ from PySide6.QtWidgets import (
 
 from omview.analyzer.data import COLUMNS, format_rows, live_dir_of, processes_at
 from omview.analyzer.histories_menu import fill_histories_menu
-from omview.gui.actions import action
+from omview.gui.actions import action, button
 from omview.gui.assets import app_icon
 from omview.model import records
 from omview.model.cluster import ProcessInfo
@@ -119,8 +118,8 @@ class HistoryWindow(QMainWindow):
         self.lbl_problems.hide()
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.valueChanged.connect(self._on_slider_value_changed)
-        self.btn_prev = QPushButton("◀ checkpoint", self, clicked=lambda: self.jump_checkpoint(-1))
-        self.btn_next = QPushButton("checkpoint ▶", self, clicked=lambda: self.jump_checkpoint(1))
+        self.btn_prev = button("◀ checkpoint", self, clicked=lambda: self.jump_checkpoint(-1))
+        self.btn_next = button("checkpoint ▶", self, clicked=lambda: self.jump_checkpoint(1))
         self.filter = QLineEdit(self, placeholderText="filter: command or user", clearButtonEnabled=True)
         self.model = ProcessTableModel(self)
         self.proxy = QSortFilterProxyModel(self)

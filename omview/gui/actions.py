@@ -1,4 +1,4 @@
-"""QAction construction with its slot connected.
+"""QAction and QPushButton construction with the slot connected.
 
 PySide6 accepts a signal keyword (``QAction(..., triggered=slot)``) at run time, but its type stubs
 list only the properties, so mypy rejects it; :func:`action` builds the action and connects
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QPushButton
 
 
 def action(*args: Any, triggered: Callable[[], object], **props: Any) -> QAction:
@@ -18,3 +19,10 @@ def action(*args: Any, triggered: Callable[[], object], **props: Any) -> QAction
     act = QAction(*args, **props)
     act.triggered.connect(triggered)
     return act
+
+
+def button(*args: Any, clicked: Callable[[], object], **props: Any) -> QPushButton:
+    """``QPushButton(*args, **props)`` whose ``clicked`` signal calls ``clicked`` (the same stub gap)."""
+    btn = QPushButton(*args, **props)
+    btn.clicked.connect(clicked)
+    return btn
