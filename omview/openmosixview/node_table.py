@@ -402,13 +402,13 @@ class NodeTableModel(QAbstractTableModel):
         fresh: dict[str, NodeInfo] = {}
         spans: list[tuple[int, int, int]] = []
         for info in wanted.values():
-            r = self._by_address.get(info.address)
-            if r is None:
+            row = self._by_address.get(info.address)
+            if row is None:
                 fresh[info.address] = info
-            elif self._rows[r].gossip != info:
-                span = self._swap(r, self._rows[r].with_gossip(info))
+            elif self._rows[row].gossip != info:
+                span = self._swap(row, self._rows[row].with_gossip(info))
                 if span is not None:
-                    spans.append((r, *span))
+                    spans.append((row, *span))
         self._announce(spans)
         if fresh:
             self._insert(fresh.values())
