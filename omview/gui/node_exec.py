@@ -128,7 +128,7 @@ class LocalRunner:
 
     def __init__(self, agent_socket: str | None = None) -> None:
         self.agent_socket = agent_socket
-        self.node_args = ("--node", agent_socket) if agent_socket else ()
+        self.node_args: tuple[str, ...] = ("--node", agent_socket) if agent_socket else ()
 
     def describe(self) -> str:
         return "this machine"
