@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Set the machine up (scripts/setup.sh) and run the test suite; arguments go to pytest.
+# Set the machine up (scripts/setup.sh), lint (ruff) and run the test suite; arguments go to pytest.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 bash scripts/setup.sh
+# lint first: a finding fails the run before the (long) test suite starts
+if ! .venv/bin/ruff check omview tests bench; then
+    echo "test: ERROR: ruff found problems (above); fix them or run: .venv/bin/ruff check --fix omview tests bench" >&2
+    exit 1
+fi
 rc=0
 .venv/bin/python -m pytest "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -320,7 +320,7 @@ COLUMNS = ("pid", "n#", "stat", "user", "cpu", "rss", "cmdline")
 
 def format_rows(procs: list[ProcessInfo]) -> list[tuple[str, ...]]:
     """The table's cells, one tuple per process (n# marks a migrated job with its home)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for p in procs:
         node = f"{p.where}" if p.where == p.home else f"{p.where} (home {p.home})"
         rows.append((str(p.pid), node, p.state, p.user, f"{p.cpu:.0f}", f"{p.rss >> 10}",

@@ -17,12 +17,12 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from omview.analyzer.data import HistoryData, find_out
+from omview.gui.actions import button
 
 #: The original's timestamp format, e.g. 13.7.2002-19.16.42.
 DATE_FORMAT = "d.M.yyyy-HH.mm.ss"
@@ -67,7 +67,7 @@ class FindOutDialog(QDialog):
                 self.values[key] = lab
                 form.addRow(_LABELS[key] + " :", lab)
             boxes.addWidget(box)
-        quit_btn = QPushButton("quit", self, clicked=self.accept)
+        quit_btn = button("quit", self, clicked=self.accept)
         bottom = QHBoxLayout()
         bottom.addStretch(1)
         bottom.addWidget(quit_btn)

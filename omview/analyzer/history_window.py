@@ -25,7 +25,7 @@ from PySide6.QtCore import (
     Qt,
     Slot,
 )
-from PySide6.QtGui import QAction, QFont, QKeySequence
+from PySide6.QtGui import QFont, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -35,7 +35,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMenu,
-    QPushButton,
     QSlider,
     QTableView,
     QVBoxLayout,
@@ -44,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from omview.analyzer.data import COLUMNS, format_rows, live_dir_of, processes_at
 from omview.analyzer.histories_menu import fill_histories_menu
+from omview.gui.actions import action, button
 from omview.gui.assets import app_icon
 from omview.model import records
 from omview.model.cluster import ProcessInfo
@@ -118,8 +118,8 @@ class HistoryWindow(QMainWindow):
         self.lbl_problems.hide()
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.valueChanged.connect(self._on_slider_value_changed)
-        self.btn_prev = QPushButton("◀ checkpoint", self, clicked=lambda: self.jump_checkpoint(-1))
-        self.btn_next = QPushButton("checkpoint ▶", self, clicked=lambda: self.jump_checkpoint(1))
+        self.btn_prev = button("◀ checkpoint", self, clicked=lambda: self.jump_checkpoint(-1))
+        self.btn_next = button("checkpoint ▶", self, clicked=lambda: self.jump_checkpoint(1))
         self.filter = QLineEdit(self, placeholderText="filter: command or user", clearButtonEnabled=True)
         self.model = ProcessTableModel(self)
         self.proxy = QSortFilterProxyModel(self)
@@ -152,14 +152,14 @@ class HistoryWindow(QMainWindow):
         lay.addWidget(self.lbl_source)
         self.setCentralWidget(central)
         file = self.menuBar().addMenu("&File")
-        file.addAction(QAction("&Open history…", self, shortcut=QKeySequence.StandardKey.Open,
+        file.addAction(action("&Open history…", self, shortcut=QKeySequence.StandardKey.Open,
                                triggered=self._on_open_triggered))  # fmt: skip
         self.menu_histories = QMenu("&Histories", self)
         self.menu_histories.setToolTipsVisible(True)
         self.menu_histories.aboutToShow.connect(
             lambda: fill_histories_menu(self.menu_histories, self.logdir, self.open_history))
         file.addMenu(self.menu_histories)
-        file.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        file.addAction(action("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
         self.open_history(path or self.logdir)
 
     def open_history(self, path: str) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal, Slot
 from PySide6.QtGui import QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListView, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListView, QVBoxLayout, QWidget
+
+from omview.gui.actions import button
 
 NODE_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -31,11 +33,11 @@ class NodeList(QWidget):
         self.view.setModel(self.proxy)
         self.view.setUniformItemSizes(True)  # cheap layout however many nodes
         self.view.doubleClicked.connect(self._on_view_double_clicked)
-        self.btn_all = QPushButton("All", self, clicked=lambda: self.set_all(True))
-        self.btn_none = QPushButton("None", self, clicked=lambda: self.set_all(False))
-        self.btn_find = QPushButton("Find out…", self, clicked=self._on_find_clicked)
+        self.btn_all = button("All", self, clicked=lambda: self.set_all(True))
+        self.btn_none = button("None", self, clicked=lambda: self.set_all(False))
+        self.btn_find = button("Find out…", self, clicked=self._on_find_clicked)
         self.btn_find.setToolTip("Statistics of the selected node (double-click a node does the same)")
-        self.btn_cluster = QPushButton("Find out: cluster…", self, clicked=lambda: self.sig_find_out.emit(-1))
+        self.btn_cluster = button("Find out: cluster…", self, clicked=lambda: self.sig_find_out.emit(-1))
         row = QHBoxLayout()
         row.addWidget(self.btn_all)
         row.addWidget(self.btn_none)

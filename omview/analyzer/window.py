@@ -28,7 +28,7 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
 from PySide6.QtCore import QEventLoop, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPainter
+from PySide6.QtGui import QCloseEvent, QKeySequence, QPainter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (
     QApplication,
@@ -49,6 +49,7 @@ from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, live_di
 from omview.analyzer.find_out_dialog import FindOutDialog
 from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
+from omview.gui.actions import action
 from omview.gui.assets import app_icon
 from omview.model import records
 
@@ -179,23 +180,23 @@ class AnalyzerWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         file = mb.addMenu("&File")
-        file.addAction(QAction("&Open history…", self, shortcut=QKeySequence.StandardKey.Open,
+        file.addAction(action("&Open history…", self, shortcut=QKeySequence.StandardKey.Open,
                                triggered=self._on_open_triggered))  # fmt: skip
         self.menu_histories = QMenu("&Histories", self)
         self.menu_histories.setToolTipsVisible(True)
         self.menu_histories.aboutToShow.connect(self._fill_histories_menu)
         file.addMenu(self.menu_histories)
         file.addSeparator()
-        file.addAction(QAction("Export view as &PNG…", self, triggered=lambda: self._export_dialog("png")))
-        file.addAction(QAction("Export view as &SVG…", self, triggered=lambda: self._export_dialog("svg")))
-        file.addAction(QAction("Export shown data as &CSV…", self, triggered=lambda: self._export_dialog("csv")))
+        file.addAction(action("Export view as &PNG…", self, triggered=lambda: self._export_dialog("png")))
+        file.addAction(action("Export view as &SVG…", self, triggered=lambda: self._export_dialog("svg")))
+        file.addAction(action("Export shown data as &CSV…", self, triggered=lambda: self._export_dialog("csv")))
         file.addSeparator()
-        file.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        file.addAction(action("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
         view = mb.addMenu("&View")
-        view.addAction(QAction("&Whole history", self, shortcut="Home", triggered=self.show_whole))
-        view.addAction(QAction("Find out: &cluster…", self, triggered=lambda: self._on_find_out(-1)))
+        view.addAction(action("&Whole history", self, shortcut="Home", triggered=self.show_whole))
+        view.addAction(action("Find out: &cluster…", self, triggered=lambda: self._on_find_out(-1)))
         helpm = mb.addMenu("&Help")
-        helpm.addAction(QAction("&About", self, triggered=lambda: self.statusBar().showMessage(
+        helpm.addAction(action("&About", self, triggered=lambda: self.statusBar().showMessage(
             f"openmosixanalyzer {__version__}: the history written by openmosixcollector", 5000)))  # fmt: skip
 
     def _fill_histories_menu(self) -> None:

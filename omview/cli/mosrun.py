@@ -256,9 +256,9 @@ class Deputy:
         while self.status is None:
             try:
                 while self.pending:
-                    sig = self.pending.pop(0)
+                    pending = self.pending.pop(0)
                     try:
-                        self.client.call("job.signal", job=self.job, signal=int(sig))
+                        self.client.call("job.signal", job=self.job, signal=int(pending))
                     except AgentFault:
                         pass  # it ended meanwhile; the exit event follows
                 try:

@@ -128,7 +128,7 @@ class LocalRunner:
 
     def __init__(self, agent_socket: str | None = None) -> None:
         self.agent_socket = agent_socket
-        self.node_args = ("--node", agent_socket) if agent_socket else ()
+        self.node_args: tuple[str, ...] = ("--node", agent_socket) if agent_socket else ()
 
     def describe(self) -> str:
         return "this machine"
@@ -203,7 +203,7 @@ class SshRunner:
             return fn(self._connection())
 
     def start(self, argv: Sequence[str]) -> RunningCommand:
-        return self._channel(lambda conn: conn.start(argv, announce_pid=True))  # type: ignore[no-any-return]
+        return self._channel(lambda conn: conn.start(argv, announce_pid=True))
 
     def signal(self, pid: int, sig: signal.Signals) -> None:
         kill = ["kill", "-s", sig.name.removeprefix("SIG"), str(pid)]

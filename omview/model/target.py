@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-HOME = "home"
-BEST = "best"
+HOME: Final = "home"
+BEST: Final = "best"
 
 
 class TargetError(ValueError):

@@ -98,7 +98,7 @@ def load_config(store: QSettings | None) -> CollectorConfig:
         if store.contains(f"collector/{key}"):
             raw = store.value(f"collector/{key}")
             try:
-                values[key] = float(raw) if key == "refresh" else str(raw or "").strip()  # type: ignore[arg-type]
+                values[key] = float(raw) if key == "refresh" else str(raw or "").strip()
             except (TypeError, ValueError):
                 log.warning("ignoring bad saved setting collector/%s in %s", key, store.fileName())
     if not values.get("command"):

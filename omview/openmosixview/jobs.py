@@ -268,7 +268,7 @@ def run_job(spec: JobSpec, mosrun: str, stop: threading.Event, deliver: Callable
     where: int | None = None
     try:
         while True:
-            yield
+            yield None
             out, err = proc.read(STEP)
             upd = JobUpdate(key)
             if not job_id and proc.pid:

@@ -415,13 +415,13 @@ class NodeTableModel(QAbstractTableModel):
         fresh: dict[str, NodeInfo] = {}
         spans: list[tuple[int, int, int]] = []
         for info in wanted.values():
-            r = self._by_address.get(info.address)
-            if r is None:
+            row = self._by_address.get(info.address)
+            if row is None:
                 fresh[info.address] = info
-            elif self._rows[r].gossip != info:
-                span = self._swap(r, self._rows[r].with_gossip(info))
+            elif self._rows[row].gossip != info:
+                span = self._swap(row, self._rows[row].with_gossip(info))
                 if span is not None:
-                    spans.append((r, *span))
+                    spans.append((row, *span))
         self._announce(spans)
         if fresh:
             self._insert(fresh.values())
@@ -679,8 +679,8 @@ class NodeDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
         col = index.column()
-        widget = option.widget  # type: ignore[attr-defined]
-        rect: QRect = option.rect  # type: ignore[attr-defined]
+        widget = option.widget
+        rect: QRect = option.rect
         if col in (COL_STATE, COL_AVAIL, COL_CPUS):
             super().paint(painter, option, index)
             return
@@ -710,7 +710,7 @@ class NodeDelegate(QStyledItemDelegate):
             colour = _MEM_COLOUR if col == COL_MEM else None
             key = (percent,)
             render = lambda p, r: paint_bar(p, r.adjusted(3, 3, -3, -3), percent, widget, colour)  # noqa: E731
-        state = option.state  # type: ignore[attr-defined]
+        state = option.state
         if state & _SELECTED_OR_FOCUSED:
             # the selected row and the current cell are drawn directly: selection background and
             # focus frame first, then our own drawing on top
@@ -726,11 +726,11 @@ class NodeDelegate(QStyledItemDelegate):
         # any other cell is a cached picture on the row's own background (base or alternate base,
         # as the view paints it): text antialiased onto the real background looks the same as
         # when painted directly, which it would not on a transparent picture
-        palette: QPalette = option.palette  # type: ignore[attr-defined]
+        palette: QPalette = option.palette
         group = QPalette.ColorGroup.Active if state & QStyle.StateFlag.State_Active else QPalette.ColorGroup.Inactive
         if widget is not None and not widget.isEnabled():
             group = QPalette.ColorGroup.Disabled
-        alternate = option.features & QStyleOptionViewItem.ViewItemFeature.Alternate  # type: ignore[attr-defined]
+        alternate = option.features & QStyleOptionViewItem.ViewItemFeature.Alternate
         background = palette.color(group, QPalette.ColorRole.AlternateBase if alternate else QPalette.ColorRole.Base)
         self.cache.draw(painter, rect, (col, group, *key), render, background)
 
@@ -839,7 +839,7 @@ class NodeTableView(QTableView):
             self._delegate.cache.clear()  # cached cell pictures were painted with the old look
         super().changeEvent(event)
 
-    def model(self) -> NodeTableModel:  # type: ignore[override]
+    def model(self) -> NodeTableModel:
         return super().model()  # type: ignore[return-value]
 
     def _slider_rect(self, index: QModelIndex) -> QRect:

@@ -147,7 +147,7 @@ class NodeIdSpinBox(QSpinBox):
         i = self._ids.index(self.snap(self.value()))
         self.setValue(self._ids[min(max(i + steps, 0), len(self._ids) - 1)])
 
-    def validate(self, text: str, pos: int) -> object:
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
         state, text, pos = super().validate(text, pos)
         if state == QValidator.State.Acceptable and self._ids:
             try:

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from omview.gui import errors
+from omview.gui.actions import action
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
 from omview.gui.launch import ProgramLauncher, launch
@@ -178,8 +179,8 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         style = self.style()
-        self.act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
-        self.act_refresh = QAction(
+        self.act_quit = action("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
+        self.act_refresh = action(
             style.standardIcon(QStyle.StandardPixmap.SP_BrowserReload), "&Refresh now", self,
             shortcut=QKeySequence.StandardKey.Refresh, triggered=self.session.refresh_now,
         )  # fmt: skip
@@ -187,18 +188,18 @@ class MainWindow(QMainWindow):
         self.act_direct.setToolTip("Poll each node's own agent too, so each row shows its own connection state")
         self.act_direct.toggled.connect(self.session.set_direct_poll)
         self.session.sig_direct_paused.connect(self._on_session_direct_paused)
-        self.act_all_nodes = QAction(
+        self.act_all_nodes = action(
             style.standardIcon(QStyle.StandardPixmap.SP_ComputerIcon), "&All nodes…", self,
             triggered=self.open_all_nodes_dialog,
         )  # fmt: skip
-        self.act_test_entry = QAction("&Test connection to the entry node", self, triggered=self._on_test_entry)
-        self.act_connection = QAction("&Connection settings…", self, triggered=self.edit_connection_settings)
-        self.act_save = QAction("&Save configuration", self, shortcut=QKeySequence.StandardKey.Save,
+        self.act_test_entry = action("&Test connection to the entry node", self, triggered=self._on_test_entry)
+        self.act_connection = action("&Connection settings…", self, triggered=self.edit_connection_settings)
+        self.act_save = action("&Save configuration", self, shortcut=QKeySequence.StandardKey.Save,
                                 triggered=self.save_configuration)
         self.act_ssh = QAction("Use &SSH", self, checkable=True, checked=True, enabled=False)
         self.act_ssh.setToolTip("openmosixview always uses SSH; rsh is not supported")
-        self.act_about = QAction("&About openmosixview", self, triggered=self._on_about)
-        self.act_help = QAction("&Documentation", self, shortcut=QKeySequence.StandardKey.HelpContents,
+        self.act_about = action("&About openmosixview", self, triggered=self._on_about)
+        self.act_help = action("&Documentation", self, shortcut=QKeySequence.StandardKey.HelpContents,
                                 triggered=self.open_help)  # fmt: skip
         self.help_window: HelpWindow | None = None
         for key, (_menu, label, subject) in TOOLS.items():
@@ -208,18 +209,18 @@ class MainWindow(QMainWindow):
             self.tools[key] = act
         self.tools["run_prog"].setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DialogOpenButton))
         # the Collector menu (HOWTO 12.6): openmosixcollector -d, -k, -n LABEL, -r, -s on its node
-        self.act_collector_start = QAction(
+        self.act_collector_start = action(
             style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "&Start collector", self,
             triggered=self.collector.start,
         )  # fmt: skip
-        self.act_collector_stop = QAction(
+        self.act_collector_stop = action(
             style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "S&top collector", self,
             triggered=self.collector.stop,
         )  # fmt: skip
-        self.act_collector_checkpoint = QAction("Write &checkpoint…", self, triggered=self.ask_checkpoint)
-        self.act_collector_rotate = QAction("&Rotate logs", self, triggered=self.collector.rotate)
-        self.act_collector_status = QAction("Show collector s&tatus", self, triggered=self.collector.show_status)
-        self.act_collector_settings = QAction("Collector se&ttings…", self, triggered=self.edit_collector_settings)
+        self.act_collector_checkpoint = action("Write &checkpoint…", self, triggered=self.ask_checkpoint)
+        self.act_collector_rotate = action("&Rotate logs", self, triggered=self.collector.rotate)
+        self.act_collector_status = action("Show collector s&tatus", self, triggered=self.collector.show_status)
+        self.act_collector_settings = action("Collector se&ttings…", self, triggered=self.edit_collector_settings)
         for act, tip in (
             (self.act_collector_start, "Start openmosixcollector as a daemon on its node (openmosixcollector -d)"),
             (self.act_collector_stop, "Stop the collector on its node (openmosixcollector -k)"),
@@ -339,7 +340,7 @@ class MainWindow(QMainWindow):
                                      f"cannot start openmosixprocs for {what}", 8000)  # fmt: skip
         return ok
 
-    def register_tool(self, key: str, opener: Callable[[], None], tooltip: str = "") -> None:
+    def register_tool(self, key: str, opener: Callable[[], object], tooltip: str = "") -> None:
         """Plug in a sub-window or collector action: enables its menu/toolbar action."""
         act = self.tools[key]
         act.triggered.connect(opener)

@@ -714,8 +714,8 @@ class Cluster:
     def _start_holder(self, n: Node) -> tuple[int, int | None]:
         """Start the process owning NODE's namespaces (with pid_ns: the init of its PID namespace);
         returns its PID and start time."""
-        for d in ("/etc/omview", "/var/lib/omview"):
-            os.makedirs(d, exist_ok=True)
+        for state_dir in ("/etc/omview", "/var/lib/omview"):
+            os.makedirs(state_dir, exist_ok=True)
         d = Path(n.dir)
         ready = d / "holder.ready"
         with contextlib.suppress(FileNotFoundError):

@@ -138,7 +138,7 @@ class SshConnection:
                 target.address,
                 port=target.port,
                 username=target.user,
-                key_filename=list(target.identity_files) or None,
+                key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]  # paramiko takes a list too; types-paramiko says str
                 allow_agent=target.allow_agent,
                 look_for_keys=not target.identity_files,
                 timeout=target.connect_timeout,
@@ -311,7 +311,7 @@ class SshProcess:
         chan = self._chan
         if chan.recv_ready() or chan.recv_stderr_ready():
             return False
-        return (chan.exit_status_ready() and chan.eof_received) or chan.closed or self.lost
+        return bool((chan.exit_status_ready() and chan.eof_received) or chan.closed or self.lost)
 
     @property
     def lost(self) -> bool:

@@ -230,7 +230,7 @@ class JobManager:
 
     def _zombie_children(self) -> list[int]:
         me = os.getpid()
-        out = []
+        out: list[int] = []
         try:
             tids = os.listdir(f"/proc/{me}/task")
         except OSError:

@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from omview.agent.peers.membership import Membership
 from omview.model.cluster import NodeInfo, valid_node_id
@@ -138,7 +138,7 @@ class Codec:
         return check_payload(payload)
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
