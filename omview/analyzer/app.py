@@ -12,18 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from omview import __version__
-from omview.analyzer.data import HistoryData, find_out, format_find_out, parse_time
+from omview.analyzer.data import HistoryData, find_out, format_find_out, time_arg
 from omview.model import records
 from omview.model.pipes import quiet_pipe
-
-
-def _time_arg(text: str) -> float:
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: give epoch seconds or ISO-8601 such as 2026-12-04T17:00:00"
-        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {records.default_logdir()})")  # fmt: skip
     p.add_argument("--find-out", action="store_true", help="print the statistics and exit (no window)")
     p.add_argument("--node", type=int, metavar="ID", help="with --find-out: only this node (the cluster block stays)")
-    p.add_argument("--from", dest="t_from", type=_time_arg, metavar="TIME",
+    p.add_argument("--from", dest="t_from", type=time_arg, metavar="TIME",
                    help="with --find-out: start of the range (epoch seconds or ISO-8601; default: history start)")
-    p.add_argument("--to", dest="t_to", type=_time_arg, metavar="TIME",
+    p.add_argument("--to", dest="t_to", type=time_arg, metavar="TIME",
                    help="with --find-out: end of the range (default: history end)")
     p.add_argument("--json", action="store_true", help="with --find-out: print JSON")
     p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the windows to DIR and exit (no display needed)")

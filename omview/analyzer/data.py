@@ -9,6 +9,7 @@ shape over exactly the samples ``openmosixcollector --export csv`` prints whose 
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -23,6 +24,16 @@ from omview.model.cluster import ProcessInfo
 
 #: Load above this is drawn red and counted in "time above 75" (the original's threshold).
 RED_LOAD = 75
+
+
+def time_arg(text: str) -> float:
+    """parse_time for an argparse option: a bad time is a usage error that shows the accepted forms."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give epoch seconds or ISO-8601 such as 2026-12-04T17:00:00"
+        ) from None
 
 
 def parse_time(text: str) -> float:

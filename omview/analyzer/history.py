@@ -14,18 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from omview import __version__
-from omview.analyzer.data import COLUMNS, format_rows, iso, parse_time, process_dict, processes_at
+from omview.analyzer.data import COLUMNS, format_rows, iso, process_dict, processes_at, time_arg
 from omview.model import records
 from omview.model.pipes import quiet_pipe
-
-
-def _time_arg(text: str) -> float:
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: give epoch seconds or ISO-8601 such as 2026-12-04T17:00:00"
-        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("logdir", nargs="?", default=None,
                    help=f"a history directory or its cluster file (default: {records.default_logdir()})")  # fmt: skip
-    p.add_argument("--at", type=_time_arg, metavar="TIME",
+    p.add_argument("--at", type=time_arg, metavar="TIME",
                    help="print the list at TIME (epoch seconds or ISO-8601) and exit (no window)")
     p.add_argument("--json", action="store_true", help="with --at: print JSON")
     p.add_argument("--screenshot", metavar="DIR", help="save a PNG of the window to DIR and exit (no display needed)")

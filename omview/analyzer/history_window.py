@@ -10,7 +10,6 @@ samples; a list is rebuilt from the nearest full list when the slider moves).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from bisect import bisect_left, bisect_right
@@ -45,6 +44,7 @@ from omview.analyzer.data import COLUMNS, format_rows, live_dir_of, processes_at
 from omview.analyzer.histories_menu import fill_histories_menu
 from omview.gui.actions import action, button
 from omview.gui.assets import app_icon
+from omview.gui.lifecycle import SignalQuitter, application
 from omview.model import records
 from omview.model.cluster import ProcessInfo
 
@@ -240,12 +240,7 @@ class HistoryWindow(QMainWindow):
 
 def run_window(path: str | None, screenshot: str | None) -> int:
     """Start the Qt application with the history window (or only write a screenshot)."""
-    if screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    assert isinstance(app, QApplication)
-    app.setApplicationName("openmosixhistory")
-    app.setStyle("Fusion")
+    app = application("openmosixhistory", offscreen=bool(screenshot))
     win = HistoryWindow(path)
     win.resize(900, 560)
     if screenshot:
@@ -258,7 +253,6 @@ def run_window(path: str | None, screenshot: str | None) -> int:
         win.grab().save(str(out / "history.png"))
         sys.stdout.write(f"{out / 'history.png'}\n")
         return 0
-    from omview.gui.lifecycle import SignalQuitter
 
     win.show()
     quitter = SignalQuitter(app)

@@ -51,6 +51,7 @@ from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
 from omview.gui.actions import action
 from omview.gui.assets import app_icon
+from omview.gui.lifecycle import SignalQuitter, application
 from omview.model import records
 
 log = logging.getLogger(__name__)
@@ -543,17 +544,11 @@ def render_screenshots(directory: Path, path: str | None) -> list[Path]:
 
 def run_window(path: str | None, screenshot: str | None) -> int:
     """Start the Qt application with the analyzer window (or only write screenshots)."""
-    if screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    assert isinstance(app, QApplication)
-    app.setApplicationName("openmosixanalyzer")
-    app.setStyle("Fusion")
+    app = application("openmosixanalyzer", offscreen=bool(screenshot))
     if screenshot:
         for shot in render_screenshots(Path(screenshot), path):
             sys.stdout.write(f"{shot}\n")
         return 0
-    from omview.gui.lifecycle import SignalQuitter
 
     win = AnalyzerWindow(path)
     win.resize(1200, 720)

@@ -1,4 +1,6 @@
-"""L4 GUI layer: ending a window program cleanly on SIGTERM, SIGINT (Ctrl-C) and SIGHUP.
+"""L4 GUI layer: a window program's life - its QApplication and log set up one way for every
+program of the suite (``application``, ``log_to_stderr``), and ending cleanly on SIGTERM, SIGINT
+(Ctrl-C) and SIGHUP.
 
 Python runs signal handlers only when the interpreter runs, and under ``app.exec()`` it may sleep
 in Qt's C++ event loop for ever. So ``SignalQuitter`` has the signal module write each signal's
@@ -10,14 +12,47 @@ makes the same signals raise ``Interrupted`` instead, so that half-done work is 
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import socket
+import sys
 from types import FrameType
 
 from PySide6.QtCore import QObject, QSocketNotifier, Signal, Slot
+from PySide6.QtWidgets import QApplication
+
+from omview import __version__
+from omview.gui.assets import app_icon
 
 #: The signals that end a window program (the terminal's Ctrl-C, its hang-up, kill's default).
 QUIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def log_to_stderr(verbose: bool) -> None:
+    """Log lines on stderr; paramiko only from WARNING on unless VERBOSE (it logs every login at
+    INFO, and the windows show connection states themselves)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not verbose:
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def application(name: str, *, organisation: str = "", offscreen: bool = False) -> QApplication:
+    """This process's QApplication (made on the first call): offscreen when only screenshots are
+    wanted, named NAME (under ORGANISATION: where QSettings keeps the program's settings), with
+    the suite's version, style and icon."""
+    if offscreen:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    assert isinstance(app, QApplication)
+    if organisation:
+        app.setOrganizationName(organisation)
+    app.setApplicationName(name)
+    app.setApplicationVersion(__version__)
+    app.setStyle("Fusion")
+    app.setWindowIcon(app_icon())
+    return app
 
 
 class Interrupted(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +20,8 @@ from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
-from omview.gui.assets import app_icon
 from omview.gui.launch import ProgramLauncher, add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import Interrupted, SignalQuitter, interrupt_on_signals
+from omview.gui.lifecycle import Interrupted, SignalQuitter, application, interrupt_on_signals, log_to_stderr
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
 from omview.model.errors import OmviewError
@@ -123,23 +121,9 @@ def render_screenshots(directory: Path, session: ClusterSession, settings: GuiSe
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # paramiko logs every login at INFO; the GUI shows connection states itself
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
-    if args.screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    assert isinstance(app, QApplication)
-    app.setOrganizationName(ORGANISATION)
-    app.setApplicationName(APPLICATION)
-    app.setApplicationVersion(__version__)
-    app.setStyle("Fusion")
+    log_to_stderr(args.verbose)
+    app = application(APPLICATION, organisation=ORGANISATION, offscreen=bool(args.screenshot))
     store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
-    app.setWindowIcon(app_icon())
 
     # until the event loop runs, SIGTERM/SIGINT/SIGHUP raise Interrupted: a demo cluster that is
     # coming up is removed again (Cluster.up undoes a half-built one), the rest is skipped

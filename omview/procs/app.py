@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +19,8 @@ from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
-from omview.gui.assets import app_icon
 from omview.gui.launch import add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import SignalQuitter
+from omview.gui.lifecycle import SignalQuitter, application, log_to_stderr
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION
 from omview.model.errors import OmviewError
@@ -88,19 +86,8 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    if not args.verbose:
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
-    if args.screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    assert isinstance(app, QApplication)
-    app.setOrganizationName(ORGANISATION)
-    app.setApplicationName(APPLICATION)
-    app.setApplicationVersion(__version__)
-    app.setStyle("Fusion")
-    app.setWindowIcon(app_icon())
+    log_to_stderr(args.verbose)
+    app = application(APPLICATION, organisation=ORGANISATION, offscreen=bool(args.screenshot))
     store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
     try:
         settings = make_settings(args, store)
