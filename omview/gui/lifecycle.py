@@ -17,9 +17,11 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from types import FrameType
 
-from PySide6.QtCore import QObject, QSocketNotifier, Signal, Slot
+from PySide6.QtCore import QEventLoop, QObject, QSocketNotifier, Signal, Slot
 from PySide6.QtWidgets import QApplication
 
 from omview import __version__
@@ -53,6 +55,18 @@ def application(name: str, *, organisation: str = "", offscreen: bool = False) -
     app.setStyle("Fusion")
     app.setWindowIcon(app_icon())
     return app
+
+
+def wait_until(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
+    """Run the event loop until CONDITION holds or TIMEOUT seconds pass (for --screenshot only: the
+    live windows never wait, they react to signals)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return True
 
 
 class Interrupted(Exception):

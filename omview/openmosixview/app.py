@@ -11,17 +11,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
 from omview.gui.launch import ProgramLauncher, add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import Interrupted, SignalQuitter, application, interrupt_on_signals, log_to_stderr
+from omview.gui.lifecycle import (
+    Interrupted,
+    SignalQuitter,
+    application,
+    interrupt_on_signals,
+    log_to_stderr,
+    wait_until,
+)
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings, import_legacy
 from omview.model.errors import OmviewError
@@ -73,16 +79,6 @@ def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
     return cluster, settings, started
 
 
-def _wait(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
-    """Run the event loop until ``condition`` holds (screenshots only; never in the live GUI)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        time.sleep(0.01)
-    return True
-
 
 def render_screenshots(directory: Path, session: ClusterSession, settings: GuiSettings) -> list[Path]:
     """Render the main window, a node's configuration dialog and the all-nodes dialog to PNGs."""
@@ -94,23 +90,23 @@ def render_screenshots(directory: Path, session: ClusterSession, settings: GuiSe
     window.show()
     session.start()
     shots: list[Path] = []
-    _wait(app, lambda: bool(window.model.rows()) and all(r.direct is not None or r.link.status.failed
+    wait_until(app, lambda: bool(window.model.rows()) and all(r.direct is not None or r.link.status.failed
                                                       for r in window.model.rows()), 20.0)
-    _wait(app, lambda: False, 1.5)  # two more refreshes, so bars and the header settle
+    wait_until(app, lambda: False, 1.5)  # two more refreshes, so bars and the header settle
     path = directory / "main-window.png"
     window.grab().save(str(path))
     shots.append(path)
     rows = window.model.rows()
     if rows:
         dlg = window.open_node_dialog(rows[0].gossip.address)
-        _wait(app, lambda: dlg.apply_button.isEnabled(), 10.0)
+        wait_until(app, lambda: dlg.apply_button.isEnabled(), 10.0)
         path = directory / "node-dialog.png"
         dlg.grab().save(str(path))
         shots.append(path)
         dlg.close()
         all_dlg = window.open_all_nodes_dialog()
         if all_dlg is not None:
-            _wait(app, lambda: all_dlg.apply_button.isEnabled(), 10.0)
+            wait_until(app, lambda: all_dlg.apply_button.isEnabled(), 10.0)
             path = directory / "all-nodes-dialog.png"
             all_dlg.grab().save(str(path))
             shots.append(path)

@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
 from omview.gui.launch import add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import SignalQuitter, application, log_to_stderr
+from omview.gui.lifecycle import SignalQuitter, application, log_to_stderr, wait_until
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION
 from omview.model.errors import OmviewError
@@ -42,16 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _wait(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:
-    """Run the event loop until ``condition`` holds (screenshots only)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        time.sleep(0.01)
-    return True
-
 
 def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
     app = QApplication.instance()
@@ -59,7 +48,7 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     box.show()
     box.start()
-    _wait(app, lambda: box.updates >= 2 and bool(box.session.table), 20.0)
+    wait_until(app, lambda: box.updates >= 2 and bool(box.session.table), 20.0)
     shots = [directory / "procs-box.png"]
     box.grab().save(str(shots[-1]))
     procs = box.model.processes()
@@ -69,7 +58,7 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
     if proc is not None:
         migrator = box.open_migrator(proc)
         if migrator is not None:
-            _wait(app, lambda: migrator.status is not None and migrator.nodes.rowCount() > 0, 10.0)
+            wait_until(app, lambda: migrator.status is not None and migrator.nodes.rowCount() > 0, 10.0)
             shots.append(directory / "procs-migrator.png")
             migrator.grab().save(str(shots[-1]))
             migrator.close()
@@ -77,7 +66,7 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
     if guests is not None:
         if guests.guests():
             guests.select(guests.guests()[0].pid)
-            _wait(app, lambda: guests.details is not None, 10.0)
+            wait_until(app, lambda: guests.details is not None, 10.0)
         shots.append(directory / "procs-guests.png")
         guests.grab().save(str(shots[-1]))
         guests.close()
