@@ -38,7 +38,7 @@ from omview.agent.peers import membership
 from omview.agent.peers.gossip import Codec, Gossip, load_key
 from omview.agent.peers.links import PeerLinks
 from omview.agent.peers.membership import Membership
-from omview.agent.server import Connection, OpFault, Server
+from omview.agent.server import Connection, Handler, OpFault, Server
 from omview.model import protocol
 from omview.model.cluster import Flags, NodeInfo, ProcessInfo
 from omview.model.errors import ConfigError
@@ -145,7 +145,7 @@ class Agent:
         )
         self._stop: asyncio.Event | None = None
         self._ticks = 0
-        self._ops = {
+        self._ops: dict[str, Handler] = {
             "hello": self.op_hello,
             "ping": self.op_ping,
             "node.info": self.op_node_info,
@@ -561,7 +561,7 @@ class Agent:
             names = ", ".join(Flags().to_dict())
             raise OpFault(FaultCode.BAD_ARGUMENT, f"flags.set needs at least one flag ({names})")
         try:
-            values = {name: validate_flag(name, value) for name, value in args.items()}
+            values: dict[str, Any] = {name: validate_flag(name, value) for name, value in args.items()}
         except FlagError as exc:
             raise OpFault(FaultCode.BAD_ARGUMENT, f"flags.set: {exc}") from None
         old = self.flags

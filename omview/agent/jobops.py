@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -27,7 +27,7 @@ from omview.agent.node import movable
 from omview.agent.node.procs import ProcessLister, real_uid
 from omview.agent.node.view import NodeView
 from omview.agent.peers.links import PeerError, PeerLinks
-from omview.agent.server import Connection, OpFault
+from omview.agent.server import Connection, Handler, OpFault
 from omview.model.errors import AgentFault
 from omview.model.procfs import read_stat, start_time
 from omview.model.protocol import FaultCode
@@ -35,7 +35,6 @@ from omview.model.target import BEST, HOME, Target, TargetError, parse_target
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 MAX_ARGV = 4096
 SIGNALS = {int(s) for s in signal.Signals}
 

@@ -103,6 +103,10 @@ class Connection:
 Dispatcher = Callable[[Connection, Request], Awaitable[Any]]
 
 
+
+# one op handler: the connection it came on and its arguments -> the JSON-able result
+Handler = Callable[["Connection", dict[str, Any]], Awaitable[Any]]
+
 class Server:
     """Serves the agent socket; ``dispatch`` does the work of each request."""
 

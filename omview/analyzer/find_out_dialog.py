@@ -76,7 +76,7 @@ class FindOutDialog(QDialog):
         lay.addLayout(times)
         lay.addLayout(boxes)
         lay.addLayout(bottom)
-        self.result: dict[str, Any] = {}
+        self.figures: dict[str, Any] = {}
         self.ed_from.dateTimeChanged.connect(self.recompute)
         self.ed_to.dateTimeChanged.connect(self.recompute)
         self.recompute()
@@ -95,7 +95,7 @@ class FindOutDialog(QDialog):
         lo, hi = self.range()
         res = find_out(self.data, self.node, lo, hi)
         block = res["cluster"] if self.node is None else res["nodes"][0]
-        self.result = block
+        self.figures = block
         for key, lab in self.values.items():
             if "." in key:
                 part, stat = key.split(".")

@@ -52,7 +52,7 @@ class NodeList(QWidget):
         self._quiet = False
 
     def add_node(self, node_id: int, label: str) -> None:
-        if self.find(node_id) is not None:
+        if self.item_for(node_id) is not None:
             return
         item = QStandardItem(label)
         item.setCheckable(True)
@@ -64,7 +64,7 @@ class NodeList(QWidget):
     def clear(self) -> None:
         self.model.clear()
 
-    def find(self, node_id: int) -> QStandardItem | None:
+    def item_for(self, node_id: int) -> QStandardItem | None:
         for row in range(self.model.rowCount()):
             item = self.model.item(row)
             if item.data(NODE_ROLE) == node_id:

@@ -296,8 +296,9 @@ class AnalyzerWindow(QMainWindow):
             spec[name] = (self.mem_plot, getattr(a, name), pen, joins)
         red = red_part(a)
         if red is not None:
-            y, connect = red
-            spec["red"] = (self.load_plot, y, RED_PEN, connect if joins is None else connect & joins)
+            y, red_connect = red
+            red_joins = red_connect if joins is None else red_connect & joins
+            spec["red"] = (self.load_plot, y, RED_PEN, red_joins)
         items = self.curves.setdefault(nid, {})
         shown = nid in self.nodes.shown()
         for key, (plot, y, pen, connect) in spec.items():

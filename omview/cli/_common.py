@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from omview.model.channel import PipeChannel
 from omview.model.client import AgentClient
@@ -133,14 +133,22 @@ def parse_int(text: str, what: str, *, minimum: int | None = None, maximum: int 
     return value
 
 
+class _Writable(Protocol):
+    """What argparse prints help to (typeshed's SupportsWrite[str], without importing _typeshed)."""
+
+    def write(self, s: str, /) -> object: ...
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that exits with EXIT_USAGE and a hint to --help on bad arguments."""
 
-    def print_help(self, file: IO[str] | None = None) -> None:
+    def print_help(self, file: _Writable | None = None) -> None:
         # `tool --help | head`: argparse would end in a BrokenPipeError traceback
         try:
             super().print_help(file)
-            (file or sys.stdout).flush()
+            flush = getattr(file or sys.stdout, "flush", None)
+            if flush is not None:
+                flush()
         except BrokenPipeError:
             if not stdout_closed():
                 raise

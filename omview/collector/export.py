@@ -197,8 +197,8 @@ def openmetrics_text(nodes: list[NodeInfo], stamp: float, migrations: MigrationS
     m = migrations or MigrationStats()
     _family(lines, "omview_migrations", "counter", "",
             "finished migrations reported by the collector's agent, by result and reason")  # fmt: skip
-    for (result, reason), n in sorted(m.by_outcome.items()):
-        lines.append(f'omview_migrations_total{{result="{_label(result)}",reason="{_label(reason)}"}} {n}')
+    for (result, reason), count in sorted(m.by_outcome.items()):
+        lines.append(f'omview_migrations_total{{result="{_label(result)}",reason="{_label(reason)}"}} {count}')
     _family(lines, "omview_migration_moved_bytes", "counter", "bytes",
             "bytes of checkpoint images sent by finished migrations")  # fmt: skip
     lines.append(f"omview_migration_moved_bytes_total {m.moved_bytes}")

@@ -95,7 +95,7 @@ def _is_num(v: Any) -> bool:
 
 def _field_int(rec: dict[str, Any], key: str, default: int | None = None) -> int:
     """REC[KEY] as a 64-bit integer (DEFAULT if absent), else BadRecord."""
-    v = rec.get(key, default)
+    v: Any = rec.get(key, default)
     if not _is_int(v):
         raise BadRecord(f"{key!r} is not an integer: {_short(v)}")
     return int(v)
@@ -103,7 +103,7 @@ def _field_int(rec: dict[str, Any], key: str, default: int | None = None) -> int
 
 def _field_num(rec: dict[str, Any], key: str, default: float | None = None) -> float:
     """REC[KEY] as a finite number (DEFAULT if absent), else BadRecord."""
-    v = rec.get(key, default)
+    v: Any = rec.get(key, default)
     if not _is_num(v):
         raise BadRecord(f"{key!r} is not a finite number: {_short(v)}")
     return float(v)

@@ -877,8 +877,10 @@ class NodeTableView(QTableView):
         pressed = self._delegate.pressed
         if pressed is not None:
             self._delegate.pressed = None
-            self.viewport().update(self.visualRect(QModelIndex(pressed)))
-            if pressed.isValid() and self.indexAt(event.position().toPoint()) == QModelIndex(pressed):
+            # a persistent index follows row moves; turn it back into a plain one for the view
+            index = self.model().index(pressed.row(), pressed.column(), pressed.parent())
+            self.viewport().update(self.visualRect(index))
+            if pressed.isValid() and self.indexAt(event.position().toPoint()) == index:
                 self.sig_node_clicked.emit(str(pressed.data(Qt.ItemDataRole.DisplayRole)))
             return
         super().mouseReleaseEvent(event)

@@ -88,9 +88,9 @@ class GuestsWindow(QDialog):
         buttons.addWidget(self.best_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
-        self.result = QLabel("")
-        self.result.setWordWrap(True)
-        layout.addWidget(self.result)
+        self.outcome = QLabel("")
+        self.outcome.setWordWrap(True)
+        layout.addWidget(self.outcome)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.refresh_details)
         self._timer.start(1000)
@@ -123,7 +123,7 @@ class GuestsWindow(QDialog):
         p = self.selected()
         if p is None:
             return
-        self.result.setText(f"sending {p.pid} to {target}…")
+        self.outcome.setText(f"sending {p.pid} to {target}…")
         self.session.links.submit(self.address, Lane.ACTION, "migrate", migrate_task((p.pid,), target),
                                   self._deliver, urgent=True)  # fmt: skip
 
@@ -146,7 +146,7 @@ class GuestsWindow(QDialog):
         texts = ([f"{done.kind}: {done.error.describe()}"] if done.error is not None else
                  [r.text() for r in done.value if isinstance(r, MigrationResult)])  # fmt: skip
         self.results += texts
-        self.result.setText("; ".join(texts))
+        self.outcome.setText("; ".join(texts))
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._timer.stop()

@@ -168,9 +168,9 @@ class Migrator(QDialog):
         self.status_pane.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.status_pane.setMaximumHeight(230)
         layout.addWidget(self.status_pane)
-        self.result = QLabel("")
-        self.result.setWordWrap(True)
-        layout.addWidget(self.result)
+        self.outcome = QLabel("")
+        self.outcome.setWordWrap(True)
+        layout.addWidget(self.outcome)
         session.sig_cluster_updated.connect(self._on_cluster)
         self._on_cluster(session.table)
         self._timer = QTimer(self)
@@ -246,7 +246,7 @@ class Migrator(QDialog):
 
     def _show(self, text: str) -> None:
         self.results.append(text)
-        self.result.setText(text)
+        self.outcome.setText(text)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._timer.stop()

@@ -89,10 +89,10 @@ def test_find_out_dialog_matches_command(qtbot: Any, make_history: HistoryFactor
         lo, hi = dlg.range()
         res = find_out(win.data, node, lo, hi)
         want = res["cluster"] if node is None else res["nodes"][0]
-        assert dlg.result == want and want["samples"] > 0
+        assert dlg.figures == want and want["samples"] > 0
         assert dlg.values["cpus"].text() == str(want["cpus"])
         dlg.ed_from.setDateTime(dlg.ed_from.dateTime().addSecs(60))  # recomputed on change
-        assert dlg.result["samples"] < want["samples"]
+        assert dlg.figures["samples"] < want["samples"]
 
 
 def test_backup_opens_from_histories(qtbot: Any, tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_exports(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> No
     win.export_svg(str(tmp_path / "a.svg"))
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
-    win.nodes.find(2).setCheckState(pg.QtCore.Qt.CheckState.Unchecked)  # type: ignore[union-attr]
+    win.nodes.item_for(2).setCheckState(pg.QtCore.Qt.CheckState.Unchecked)  # type: ignore[union-attr]
     n = win.export_csv(str(tmp_path / "a.csv"))
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
     assert n == len(rows) == 120 and {r["node"] for r in rows} == {"1", "3"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -23,12 +23,11 @@ from omview.agent.node.procs import real_uid
 from omview.agent.node.sampler import Scope
 from omview.agent.node.view import NodeView
 from omview.agent.peers.links import PeerError, PeerLinks
-from omview.agent.server import Connection, OpFault
+from omview.agent.server import Connection, Handler, OpFault
 from omview.model.errors import AgentFault
 from omview.model.procfs import HZ, read_stat
 from omview.model.protocol import FaultCode
 
-Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 SIGNALS = {int(s) for s in signal.Signals}
 #: the lines of /proc/PID/status proc.status returns (the migrator's status pane)
 STATUS_FIELDS = ("Name", "State", "Tgid", "Pid", "PPid", "TracerPid", "Uid", "Gid", "VmSize", "VmRSS", "Threads",

@@ -4,6 +4,7 @@ the first real reason a process could not be moved (kernel thread, terminal, TCP
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import logging
 import os
@@ -690,7 +691,7 @@ class ProcessLister:
         cpu: dict[tuple[int, int], float],
         locks: frozenset[tuple[int, int]] | set[tuple[int, int]],
         pid: int | None,
-    ) -> list[ProcessInfo]:
+    ) -> builtins.list[ProcessInfo]:  # `list` here would be the method above
         self.pid_checks = {}
         if pid is not None:
             pids = [pid] if self.scope.contains(pid) else []

@@ -140,7 +140,8 @@ class StateStore:
         try:
             for name, value in data.items():
                 if name in BOOL_FLAGS or name in INT_FLAGS:
-                    flags = replace(flags, **{name: validate_flag(name, value)})
+                    checked: dict[str, Any] = {name: validate_flag(name, value)}
+                    flags = replace(flags, **checked)
         except FlagError as exc:
             self._set_aside(FLAGS_FILE, f"invalid ({exc})")
             return None
