@@ -12,16 +12,15 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.agents import Cluster, make_base
+from tests.support.manbuild import build, commands
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "scripts" / "build-manpages.py"
 # sources the completion file ($1), then completes the last of the remaining words
 DRIVER = r"""
 file=$1; shift
@@ -33,19 +32,9 @@ printf '%s\n' "${COMPREPLY[@]}"
 """
 
 
-def _commands() -> set[str]:
-    with open(REPO / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
-    return set(project["scripts"]) | set(project["gui-scripts"])
-
-
 @pytest.fixture(scope="module")
 def completions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("completions")
-    res = subprocess.run([sys.executable, str(BUILD), "--completions", str(out)], capture_output=True, text=True,
-                         cwd=REPO, timeout=120, check=False)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return out
+    return build("completions", tmp_path_factory.mktemp("completions"))
 
 
 def complete(completions: Path, *words: str, env: dict[str, str] | None = None) -> list[str]:
@@ -60,7 +49,7 @@ def complete(completions: Path, *words: str, env: dict[str, str] | None = None) 
 
 
 def test_one_valid_script_per_command(completions: Path) -> None:
-    assert {p.name for p in completions.iterdir()} == _commands()
+    assert {p.name for p in completions.iterdir()} == commands()
     for script in completions.iterdir():
         res = subprocess.run(
             ["bash", "-n", str(script)], capture_output=True, text=True, timeout=30, check=False

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "scripts" / "build-manpages.py"
-
-
-def _commands() -> set[str]:
-    with open(REPO / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
-    return set(project["scripts"]) | set(project["gui-scripts"])
+from tests.support.manbuild import build, commands
 
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("man1")
-    res = subprocess.run([sys.executable, str(BUILD), "--man", str(out)], capture_output=True, text=True,
-                         cwd=REPO, timeout=120, check=False)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return out
+    return build("man", tmp_path_factory.mktemp("man1"))
 
 
 def test_one_page_per_command(pages: Path) -> None:
     names = {p.name.removesuffix(".1") for p in pages.glob("*.1")}
-    assert names == _commands()
+    assert names == commands()
     assert {"mosctl", "migrate", "mosrun", "runon", "fastdecay", "openmosixview", "omview-agent"} <= names
 
 
-@pytest.mark.parametrize("command", sorted(_commands()))
+@pytest.mark.parametrize("command", sorted(commands()))
 def test_each_page_renders_without_warnings(pages: Path, command: str) -> None:
     page = pages / f"{command}.1"
     groff = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(page)], capture_output=True, text=True,

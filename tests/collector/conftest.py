@@ -1,14 +1,33 @@
-"""Shared helpers for the collector tests: a fake clock and a loop driver."""
+"""Shared helpers for the collector tests: a fake clock, a loop driver, the real CLI, a free port."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from omview.collector.daemon import Collector
 from omview.collector.synthetic import SyntheticSource
 from omview.collector.writer import HistoryWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real ``openmosixcollector`` (as ``python -m omview.collector``) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "omview.collector", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env, check=False)  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class FakeClock:

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,23 +24,13 @@ import pytest
 from omview.collector import control
 from omview.model import records
 from omview.model.pidfile import read_pid
+from tests.collector.conftest import cli, free_port
 from tests.support.agents import Cluster, make_base
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "omview.collector", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def wait_for(pred, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
@@ -274,15 +263,11 @@ def test_export_csv(paths: dict[str, Path], tmp_path: Path) -> None:
     assert r.returncode == 1 and "no 'cluster' file" in r.stderr
 
 
-def _free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def test_openmetrics_endpoint(paths: dict[str, Path]) -> None:
     args = common(paths)
-    port = _free_port()
+    port = free_port()
     r = cli("-d", *args, "--synthetic", "3", "--interval", "0.1", "--metrics-port", str(port))
     assert r.returncode == 0, r.stderr
     try:

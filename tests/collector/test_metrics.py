@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,9 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from omview.collector.export import MigrationStats, openmetrics_text, parse_listen
 from omview.collector.synthetic import SyntheticSource
 from omview.collector.writer import CollectorError
-from tests.collector.conftest import run_ticks
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.collector.conftest import cli, free_port, run_ticks
 
 
 def _done(**kw: Any) -> tuple[str, dict[str, Any]]:
@@ -138,29 +134,17 @@ def test_bad_listen_addresses_are_refused(spec: str, says: str) -> None:
         parse_listen(spec)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "omview.collector", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def test_a_bad_or_unusable_address_is_one_clear_line(tmp_path: Path) -> None:
     common = ["--logdir", str(tmp_path / "log"), "--pidfile", str(tmp_path / "c.pid"), "--synthetic", "2"]
-    r = _cli("-d", *common, "--metrics-listen", "collector.example:9100")
+    r = cli("-d", *common, "--metrics-listen", "collector.example:9100")
     assert r.returncode == 1 and r.stderr.startswith("openmosixcollector: --metrics-listen")
     assert "Traceback" not in r.stderr
     # 192.0.2.1 (TEST-NET-1) is nobody's address here: the bind fails and says where
-    r = _cli("-d", *common, "--metrics-listen", "192.0.2.1:9100")
+    r = cli("-d", *common, "--metrics-listen", "192.0.2.1:9100")
     assert r.returncode == 1
     assert "cannot listen for metrics on 192.0.2.1:9100" in r.stderr and "Traceback" not in r.stderr
 
@@ -173,10 +157,10 @@ def test_the_endpoint_on_an_ipv6_loopback(tmp_path: Path) -> None:
             s.bind(("::1", 0))
     except OSError:
         pytest.skip("::1 is not configured here")
-    port = _free_port()
+    port = free_port()
     pidfile = tmp_path / "c.pid"
     common = ["--logdir", str(tmp_path / "log"), "--pidfile", str(pidfile), "--synthetic", "2"]
-    r = _cli("-d", *common, "--interval", "0.1", "--metrics-listen", f"[::1]:{port}")
+    r = cli("-d", *common, "--interval", "0.1", "--metrics-listen", f"[::1]:{port}")
     assert r.returncode == 0, r.stderr
     try:
         deadline = time.monotonic() + 15
@@ -188,5 +172,5 @@ def test_the_endpoint_on_an_ipv6_loopback(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert len(fam["omview_node_up"].samples) == 2
     finally:
-        if _cli("-k", "--pidfile", str(pidfile)).returncode != 0:
+        if cli("-k", "--pidfile", str(pidfile)).returncode != 0:
             os.kill(int(pidfile.read_text()), signal.SIGKILL)

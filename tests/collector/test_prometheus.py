@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,27 +21,15 @@ from typing import Any
 import pytest
 
 from omview.model import records
+from tests.collector.conftest import cli, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _collector(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "omview.collector", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def _query(port: int, promql: str) -> list[dict[str, Any]]:
@@ -57,15 +43,15 @@ def _query(port: int, promql: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    port = _free_port()
+    port = free_port()
     logdir, pidfile = tmp_path / "log", tmp_path / "collector.pid"
     common = ["--logdir", str(logdir), "--pidfile", str(pidfile)]
-    r = _collector("-d", *common, "--synthetic", "3", "--interval", "0.2", "--metrics-port", str(port))
+    r = cli("-d", *common, "--synthetic", "3", "--interval", "0.2", "--metrics-port", str(port))
     assert r.returncode == 0, r.stderr
     try:
         yield port, logdir
     finally:
-        if _collector("-k", *common).returncode != 0 and pidfile.exists():
+        if cli("-k", *common).returncode != 0 and pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
@@ -73,7 +59,7 @@ def collector(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def prometheus(tmp_path: Path, collector: tuple[int, Path]) -> Iterator[int]:
     if not os.access(PROMETHEUS, os.X_OK):
         pytest.fail(f"{PROMETHEUS} is missing: run scripts/setup.sh (it installs Debian's prometheus)")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "prometheus.yml"
     # JSON is YAML: no YAML writer needed
     config.write_text(
