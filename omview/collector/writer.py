@@ -239,7 +239,7 @@ class HistoryWriter:
         damage: list[str] = []
         cuts: list[tuple[str, int, int]] = []  # (path, keep, size): torn tails to cut off
         frames, res = records.scan_frames(buf, start)
-        _tail(path, len(buf), res, damage, cuts)
+        _tail(path, len(buf), res, [], cuts)  # garbage at the end: named by the readers' check below
         last_tick = -1
         for fr in frames:
             if fr.rtype == records.T_TICK:
@@ -247,7 +247,7 @@ class HistoryWriter:
                     last_tick = max(last_tick, records.decode_tick(fr.payload)[0])
                 except records.BadRecord:
                     pass  # damage, reported by the readers' check below
-        damage += _reader_problems(self.logdir)
+        damage += _reader_problems(self.logdir)  # cluster and procs: bad records, damaged bytes, tails
         nodes: dict[int, str] = {}
         for name, fpath in records.history_files(self.logdir).items():
             nid = records.node_id_of(name)
@@ -258,9 +258,9 @@ class HistoryWriter:
         procs = os.path.join(self.logdir, records.PROCS_FILE)
         has_procs = os.path.exists(procs)
         if has_procs:
-            own = self._read_own(procs, damage)
+            own = self._read_own(procs, [])  # a bad header: named by the readers' check above
             if own is not None:
-                _tail(procs, len(own[0]), records.scan_frames(*own)[1], damage, cuts)
+                _tail(procs, len(own[0]), records.scan_frames(*own)[1], [], cuts)
         if damage:
             self.history_id = ""
             backup = self._move_aside(wall)
