@@ -663,6 +663,12 @@ class Agent:
         if not tasks:
             return procs
         me = self.membership.node_id
+        # what CRIU would dump: the job's tasks here, not the deputy (mosrun at home)
+        dumped: dict[str, list[int]] = {}
+        for pid, task_job in tasks.items():
+            if not (task_job.home == me and task_job.home_pid == pid and not task_job.adopted):
+                dumped.setdefault(task_job.id, []).append(pid)
+        reasons: dict[str, str] = {}
         out = []
         for p in procs:
             job = tasks.get(p.pid)
@@ -670,10 +676,11 @@ class Agent:
                 out.append(p)
                 continue
             deputy = job.home == me and job.home_pid == p.pid and job.where != me
+            if not deputy and not job.lock and job.id not in reasons:
+                reasons[job.id] = movable.job_reason(job.uid, job.gid, dumped.get(job.id, ()))
             out.append(replace(
                 p, job=job.id, home=job.home, where=job.where if deputy else me, lock=job.lock, nmigs=job.nmigs,
-                cantmove=f"locked to node {job.where}" if job.lock
-                else "" if deputy else movable.owner_reason(job.uid, job.gid),
+                cantmove=f"locked to node {job.where}" if job.lock else "" if deputy else reasons[job.id],
             ))  # fmt: skip
         return out
 

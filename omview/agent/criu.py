@@ -218,6 +218,87 @@ def lazy_supported(criu: str) -> bool:
         return _uffd_cache[criu]
 
 
+# CRIU before the fix for Linux 6.16 (checkpoint-restore/criu#2705) reads SO_PASSCRED and SO_PASSSEC
+# of every socket it dumps; since 6.16 the kernel answers EOPNOTSUPP for anything but AF_UNIX,
+# AF_NETLINK and AF_BLUETOOTH, and the dump of a tree holding a TCP or UDP socket - a listening one
+# too - fails ("Can't get 1:16 opt: Operation not supported"). Probed once per binary, by a real
+# dump of a process holding a TCP socket, and only on a kernel that restricts the option.
+_inet_cache: dict[str, str] = {}
+_inet_lock = threading.Lock()
+_PROBE_CHILD = ("import os, socket, time; s = socket.socket(); os.write(1, b'ok'); os.close(1); "
+                "time.sleep(60)")  # fmt: skip
+
+
+def _kernel_restricts_passcred() -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)
+        except OSError:
+            return True
+    return False
+
+
+def probe_inet_sockets(criu: str, timeout: float = 30.0) -> str:
+    """Why CRIU at path CRIU cannot dump a TCP/UDP socket on this kernel ("" = it can). Blocking
+    (a worker thread); cached per binary. inet_socket_trouble() gives the answer afterwards."""
+    import sys
+    import tempfile
+
+    with _inet_lock:
+        if criu in _inet_cache:
+            return _inet_cache[criu]
+        why = ""
+        if _kernel_restricts_passcred():
+            images = tempfile.mkdtemp(prefix="omview-criu-probe-")
+            child = subprocess.Popen([sys.executable, "-c", _PROBE_CHILD], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/",
+                                     start_new_session=True)  # fmt: skip
+            try:
+                assert child.stdout is not None
+                if child.stdout.read(2) == b"ok":
+                    res = subprocess.run(dump_argv(criu, child.pid, images), stdin=subprocess.DEVNULL,
+                                         capture_output=True, timeout=timeout, cwd="/")  # fmt: skip
+                    error = _first_error(os.path.join(images, "dump.log"))
+                    # only a failure in CRIU's socket code says something about sockets; any other
+                    # (this process's limits, ...) leaves the question open: the dump itself will tell
+                    if res.returncode != 0 and "sockets" in error:
+                        why = error.split("): ", 1)[-1].strip()
+                    elif res.returncode != 0:
+                        log.info("CRIU socket probe inconclusive (exit %d: %s)", res.returncode, error)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                why = f"the probe did not finish: {exc}"
+            finally:
+                child.kill()
+                child.wait()
+                if child.stdout is not None:
+                    child.stdout.close()
+                subprocess.run(["rm", "-rf", "--", images], check=False)
+        _inet_cache[criu] = why
+    if why:
+        log.warning("CRIU %s cannot dump TCP/UDP sockets on this kernel (%s): processes holding one "
+                    "are shown as not movable", criu, why)  # fmt: skip
+    return why
+
+
+def inet_socket_trouble() -> str:
+    """The probe's answer for the CRIU probed last ("" = TCP/UDP sockets dump, or not probed yet)."""
+    with _inet_lock:
+        return next(reversed(_inet_cache.values()), "")
+
+
+def _first_error(path: str) -> str:
+    """The first Error line of a CRIU log about sockets, else the first other one (the RLIMIT_NOFILE
+    complaint is not fatal, log_tail leaves it out too)."""
+    errors = []
+    with contextlib.suppress(OSError):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            # "(00.1) Error (criu/sockets.c:628): sockets: Can't get 1:16 opt: ..."
+            errors = [ln[ln.index("Error (") :].strip() for ln in fh if "Error (" in ln and "RLIMIT_NOFILE" not in ln]
+    return next((e for e in errors if "sockets" in e), errors[0] if errors else "")
+
+
 # The page-serving side of post-copy tees page pipes into pipes it grows past fs.pipe-max-size
 # (1 MiB). That needs CAP_SYS_RESOURCE; a sandbox whose bounding set lacks it gets "tee: 65536:
 # Operation not permitted" (feasibility §2.7). So, only when a test pipe shows the need, the limit

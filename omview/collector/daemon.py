@@ -215,6 +215,13 @@ class Collector:
         if mono >= self._next_sync:
             self.writer.sync()
             self._next_sync = mono + self.sync_every
+            foreign = self.writer.foreign_writes()
+            if foreign:
+                log.error(
+                    "something else wrote to the history (%s); moving it aside, never appending after it",
+                    "; ".join(foreign[:3]),
+                )
+                self._rotate_due = mono  # below, as a rotation: dated backup, new history
         self._maybe_rotate(mono)
 
     def _write_extra(self, fn: Callable[[], None]) -> None:
@@ -323,6 +330,14 @@ def background_compressor() -> Callable[[str], None]:
                 log.info("compressed %s: %d -> %d bytes", directory, before, after)
             except OSError as exc:
                 log.error("could not compress %s (%s); it stays readable uncompressed", directory, exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end in a thread traceback
+                # whatever a damaged backup holds, sampling goes on and the files stay readable
+                log.error(
+                    "could not compress %s (%s: %s); it stays readable uncompressed",
+                    directory,
+                    type(exc).__name__,
+                    exc,
+                )
 
         threading.Thread(target=work, name=f"compress {directory}", daemon=False).start()
 

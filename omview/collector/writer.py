@@ -218,7 +218,14 @@ class HistoryWriter:
         return _File(path)
 
     def _resume(self, wall: float) -> list[str]:
-        notices: list[str] = []
+        """Continue the history in logdir, or move it aside if any file of it is damaged.
+
+        A torn tail (the last record cut short by a crash) is cut off and the history goes on.
+        Anything else that readers would skip - damaged bytes, an ill-typed record, garbage at
+        the end, a file with a bad header or of another history - is never appended to: the
+        whole history moves to a dated backup (readers skip the damage there and count it) and
+        a new one starts.
+        """
         path = os.path.join(self.logdir, records.CLUSTER_FILE)
         with open(path, "rb") as f:
             buf = f.read()
@@ -226,89 +233,92 @@ class HistoryWriter:
             meta, start = records.decode_header(buf, path)
         except records.HistoryFormatError as exc:
             backup = self._move_aside(wall)
-            notices.append(f"cannot continue the history in {self.logdir} ({exc}); moved it to {backup}")
-            return notices
-        frames, res = records.scan_frames(buf, start)
+            return [f"cannot continue the history in {self.logdir} ({exc}); moved it to {backup}"]
         self.history_id = str(meta.get("history", ""))
         self.created = float(meta.get("created", wall))
+        damage: list[str] = []
+        cuts: list[tuple[str, int, int]] = []  # (path, keep, size): torn tails to cut off
+        frames, res = records.scan_frames(buf, start)
+        _tail(path, len(buf), res, [], cuts)  # garbage at the end: named by the readers' check below
         last_tick = -1
-        bad = 0
         for fr in frames:
             if fr.rtype == records.T_TICK:
                 try:
                     last_tick = max(last_tick, records.decode_tick(fr.payload)[0])
                 except records.BadRecord:
-                    bad += 1  # readers skip it too; the tick count never comes from it
-        if bad:
-            notices.append(f"{path}: {bad} bad tick records are skipped by readers")
-        self._cluster = _File(path)
-        if res.end < len(buf):
-            notices.append(f"{path}: cut off {len(buf) - res.end} bytes of an unfinished record at the end")
-            self._cluster.truncate(res.end)
-        if res.damaged:
-            notices.append(f"{path}: {res.damaged} damaged bytes inside the file are skipped by readers")
+                    pass  # damage, reported by the readers' check below
+        damage += _reader_problems(self.logdir)  # cluster and procs: bad records, damaged bytes, tails
+        nodes: dict[int, str] = {}
         for name, fpath in records.history_files(self.logdir).items():
             nid = records.node_id_of(name)
             if nid is None or fpath.endswith(records.COMPRESSED_SUFFIX):
                 continue
-            last_tick = max(last_tick, self._resume_node(nid, fpath, notices))
+            last_tick = max(last_tick, self._check_node(fpath, damage, cuts))
+            nodes[nid] = fpath
         procs = os.path.join(self.logdir, records.PROCS_FILE)
-        if os.path.exists(procs):
-            self._resume_procs(procs, notices)
+        has_procs = os.path.exists(procs)
+        if has_procs:
+            own = self._read_own(procs, [])  # a bad header: named by the readers' check above
+            if own is not None:
+                _tail(procs, len(own[0]), records.scan_frames(*own)[1], [], cuts)
+        if damage:
+            self.history_id = ""
+            backup = self._move_aside(wall)
+            more = f"; and {len(damage) - 3} more" if len(damage) > 3 else ""
+            return [
+                f"the history in {self.logdir} is damaged ({'; '.join(damage[:3])}{more}); never appending "
+                f"after damage: moved it to {backup} (readers skip the damage there and count it)"
+            ]
+        notices: list[str] = []
+        for fpath, keep, size in cuts:
+            notices.append(f"{fpath}: cut off {size - keep} bytes of an unfinished record at the end")
+            os.truncate(fpath, keep)
+        self._cluster = _File(path)
+        for nid, fpath in nodes.items():
+            # the encoder starts empty, so this node's next record is a key frame
+            self._nodes[nid] = _NodeState(_File(fpath), records.NodeEncoder(self.key_every), ("", "", ""))
+        if has_procs:
+            self._procs = _File(procs)
         self.tick = last_tick + 1
         notices.append(f"continuing the history in {self.logdir} at tick {self.tick}")
         return notices
 
-    def _read_own(self, path: str, notices: list[str], then: str) -> tuple[bytes, int] | None:
-        """A file of this history and where its records start; a foreign or broken one is moved aside."""
+    def _read_own(self, path: str, damage: list[str]) -> tuple[bytes, int] | None:
+        """A file of this history and where its records start; None (and a damage note) if not."""
         with open(path, "rb") as f:
             buf = f.read()
         try:
             meta, start = records.decode_header(buf, path)
-            if meta.get("history") != self.history_id:
-                raise records.HistoryFormatError("belongs to another history", path=path)
         except records.HistoryFormatError as exc:
-            aside = f"{path}.bad-{uuid.uuid4().hex[:6]}"
-            os.rename(path, aside)
-            notices.append(f"{exc}; renamed it to {aside}{then}")
+            damage.append(str(exc))
+            return None
+        if meta.get("history") != self.history_id:
+            damage.append(f"{path}: belongs to another history")
             return None
         return buf, start
 
-    def _resume_node(self, nid: int, path: str, notices: list[str]) -> int:
-        own = self._read_own(path, notices, f" and starting a new file for node {nid}")
+    def _check_node(self, path: str, damage: list[str], cuts: list[tuple[str, int, int]]) -> int:
+        """The last tick of a node file; checks its header and everything from its last key frame.
+
+        The part before the last key frame is not read again (it can be 12 h of samples of many
+        nodes); readers skip damage there up to the next key frame.
+        """
+        own = self._read_own(path, damage)
         if own is None:
             return -1
         buf, start = own
         key = records.last_key_offset(buf, start)
-        dec = records.NodeDecoder()
         last = -1
-        end = start
-        if key >= 0:
 
-            def emit(tick: int, values: list[int]) -> None:
-                nonlocal last
-                last = tick
+        def emit(tick: int, values: list[int]) -> None:
+            nonlocal last
+            last = tick
 
-            res = dec.decode(buf, key, emit)
-            end = res.end
-        nf = _File(path)
-        if end < len(buf):
-            notices.append(f"{path}: cut off {len(buf) - end} bytes of an unfinished record at the end")
-            nf.truncate(end)
-        # the encoder starts empty, so this node's next record is a key frame
-        self._nodes[nid] = _NodeState(nf, records.NodeEncoder(self.key_every), ("", "", ""))
+        res = records.NodeDecoder().decode(buf, key if key >= 0 else start, emit)
+        if res.damaged:
+            damage.append(f"{path}: {res.damaged} damaged bytes")
+        _tail(path, len(buf), res, damage, cuts)
         return last
-
-    def _resume_procs(self, path: str, notices: list[str]) -> None:
-        own = self._read_own(path, notices, "")
-        if own is None:
-            return
-        buf, start = own
-        _, res = records.scan_frames(buf, start)
-        self._procs = _File(path)
-        if res.end < len(buf):
-            notices.append(f"{path}: cut off {len(buf) - res.end} bytes of an unfinished record at the end")
-            self._procs.truncate(res.end)
 
     def _write_session(self, wall: float) -> None:
         assert self._cluster is not None
@@ -411,6 +421,21 @@ class HistoryWriter:
                 f.sync()
             except OSError as exc:
                 log.warning("fdatasync %s failed: %s", f.path, exc)
+
+    def foreign_writes(self) -> list[str]:
+        """Open history files whose size is not what this writer wrote (something else wrote to them).
+
+        Checked at every sync: appending behind bytes of unknown content would hide damage.
+        """
+        out = []
+        for f in self._files():
+            try:
+                size = os.fstat(f.fd).st_size
+            except OSError:
+                continue
+            if size != f.size:
+                out.append(f"{f.path} has {size} bytes, {f.size} were written")
+        return out
 
     def _files(self) -> list[_File]:
         out = [st.file for st in self._nodes.values()]
@@ -518,44 +543,80 @@ class HistoryWriter:
         self._procs = None
 
 
+def _tail(
+    path: str, size: int, res: records.ScanResult, damage: list[str], cuts: list[tuple[str, int, int]]
+) -> None:
+    """Sort what follows a file's last good record: a record cut short is cut off, garbage is damage."""
+    if res.end >= size:
+        return
+    if res.bad_tail:
+        damage.append(f"{path}: {size - res.end} bytes at the end are no record")
+    else:
+        cuts.append((path, res.end, size))
+
+
+def _reader_problems(logdir: str) -> list[str]:
+    """What the readers would skip in the cluster and process files (bad records, damaged bytes)."""
+    try:
+        h = records.History(logdir)
+        h.processes()
+    except records.HistoryFormatError as exc:
+        return [str(exc)]
+    return h.problems
+
+
 def compress_history(directory: str, preset: int = 6) -> tuple[int, int]:
     """Compress every history file in a backup directory to ``<name>.xz``; returns (bytes before, after).
 
     Each file is compressed to a temporary name, synced and renamed before the original is
-    removed, so an interruption leaves either form complete (readers accept both).
+    removed, so an interruption leaves either form complete (readers accept both). A file that
+    cannot be read or written does not stop the others: the first such OSError is raised at the end.
     """
     before = after = 0
+    failed: OSError | None = None
     for name, path in records.history_files(directory).items():
         if path.endswith(records.COMPRESSED_SUFFIX):
             continue
-        with open(path, "rb") as f:
-            data = f.read()
-        body = data
-        if records.node_id_of(name) is not None:
-            # columns of deltas compress far better than the live records with their check bytes;
-            # a file that is no live node file (damaged header, garbage) is kept as it is, so readers
-            # report the same damage they would have found uncompressed
-            try:
-                body = records.pack_node_file(data, path)
-            except (records.HistoryFormatError, ValueError, OverflowError) as exc:
-                log.warning("%s: kept as it is, not transcoded (%s)", path, exc)
-        packed = lzma.compress(body, preset=preset)
-        dst = os.path.join(directory, name + records.COMPRESSED_SUFFIX)
-        tmp = dst + ".tmp"
         try:
-            with open(tmp, "wb") as f:
-                f.write(packed)
-                f.flush()
-                os.fdatasync(f.fileno())
-            os.rename(tmp, dst)
-        except OSError:
-            _unlink_quiet(tmp)
-            raise
-        os.unlink(path)
-        before += len(data)
-        after += len(packed)
+            size, packed = _compress_file(directory, name, path, preset)
+        except OSError as exc:
+            log.warning("%s: not compressed (%s)", path, exc.strerror or exc)
+            failed = failed or exc
+            continue
+        before += size
+        after += packed
     _fsync_dir(directory)
+    if failed is not None:
+        raise failed
     return before, after
+
+
+def _compress_file(directory: str, name: str, path: str, preset: int) -> tuple[int, int]:
+    with open(path, "rb") as f:
+        data = f.read()
+    body = data
+    if records.node_id_of(name) is not None:
+        # columns of deltas compress far better than the live records with their check bytes;
+        # a file that is no intact live node file (damaged header or records, garbage) is kept as
+        # it is, so the damage stays for inspection and readers report what they would have found
+        try:
+            body = records.pack_node_file(data, path)
+        except (records.HistoryFormatError, ValueError, OverflowError) as exc:
+            log.warning("%s: kept as it is, not transcoded (%s)", path, exc)
+    packed = lzma.compress(body, preset=preset)
+    dst = os.path.join(directory, name + records.COMPRESSED_SUFFIX)
+    tmp = dst + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(packed)
+            f.flush()
+            os.fdatasync(f.fileno())
+        os.rename(tmp, dst)
+    except OSError:
+        _unlink_quiet(tmp)
+        raise
+    os.unlink(path)
+    return len(data), len(packed)
 
 
 def uncompressed_backups(logdir: str) -> list[str]:

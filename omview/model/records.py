@@ -274,6 +274,8 @@ class ScanResult:
     end: int  # offset after the last complete, valid record (resume here)
     damaged: int = 0  # bytes skipped because they were not valid records
     torn: bool = False  # the data ends inside a record (being written, or cut by a crash)
+    #: the bytes after ``end`` are no start of a record (garbage, zeros), not just one cut short
+    bad_tail: bool = False
 
 
 def _try_frame(buf: bytes, pos: int) -> tuple[Frame | None, int]:
@@ -328,7 +330,7 @@ def scan_frames(buf: bytes, start: int = 0) -> tuple[list[Frame], ScanResult]:
             skip += 1
         if skip >= n:
             # nothing valid follows: treat as a torn tail so a live reader retries later
-            res.torn = True
+            res.torn = res.bad_tail = True
             break
         res.damaged += skip - pos
         pos = skip
@@ -386,18 +388,21 @@ def _header_bytes(meta: dict[str, Any]) -> bytes:
 
 
 _KINDS = frozenset({"cluster", "node", "procs", "node-columns"})
+#: Real headers are about 1 KiB; a longer length field is garbled.
+_MAX_HEADER = 1 << 20
 
 
 def decode_header(buf: bytes, path: str = "") -> tuple[dict[str, Any], int]:
     """Parse a header; returns (metadata, offset of the first record).
 
     Raises HistoryFormatError for a foreign file, another version or a damaged header; its
-    ``version`` is set when the version could be read. A header cut short (file being created)
-    raises with ``version`` None and the message "incomplete header".
+    ``version`` is set when the version could be read. The writer renames a file into place only
+    after its whole header is written, so a header cut short is damage (a crash before the data
+    reached the disk, a garbled length), never a file being created.
     """
     if len(buf) < len(MAGIC) + 6:
         if MAGIC.startswith(bytes(buf[: len(MAGIC)])):
-            raise HistoryFormatError("incomplete header (file being created, or cut by a crash)", path=path)
+            raise HistoryFormatError("damaged header: cut short (a crash, or damage)", path=path)
         raise HistoryFormatError("not an omview collector history file", path=path)
     if bytes(buf[: len(MAGIC)]) != MAGIC:
         raise HistoryFormatError("not an omview collector history file (bad magic)", path=path)
@@ -409,9 +414,17 @@ def decode_header(buf: bytes, path: str = "") -> tuple[dict[str, Any], int]:
             path=path,
             version=version,
         )
+    if length > _MAX_HEADER:
+        raise HistoryFormatError(
+            f"damaged header: length {length} is out of range", path=path, version=version
+        )
     end = len(MAGIC) + 6 + length
     if len(buf) < end + 4:
-        raise HistoryFormatError("incomplete header (file being created, or cut by a crash)", path=path)
+        raise HistoryFormatError(
+            f"damaged header: cut short ({len(buf)} bytes, the header says {end + 4})",
+            path=path,
+            version=version,
+        )
     (crc,) = struct.unpack_from("<I", buf, end)
     if zlib.crc32(buf[:end]) != crc:
         raise HistoryFormatError("damaged header (checksum mismatch)", path=path, version=version)
@@ -701,7 +714,7 @@ class NodeDecoder:
                 nxt = buf.find(KEY_MAGIC, rec_start + 1)
                 if nxt < 0:
                     # nothing to resynchronise on yet; a live reader retries from here later
-                    res.torn = True
+                    res.torn = res.bad_tail = True
                     break
                 res.damaged += nxt - rec_start
                 self.damaged += nxt - rec_start
@@ -740,7 +753,8 @@ def pack_node_file(buf: bytes, path: str = "") -> bytes:
     Layout after the header: uvarint N, then 9 columns of N little-endian int64 each (tick
     and NODE_FIELDS), every column stored as differences to the previous row (the first row
     against 0). Per-record check bytes are dropped: the xz container around the rotated file
-    carries a CRC-64. Damage in the live file is skipped exactly as readers skip it.
+    carries a CRC-64. A file with damage (skipped bytes, garbage at the end) raises
+    HistoryFormatError: transcoding would drop the damaged bytes, and they are kept for inspection.
     """
     meta, start = decode_header(buf, path)
     if meta.get("kind") != "node":
@@ -754,7 +768,12 @@ def pack_node_file(buf: bytes, path: str = "") -> bytes:
             cols[i].append(v - prev[i])
             prev[i] = v
 
-    NodeDecoder().decode(buf, start, emit)
+    res = NodeDecoder().decode(buf, start, emit)
+    if res.damaged or res.bad_tail:
+        raise HistoryFormatError(
+            f"damaged node file ({res.damaged} damaged bytes, {len(buf) - res.end} bytes after the last record)",
+            path=path,
+        )
     meta = dict(meta, kind="node-columns", columns=list(COLUMN_NAMES))
     out = bytearray(_header_bytes(meta))
     put_uvarint(out, len(cols[0]))
@@ -1246,6 +1265,10 @@ class History:
         self.problems: list[str] = []
         #: records skipped because their content was ill-typed although their checksum was right
         self.bad_records = 0
+        #: node and process files skipped whole (damaged header, another history's file)
+        self.bad_files = 0
+        self._procs_bad = False
+        self._tails_reported: dict[str, int] = {}
         self._series: dict[int, NodeSeries] = {}
         self._decoders: dict[int, tuple[_Source | None, NodeDecoder]] = {}
         self._procs: ProcessHistory | None = None
@@ -1287,12 +1310,27 @@ class History:
         frames, res = scan_frames(buf)
         if res.damaged:
             self.problems.append(f"{self._cluster.path}: skipped {res.damaged} damaged bytes")
+        self._bad_tail(self._cluster, res, len(buf))
         for fr in frames:
             try:
                 self._apply_cluster(fr)
             except (BadRecord, ValueError, IndexError) as exc:
                 self._bad_record(self._cluster.path, fr, exc)
         self._cluster.consume(res.end)
+
+    def _bad_tail(self, src: _Source, res: ScanResult, size: int) -> None:
+        """Name garbage after a file's last record once (a record cut short is no problem: the
+        writer completes or cuts it); a live reader still looks again from there on refresh."""
+        at = src.base + res.end
+        if res.bad_tail and self._tails_reported.get(src.path) != at:
+            self._tails_reported[src.path] = at
+            self.problems.append(
+                f"{src.path}: {size - res.end} bytes after the last record at {at} are no record"
+            )
+
+    def _bad_file(self, problem: str) -> None:
+        self.bad_files += 1
+        self.problems.append(problem)
 
     def _bad_record(self, path: str, fr: Frame, exc: Exception) -> None:
         self.bad_records += 1
@@ -1378,13 +1416,13 @@ class History:
                 buf = src.read()
                 meta, start = decode_header(buf, path)
             except HistoryFormatError as exc:
-                if exc.version is None and "incomplete" in str(exc):
-                    return  # created a moment ago; try again on refresh
-                self.problems.append(str(exc))
+                # files appear by rename with their whole header, so this is damage, not a file
+                # being created: skipped for good and counted (a refresh does not look again)
+                self._bad_file(str(exc))
                 self._decoders[node_id] = (None, dec)
                 return
             if meta.get("history") != self.history_id:
-                self.problems.append(f"{path}: belongs to another history ({meta.get('history')}); ignored")
+                self._bad_file(f"{path}: belongs to another history ({meta.get('history')}); ignored")
                 self._decoders[node_id] = (None, dec)
                 return
             if meta.get("kind") == "node-columns":
@@ -1430,6 +1468,7 @@ class History:
         res = dec.decode(buf, 0, emit, max_tick=max_tick)
         if dec.damaged > damaged_before:
             self.problems.append(f"{src.path}: skipped {dec.damaged - damaged_before} damaged bytes")
+        self._bad_tail(src, res, len(buf))
         if orphans:
             self.problems.append(f"{src.path}: {orphans} samples without a time record were dropped")
         src.consume(res.end)
@@ -1473,8 +1512,8 @@ class History:
                         raise HistoryFormatError("belongs to another history", path=path)
                     self._procs_src.consume(start)
                 except HistoryFormatError as exc:
-                    if exc.version is not None or "incomplete" not in str(exc):
-                        self.problems.append(str(exc))
+                    self._bad_file(str(exc))
+                    self._procs_bad = True  # damage: a refresh does not read it again
                     self._procs_src = None
             self._read_procs()
         return self._procs
@@ -1482,9 +1521,11 @@ class History:
     def _read_procs(self) -> None:
         if self._procs_src is None or self._procs is None:
             return
-        frames, res = scan_frames(self._procs_src.read())
+        buf = self._procs_src.read()
+        frames, res = scan_frames(buf)
         if res.damaged:
             self.problems.append(f"{self._procs_src.path}: skipped {res.damaged} damaged bytes")
+        self._bad_tail(self._procs_src, res, len(buf))
         last = self.ticks[-1] if self.ticks else -1
         end = res.end
         for fr in frames:
@@ -1513,7 +1554,7 @@ class History:
         for nid in list(self._series):
             self._read_node(nid)
         if self._procs is not None:
-            if self._procs_src is None and self.history_id:
+            if self._procs_src is None and not self._procs_bad:
                 self._procs = None
                 self.processes()
             else:

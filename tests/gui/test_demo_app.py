@@ -91,6 +91,9 @@ def test_demo_window_shows_every_node_and_a_signal_takes_it_all_down(
         assert pids and all(alive(p) for p in pids)
         proc.send_signal(sig)
         assert proc.wait(60) == 128 + sig, "".join(seen)
+        # SIGINT once printed a KeyboardInterrupt traceback from a timer slot and the GUI kept running
+        said = "".join(seen) + (proc.stderr.read() if proc.stderr is not None else "")
+        assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
         if keep:  # --keep-demo: the cluster outlives the window
             assert leftovers(state) and all(alive(p) for p in pids)
         else:

@@ -25,6 +25,7 @@ from omview.agent.jobs.table import (
     JobStore,
     file_size,
     launch_argv,
+    prune_set_aside,
     read_chunk,
     read_status,
     set_aside,
@@ -86,6 +87,7 @@ class JobManager:
         #: wait statuses of reaped children (restored trees are ours: their exit status is only here)
         self.reaped: dict[int, int] = {}
         self._tick_lock = threading.Lock()
+        self._prune_set_aside()
 
     # ------------------------------------------------------------------ launch
     def launch(self, job: Job, env: dict[str, str]) -> Job:
@@ -279,7 +281,13 @@ class JobManager:
             self.store.save()
         self.procs.pop(job.id, None)
         log.info("job %s ended: %s", job.id, job.status)
+        self._prune_set_aside()
         self._report_exit(job)
+
+    def _prune_set_aside(self) -> None:
+        n = prune_set_aside(self.store.jobs_dir)
+        if n:
+            log.info("removed %d job director%s of earlier jobs with a reused id", n, "y" if n == 1 else "ies")
 
     def _report_exit(self, job: Job) -> None:
         self.relay_output(job)

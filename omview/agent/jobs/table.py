@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from omview.agent.node.state import atomic_write
+from omview.model.procfs import all_pids
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +152,15 @@ class JobStore:
         return os.path.join(self.jobs_dir, job.dirname, name)
 
 
+#: set_aside() names a leftover directory <dirname>.old-<seconds>[-n]
+OLD_MARK = ".old-"
+
+
 def set_aside(job_dir: str) -> None:
     """Move a leftover directory of an earlier job with the same id out of the way, under a name no
-    other leftover has (two jobs of one deputy PID can end within the same second)."""
-    base = f"{job_dir}.old-{int(time.time())}"
+    other leftover has (two jobs of one deputy PID can end within the same second). The new job's
+    record replaces the old one, so nothing reads it any more: prune_set_aside() removes it."""
+    base = f"{job_dir}{OLD_MARK}{int(time.time())}"
     for n in range(1000):
         try:
             os.rename(job_dir, base if n == 0 else f"{base}-{n}")
@@ -162,6 +169,49 @@ def set_aside(job_dir: str) -> None:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
     raise FileExistsError(f"cannot set {job_dir} aside: 1000 leftovers of this second already")
+
+
+def prune_set_aside(jobs_dir: str) -> int:
+    """Remove the directories set_aside() left in JOBS_DIR once nothing uses them: jobinit wrote that
+    job's exit status (its PID namespace is gone with it), or no process has its cwd or an open file
+    there (one pass over /proc, only when some leftover has no status). Returns how many went.
+
+    Called at the agent's start and whenever a job ends, so they never pile up: a client that starts
+    job after job (the GUI, one connection) gets the same job id every time."""
+    try:
+        old = sorted(os.path.join(jobs_dir, n) for n in os.listdir(jobs_dir) if OLD_MARK in n)
+    except OSError:
+        return 0
+    busy: set[str] | None = None
+    removed = 0
+    for path in old:
+        if not os.path.isfile(os.path.join(path, "status")):
+            if busy is None:
+                busy = _dirs_in_use(jobs_dir)
+            if path in busy:
+                continue  # an orphan of that job still runs (killed, not yet gone)
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not os.path.lexists(path)
+    return removed
+
+
+def _dirs_in_use(jobs_dir: str) -> set[str]:
+    """The entries of JOBS_DIR some process has its cwd or an open file in."""
+    prefix = jobs_dir.rstrip("/") + "/"
+    out: set[str] = set()
+    for pid in all_pids():
+        try:
+            links = [f"/proc/{pid}/cwd", *(f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd"))]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                out.add(prefix + target[len(prefix) :].split("/", 1)[0])
+    return out
 
 
 def launch_argv(job: Job, job_dir: str, python: str = sys.executable) -> list[str]:

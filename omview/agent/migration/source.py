@@ -144,7 +144,7 @@ class SourceSide:
             )
         if self.env.criu() is None:
             raise MigrationError(FaultCode.NO_CRIU, f"CRIU does not work on node {me} (see node.info criu)")
-        why = movable.owner_reason(job.uid, job.gid)
+        why = movable.job_reason(job.uid, job.gid, criumod.job_tasks(job.pid))
         if why:
             raise MigrationError(FaultCode.CANT_MOVE, f"job {job.id} cannot move: {why}")
         if not alive(job.pid, job.pid_start):

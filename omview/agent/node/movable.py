@@ -10,7 +10,7 @@ import functools
 import os
 import pwd
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,8 +238,8 @@ def _group_outside(leader: int) -> str:
 
 def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
     """The rules for PID's cwd, root and program (after its open and mapped files), then its owner
-    (CRIU needs prlimit on it) and SysV shared memory: the first that fails as the reason ("" =
-    none). Adds the paths to FILES when given."""
+    (CRIU needs prlimit on it), SysV shared memory and TCP/UDP sockets CRIU cannot dump here: the
+    first that fails as the reason ("" = none). Adds the paths to FILES when given."""
     for link in ("cwd", "root"):
         with contextlib.suppress(OSError):
             path = os.readlink(f"/proc/{pid}/{link}")
@@ -256,7 +256,7 @@ def path_rules(pid: int, files: dict[str, dict[str, Any]] | None = None) -> str:
             return f"its program {exe[:-10]} was deleted"
         if files is not None:
             _add(files, exe, os.stat(f"/proc/{pid}/exe"), False)
-    return _owner_rule(pid) or _sysv_rule(pid)
+    return _owner_rule(pid) or _sysv_rule(pid) or socket_rule(pid)
 
 
 CAP_SYS_RESOURCE = 24
@@ -293,17 +293,72 @@ def _owner_rule(pid: int) -> str:
     return owner_reason(st.st_uid, st.st_gid)
 
 
-def _sysv_rule(pid: int) -> str:
-    """SysV shared memory belongs to the node's IPC namespace, not to the process: CRIU dumps it only
-    with the whole namespace, so the dump fails. Maps are read only when some segment is attached
-    (in the agent's IPC namespace, the nodes' usual one)."""
+SYSV_SHM = "attached SysV shared memory (it belongs to the node's IPC namespace; CRIU cannot move it)"
+
+
+def _shm_attached() -> bool:
+    """Some SysV segment is attached (in the agent's IPC namespace, the nodes' usual one)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/sysvipc/shm", encoding="ascii") as fh:
-            attached = any(int(line.split()[6]) > 0 for line in list(fh)[1:])
-        if attached:
-            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
-                if any(" /SYSV" in line for line in fh):
-                    return "attached SysV shared memory (it belongs to the node's IPC namespace; CRIU cannot move it)"
+            return any(int(line.split()[6]) > 0 for line in list(fh)[1:])
+    return False
+
+
+def _maps_sysv(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            if any(" /SYSV" in line for line in fh):
+                return SYSV_SHM
+    return ""
+
+
+def _sysv_rule(pid: int) -> str:
+    """SysV shared memory belongs to the node's IPC namespace, not to the process: CRIU dumps it only
+    with the whole namespace, so the dump fails. Maps are read only when some segment is attached."""
+    return _maps_sysv(pid) if _shm_attached() else ""
+
+
+#: socket protocols (xattr system.sockprotoname) CRIU dumps on every kernel
+_LOCAL_SOCKETS = ("UNIX", "NETLINK")
+
+
+def socket_rule(pid: int) -> str:
+    """A TCP (listening, not yet connected), UDP or raw socket when this node's CRIU cannot dump one
+    (criu.probe_inet_sockets: CRIU before the fix for Linux 6.16 fails on any of them). Connected TCP
+    is the process list's own rule ("open TCP connection"). fds are read only when the probe said no."""
+    trouble = criumod.inet_socket_trouble()
+    if not trouble:
+        return ""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return ""
+    for fd in fds:
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if not os.readlink(path).startswith("socket:"):
+                continue
+            proto = os.getxattr(path, "system.sockprotoname").rstrip(b"\0").decode("ascii", "replace")
+        except OSError:
+            continue
+        if not proto.startswith(_LOCAL_SOCKETS):
+            return (f"open {proto} socket (this node's CRIU cannot dump TCP/UDP sockets on Linux "
+                    f"{os.uname().release}: {trouble})")  # fmt: skip
+    return ""
+
+
+def job_reason(uid: int, gid: int, pids: Iterable[int]) -> str:
+    """Why a job whose tasks are PIDS (criu.job_tasks) cannot be dumped here ("" = none): its owner
+    (owner_reason), SysV shared memory or a socket CRIU cannot dump in any of its tasks - what
+    path_rules says of plain processes, for the job row of procs.list and the migration pre-flight."""
+    why = owner_reason(uid, gid)
+    if why:
+        return why
+    shm = _shm_attached()
+    for pid in pids:
+        why = (_maps_sysv(pid) if shm else "") or socket_rule(pid)
+        if why:
+            return why
     return ""
 
 

@@ -129,6 +129,7 @@ class CriuProbe:
             # probe post-copy support now, at start in this worker, so that the first post-copy
             # migration does not run that criu check in its prepare phase (10-50 ms, cached after)
             criumod.lazy_supported(status.path)
+            criumod.probe_inet_sockets(status.path)  # can it dump TCP/UDP sockets here (movable.socket_rule)
         return status
 
 
