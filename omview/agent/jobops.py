@@ -20,7 +20,7 @@ from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id, set_aside
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
-from omview.agent.migration.placement import best_node, check_target
+from omview.agent.migration.placement import best_node, check_target, tree_rss
 from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
 from omview.agent.node import movable
@@ -298,7 +298,7 @@ class JobOps:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on its home node {me}")
         nodes = self.node.fresh_nodes()
         if spec.is_best:
-            target = best_node(nodes, me)
+            target = best_node(nodes, me, rss=tree_rss(f.pids))  # only a node with room for it
             if target == me:
                 raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on the best node ({me})")
         else:
