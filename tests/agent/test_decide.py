@@ -105,6 +105,17 @@ def test_switches_stay_quiet_lstay_lock_block() -> None:
     assert d.move and d.target == 3
 
 
+def test_a_young_job_moves_only_when_the_time_it_saves_repays_the_move() -> None:
+    """Expected remaining time ~ age: 4 on 1 CPU vs idle = gain 4, saves 3/4 of the age; a 10 MiB move
+    costs 0.1 + 0.1 s. At 0.2 s of age it does not pay yet, at 0.3 s it does; 1 GiB takes longer."""
+    d = decide.decide(here(4), [peer(2)], burners(4, age=0.2))
+    assert not d.move and d.reason == "young" and d.details["cost"] == pytest.approx(0.2)
+    assert decide.decide(here(4), [peer(2)], burners(4, age=0.3)).move
+    big = [Candidate(id="1:1", cpu=100.0, rss=GiB // 2, home=1, age=5.0)]
+    assert decide.decide(here(4), [peer(2)], big).reason == "young"  # 3.75 s saved < 5.22 s cost
+    assert decide.decide(here(4), [peer(2)], [*big, *burners(1, age=1.0)]).job == "1:100"  # the next one
+
+
 def test_hold_off_after_arrival() -> None:
     fresh = burners(4, since_move=5.0)
     d = decide.decide(here(4), [peer(2)], fresh)
@@ -133,7 +144,9 @@ def test_memory_ushering_moves_against_load_to_a_node_with_room() -> None:
 def test_load_moves_need_room_too() -> None:
     big = [Candidate(id="1:1", cpu=100.0, rss=1500 * MiB, home=1)] + burners(3)
     d = decide.decide(here(4), [peer(2, 0, free=GiB)], big)
-    assert not d.move and d.reason == "no-target"  # the hungriest (tie by id: 1:1) fits nowhere
+    assert d.move and d.job == "1:100"  # the hungriest (tie by id: 1:1) fits nowhere: the next one goes
+    d = decide.decide(here(4), [peer(2, 0, free=GiB)], big[:1])
+    assert not d.move and d.reason == "no-target"
     assert decide.has_room(peer(2, free=GiB), 800 * MiB) and not decide.has_room(peer(2, free=GiB), 900 * MiB)
 
 

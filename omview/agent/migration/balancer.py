@@ -11,6 +11,7 @@ a job (load or memory ushering) or hold, and why. It keeps the last decisions fo
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -31,13 +32,11 @@ from omview.model.target import Target
 
 log = logging.getLogger(__name__)
 
-BALANCE_EVERY = 2.0
-#: after a move this node waits so loads settle (its own drops at once, the gossip lags)
-COOLDOWN = 5.0
+BALANCE_EVERY = decide.BALANCE_EVERY
+COOLDOWN = decide.COOLDOWN
 STAB_FACTOR = decide.STAB_FACTOR
 MIN_SHARE = decide.MIN_SHARE
-#: a node that just received a job from us counts it (and its memory) there this long (gossip lags)
-ARRIVAL_MEMORY = 8.0
+ARRIVAL_MEMORY = decide.ARRIVAL_MEMORY
 #: decisions kept for balancer.decisions (a hold repeating the previous one only updates its count)
 DECISIONS_KEPT = 100
 
@@ -177,7 +176,7 @@ class Balancer:
             out.append((decide.Candidate(
                 id=job.id, cpu=0.0 if cpu is None else cpu,  # arrived since the last sample: not measured yet
                 rss=self.source.job_rss(job), hints=tuple(job.hints), home=job.home, lock=job.lock,
-                since_move=self.since_move(job),
+                since_move=self.since_move(job), moves=job.nmigs, age=time.time() - job.created if job.created > 0 else math.inf,
             ), job))  # fmt: skip
         return out
 

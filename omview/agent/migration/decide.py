@@ -20,8 +20,17 @@ from typing import Any
 
 from omview.model.cluster import STD_SPEED
 
-#: a move must make the job run this much faster than here (Kerrighed's MOSIX stab_factor, 130 %)
-STAB_FACTOR = 1.3
+#: how often a node decides (seconds; MOSIX: every second), how long it waits after a move (one full
+#: sample of its own load without the job), and how long a job it sent counts at the receiver (its
+#: gossiped load catches up within a few seconds)
+BALANCE_EVERY = 1.0
+COOLDOWN = 2.0
+ARRIVAL_MEMORY = 8.0
+#: a move must make the job run this much faster than here: the stability margin against ping-pong.
+#: Kerrighed's MOSIX balancer uses 130 %; bench/balance.py shows that on mixed-speed clusters 1.3
+#: costs more than one migration per job (lone jobs hopping to slightly faster idle nodes) for a
+#: few per cent of slowdown, so 1.4 (docs/migration.md)
+STAB_FACTOR = 1.4
 #: a job's CPU statistic (percent of one CPU it wants) must reach this share of what one runnable
 #: process gets here to count as CPU-bound
 MIN_SHARE = 30.0
@@ -30,6 +39,10 @@ HOLD_OFF = 20.0
 #: a node is short of memory when its free memory is below this fraction of its total; a move may
 #: not leave a target below it either (so an ushered job is not ushered straight on)
 MEM_LOW = 0.10
+#: what a move costs the job (frozen or slowed): a fixed part plus its memory at a bandwidth
+#: (bench/migrate.py: 0.07-0.15 s frozen for 10 MiB; a 1 Gbit/s network carries ~110 MB/s)
+MOVE_FIXED = 0.1
+MOVE_BANDWIDTH = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,12 @@ class Candidate:
     lock: bool = False
     #: seconds since it arrived here by migration; None if it never moved (no hold-off)
     since_move: float | None = None
+    #: migrations so far: the hold-off doubles with each (hold_off, 2x, 4x ...), so a job that
+    #: keeps finding a better node settles
+    moves: int = 0
+    #: seconds since it started (on any node): with heavy-tailed run times, the expected remaining
+    #: time grows with it; a move must be repaid by the time it saves (Harchol-Balter & Downey 1997)
+    age: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,8 @@ class Settings:
     min_share: float = MIN_SHARE
     hold_off: float = HOLD_OFF
     mem_low: float = MEM_LOW
+    move_fixed: float = MOVE_FIXED
+    move_bandwidth: float = MOVE_BANDWIDTH
 
 
 @dataclass(frozen=True)
@@ -93,7 +114,7 @@ class Decision:
     """What to do now. ``action`` is "move" or "hold"; ``reason`` a stable code, ``text`` for humans.
 
     Move reasons: ``load`` (the job runs faster there), ``memory`` (memory ushering). Hold reasons:
-    ``stay``, ``quiet``, ``no-candidate``, ``balanced``, ``no-target``, ``no-room``.
+    ``stay``, ``quiet``, ``no-candidate``, ``balanced``, ``young``, ``no-target``, ``no-room``.
     """
 
     action: str
@@ -119,6 +140,11 @@ def rate(node: Node, *, extra: float) -> float:
     (1 for a newcomer, 0 for a job counted there already): speed * min(1, cpus / processes)."""
     x = node.runnable + extra
     return node.speed * min(1.0, node.cpus / x) if x > 0 else float(node.speed)
+
+
+def move_cost(rss: int, settings: Settings = Settings()) -> float:
+    """Seconds a move of a job of RSS bytes costs it (estimate)."""
+    return settings.move_fixed + max(0, rss) / settings.move_bandwidth
 
 
 def low_mark(node: Node, settings: Settings = Settings()) -> int:
@@ -150,6 +176,11 @@ def _fmt_mib(n: int) -> str:
     return f"{n / 1048576:.0f} MiB"
 
 
+def hold_off(c: Candidate, settings: Settings = Settings()) -> float:
+    """Seconds C must stay after arriving: hold_off, doubled for each earlier migration."""
+    return settings.hold_off * 2.0 ** max(0, min(c.moves, 8) - 1)
+
+
 def eligible(here: Here, cands: Sequence[Candidate], settings: Settings) -> tuple[list[Candidate], dict[str, int]]:
     """The jobs the switches and hold-offs let move, and how many each rule held back."""
     out: list[Candidate] = []
@@ -159,7 +190,7 @@ def eligible(here: Here, cands: Sequence[Candidate], settings: Settings) -> tupl
             held["lock"] += 1
         elif here.lstay and c.home == here.id:
             held["lstay"] += 1
-        elif c.since_move is not None and c.since_move < settings.hold_off:
+        elif c.since_move is not None and c.since_move < hold_off(c, settings):
             held["hold-off"] += 1
         else:
             out.append(c)
@@ -173,7 +204,7 @@ def cpu_bound(here: Here, movable: Sequence[Candidate], settings: Settings) -> l
     fair = 100.0 * min(1.0, here.cpus / max(1.0, here.runnable))
     out = [c for c in movable if "iojob" not in c.hints
            and (c.cpu >= settings.min_share / 100.0 * fair or "cpujob" in c.hints)]  # fmt: skip
-    return sorted(out, key=lambda c: (-c.cpu, c.id))
+    return sorted(out, key=lambda c: (-c.cpu, -c.age, c.id))
 
 
 def _hold(reason: str, text: str, here: Here, **details: Any) -> Decision:
@@ -190,7 +221,9 @@ def decide(here: Here, peers: Iterable[Node], cands: Sequence[Candidate], settin
        it, whatever the loads.
     3. Load: the most CPU-hungry CPU-bound job (statistic >= ``min_share`` % of what one process
        gets here, or hinted ``cpujob``; never ``iojob``) moves to the node where it would run fastest,
-       if that rate beats its rate here by ``stab_factor``. Targets must have room for its memory.
+       if that rate beats its rate here by ``stab_factor`` and the time it saves - its age as the
+       estimate of its remaining time, times 1 - 1/gain - repays the move's cost (``move_cost``);
+       else the next hungriest. Targets must have room for its memory.
     """
     if here.stay:
         return _hold("stay", f"node {here.id} has stay set: no automatic migration", here)
@@ -225,25 +258,40 @@ def decide(here: Here, peers: Iterable[Node], cands: Sequence[Candidate], settin
         return _hold("no-candidate", f"node {here.id}: no CPU-bound job may move ({len(cands)} job(s) here)",
                      here, held=held, jobs=len(cands))  # fmt: skip
     mine = rate(here, extra=0.0)
-    job = hungry[0]
-    got = best_rate(targets, job.rss, settings)
-    if got is None:
-        return _hold("no-target", f"node {here.id}: no node up, open and with room for job {job.id}", here,
-                     held=held)  # fmt: skip
-    node, r = got
-    gain = r / mine if mine > 0 else math.inf
-    if r <= mine * settings.stab_factor + 1e-9:
+    first: Decision | None = None  # the hold to report if no job moves: about the hungriest job
+    for job in hungry:
+        got = best_rate(targets, job.rss, settings)
+        if got is None:
+            first = first or _hold("no-target", f"node {here.id}: no node up, open and with room for job {job.id}",
+                                   here, held=held)  # fmt: skip
+            continue
+        node, r = got
+        gain = r / mine if mine > 0 else math.inf
+        common = {"job": job.id, "target": node.id, "my_load": here.load, "its_load": node.load,
+                  "gain": round(gain, 3) if math.isfinite(gain) else 0.0}  # fmt: skip
+        if r <= mine * settings.stab_factor + 1e-9:
+            first = first or Decision(
+                "hold", "balanced",
+                f"node {here.id} (load {here.load}) is balanced: the best node {node.id} (load {node.load}) would "
+                f"run job {job.id} {gain:.2f}x as fast, not more than {settings.stab_factor:.2f}x",
+                details={"held": held}, **common,
+            )  # fmt: skip
+            continue
+        cost = move_cost(job.rss, settings)
+        saved = job.age * (1.0 - 1.0 / gain)  # a job's expected remaining run time grows with its age
+        if saved < cost:
+            first = first or Decision(
+                "hold", "young",
+                f"node {here.id}: job {job.id} would run {gain:.2f}x as fast on node {node.id} but is too young "
+                f"({job.age:.1f} s) to repay a move of about {cost:.2f} s",
+                details={"held": held, "age": round(job.age, 2), "cost": round(cost, 3)}, **common,
+            )  # fmt: skip
+            continue
         return Decision(
-            "hold", "balanced",
-            f"node {here.id} (load {here.load}) is balanced: the best node {node.id} (load {node.load}) would run "
-            f"job {job.id} {gain:.2f}x as fast, not more than {settings.stab_factor:.2f}x",
-            job=job.id, target=node.id, my_load=here.load, its_load=node.load, gain=round(gain, 3),
-            details={"held": held},
+            "move", "load",
+            f"node {here.id} (load {here.load}) moves job {job.id} (CPU {job.cpu:.0f}%) to node {node.id} "
+            f"(load {node.load}): expected {gain:.2f}x as fast",
+            details={"cpu": round(job.cpu, 1), "rss": job.rss}, **common,
         )  # fmt: skip
-    return Decision(
-        "move", "load",
-        f"node {here.id} (load {here.load}) moves job {job.id} (CPU {job.cpu:.0f}%) to node {node.id} "
-        f"(load {node.load}): expected {gain:.2f}x as fast",
-        job=job.id, target=node.id, my_load=here.load, its_load=node.load,
-        gain=round(gain, 3) if math.isfinite(gain) else 0.0, details={"cpu": round(job.cpu, 1), "rss": job.rss},
-    )  # fmt: skip
+    assert first is not None
+    return first
