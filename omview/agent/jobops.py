@@ -103,6 +103,7 @@ class JobOps:
             "job.output": self.job_output,
             "proc.migrate": self.proc_migrate,
             "migration.history": self.migration_history,
+            "balancer.decisions": self.balancer_decisions,
             "admin.expel": self.admin_expel,
             "admin.bring": self.admin_bring,
             "peer.job.launch": self.peer_job_launch,
@@ -384,6 +385,14 @@ class JobOps:
             "nmigs": self.source.count,
             "migrations": self.source.recent[-limit:],
         }
+
+    async def balancer_decisions(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """The balancer's last decisions (moves and holds, with reasons), oldest first."""
+        limit = int(args.get("limit", 20))
+        if not 1 <= limit <= 100:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"balancer.decisions: limit must be 1..100, not {limit}")
+        b = self.balancer
+        return {"node": self.me, "enabled": b.enabled, "moves": b.moves, "decisions": b.decisions(limit)}
 
     # ------------------------------------------------------------------ node switches
     def expel_all(self) -> dict[str, Any]:

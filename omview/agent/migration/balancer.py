@@ -71,9 +71,9 @@ class Balancer:
         sample = self.node.sample
         if sample is None:
             return
-        f = self.node.flags
-        # stay/quiet stop the looks, not the statistics: they are current when the switch is cleared
-        look = not self.busy and time.monotonic() >= self.next_at and not (f.stay or f.quiet)
+        # stay/quiet make every look a hold (decide says so, balancer.decisions shows it); the
+        # statistics go on, so they are current when the switch is cleared
+        look = not self.busy and time.monotonic() >= self.next_at
         if sample is self._observed and not look:
             return  # sampling failed and kept the old measurement: do not count it twice
         self.observing = True
