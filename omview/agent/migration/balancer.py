@@ -56,7 +56,8 @@ class Balancer:
         self.busy = False  # a look (and maybe a migration) is running
         self.observing = False  # a statistics update is running
         self.next_at = time.monotonic() + 2 * BALANCE_EVERY  # let the first loads settle
-        self.sent: dict[int, list[tuple[float, int]]] = {}  # node -> (expiry, rss) of jobs we sent there
+        #: node -> (expiry, rss, its runnable processes when we sent it) of the jobs we sent there
+        self.sent: dict[int, list[tuple[float, int, float]]] = {}
         self.moves = 0
         self.stats = JobStats()
         self._observed: Sample | None = None  # the sample last folded into the statistics
@@ -143,8 +144,9 @@ class Balancer:
         )  # fmt: skip
 
     def peers(self) -> list[decide.Node]:
-        """The peers from the gossiped table; jobs we sent in the last ARRIVAL_MEMORY seconds are added
-        to the receiver's runnable processes and taken from its free memory, because gossip lags."""
+        """The peers from the gossiped table. A job we sent counts at the receiver (one more runnable
+        process, its memory less free) until the receiver's gossiped load shows it - at most
+        ARRIVAL_MEMORY seconds - so it is neither forgotten nor counted twice while gossip lags."""
         me = self.node.node_id
         now = time.monotonic()
         out = []
@@ -152,7 +154,7 @@ class Balancer:
             if nid == me:
                 continue
             n = as_node(info)
-            pending = [p for p in self.sent.get(nid, []) if p[0] > now]
+            pending = [p for p in self.sent.get(nid, []) if p[0] > now and n.runnable < p[2] + 0.5]
             self.sent[nid] = pending
             if pending:
                 n = replace(n, runnable=n.runnable + len(pending), free=max(0, n.free - sum(p[1] for p in pending)))
@@ -225,10 +227,12 @@ class Balancer:
         job = jobs[d.job]
         log.info("balancer: %s", d.text)
         rss = int(d.details.get("rss", 0))
+        seen = self.node.nodes_snapshot.get(d.target)
+        base = as_node(seen).runnable if seen is not None else 0.0  # what its gossip said before the job came
         try:
             self.source.migrate(job.id, Target.to_node(d.target), reason="balance")
             self.moves += 1
-            self.sent.setdefault(d.target, []).append((time.monotonic() + ARRIVAL_MEMORY, rss))
+            self.sent.setdefault(d.target, []).append((time.monotonic() + ARRIVAL_MEMORY, rss, base))
             self.note(d, result="ok")
         except JobError as exc:
             log.warning("balancer: moving job %s to node %d failed: %s", job.id, d.target, exc.message)
