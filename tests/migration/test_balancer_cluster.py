@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def nmigs(c: Cluster) -> int:
     return sum(int(call(c, n, "migration.history", limit=1)["nmigs"]) for n in (1, 2, 3))
 
 
-def decisions(c: Cluster, node: int) -> list[dict[str, object]]:
+def decisions(c: Cluster, node: int) -> list[dict[str, Any]]:
     r = c.exec(node, ["mosctl", "--json", "balancer", "100"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return list(json.loads(r.stdout)["decisions"])
@@ -62,7 +63,7 @@ def mosctl(c: Cluster, node: int, *args: str) -> None:
     c.exec(node, ["mosctl", *args], check=True, timeout=30)
 
 
-def seen_by(c: Cluster, viewer: int, node: int, key: str) -> object:
+def seen_by(c: Cluster, viewer: int, node: int, key: str) -> Any:
     return {n["id"]: n for n in call(c, viewer, "cluster.nodes")}[node][key]
 
 
@@ -103,9 +104,9 @@ def test_two_nodes_four_burners_spread_within_20s_and_stay_put_for_60s(cluster: 
         hold_still(cluster, deps, 60, [2, 2, 0])
         moves = [d for d in decisions(cluster, 1) if d["action"] == "move"]
         assert len(moves) == 2 and {d["reason"] for d in moves} == {"load"} and {d["target"] for d in moves} == {2}
-        for d in moves:  # my load, its load, expected gain: the reasons are there
-            assert d["result"] == "ok" and float(d["gain"]) > 1.4 and int(d["my_load"]) > int(d["its_load"])
-            assert re.search(r"moves job 1:\d+ \(CPU \d+%\) to node 2", str(d["text"]))
+        for m in moves:  # my load, its load, expected gain: the reasons are there
+            assert m["result"] == "ok" and float(m["gain"]) > 1.4 and int(m["my_load"]) > int(m["its_load"])
+            assert re.search(r"moves job 1:\d+ \(CPU \d+%\) to node 2", str(m["text"]))
         last = decisions(cluster, 1)[-1]
         assert last["action"] == "hold" and last["reason"] == "balanced", last
         text = cluster.exec(1, ["mosctl", "balancer", "3"], capture_output=True, text=True, timeout=30).stdout
@@ -155,19 +156,20 @@ def set_memory(c: Cluster, node: int, budget: int) -> None:
 
 
 def test_memory_ushering_sends_a_big_job_only_where_it_fits(cluster: Cluster) -> None:
-    """Node 1's budget is 120 MiB more than it uses, so its 170 MiB job over-commits it; node 3 is idle
-    but as small; node 2 is busy but roomy: the job goes to node 2, never to node 3, and `migrate best`
-    will not send it anywhere it does not fit."""
-    used = {n: int(call(cluster, n, "node.info")["tmem"]) - int(call(cluster, n, "node.info")["mem"]) for n in (1, 3)}
-    set_memory(cluster, 1, used[1] + 120 * MiB)
-    set_memory(cluster, 3, used[3] + 120 * MiB)
-    wait(lambda: int(seen_by(cluster, 2, 1, "tmem")) < 1024 * MiB and int(seen_by(cluster, 1, 3, "tmem")) < 1024 * MiB,
-         20, "the new memory budgets in the gossip")  # fmt: skip
+    """Nodes 1 and 3 get a 512 MiB budget, node 2 keeps 2 GiB. A job 40 MiB bigger than what node 1
+    or node 3 has free over-commits node 1; node 3 is idle but has no room, node 2 is busy but roomy:
+    the job goes to node 2, never to node 3, and `migrate best` will not send it anywhere it does not fit."""
+    for n in (1, 3):
+        set_memory(cluster, n, 512 * MiB)
+    wait(lambda: all(int(seen_by(cluster, 2, n, "tmem")) == 512 * MiB for n in (1, 3)), 20,
+         "the new memory budgets in the gossip")  # fmt: skip
+    time.sleep(2)  # a few samples of the restarted agents
+    size = max(int(call(cluster, n, "node.info")["mem"]) for n in (1, 3)) // MiB + 40
     old = len(call(cluster, 1, "migration.history", limit=200)["migrations"])
     busy = start(cluster, 2, 1, opts=["--nomig"])  # node 2 is the slower choice for load alone
     big: list[Deputy] = []
     try:
-        big = start(cluster, 1, 1, [*BIG, "170"])
+        big = start(cluster, 1, 1, [*BIG, str(size)])
         job = big[0]
         try:
             wait(lambda: where(cluster, job) != 1, 60, "the big job to leave node 1", every=0.5)
