@@ -28,8 +28,8 @@ COOLDOWN = 2.0
 ARRIVAL_MEMORY = 8.0
 #: a move must make the job run this much faster than here: the stability margin against ping-pong.
 #: Kerrighed's MOSIX balancer uses 130 %; bench/balance.py shows that on mixed-speed clusters 1.3
-#: costs more than one migration per job (lone jobs hopping to slightly faster idle nodes) for a
-#: few per cent of slowdown, so 1.4 (docs/migration.md)
+#: costs more than one migration per job (lone jobs hopping to slightly faster idle nodes) for about
+#: 1 % of slowdown, so 1.4 (docs/migration.md)
 STAB_FACTOR = 1.4
 #: a job's CPU statistic (percent of one CPU it wants) must reach this share of what one runnable
 #: process gets here to count as CPU-bound
@@ -54,7 +54,7 @@ class Node:
     cpus: int = 1
     #: runnable processes (demand), not normalised; the node's own jobs included
     runnable: float = 0.0
-    free: int = 0  # bytes of free memory; 0 with total 0 = unknown
+    free: int = 0  # bytes of free memory (none known: no room for a job of known size)
     total: int = 0  # bytes of memory
     up: bool = True
     block: bool = False
@@ -267,8 +267,8 @@ def decide(here: Here, peers: Iterable[Node], cands: Sequence[Candidate], settin
             continue
         node, r = got
         gain = r / mine if mine > 0 else math.inf
-        common = {"job": job.id, "target": node.id, "my_load": here.load, "its_load": node.load,
-                  "gain": round(gain, 3) if math.isfinite(gain) else 0.0}  # fmt: skip
+        common: dict[str, Any] = {"job": job.id, "target": node.id, "my_load": here.load, "its_load": node.load,
+                                  "gain": round(gain, 3) if math.isfinite(gain) else 0.0}  # fmt: skip
         if r <= mine * settings.stab_factor + 1e-9:
             first = first or Decision(
                 "hold", "balanced",
