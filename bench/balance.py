@@ -250,7 +250,7 @@ def run(sc: Scenario, strategy: str) -> tuple[float, int]:
             # every node decides once a period; in a random order, each seeing the moves before it
             next_tick = t + decide.BALANCE_EVERY
             rng.shuffle(order)
-            views = {nid: view(sim, nid, inbound) for nid in order}
+            views = Views(sim, inbound)
             for nid in order:
                 if not sim.on[nid] or quiet_until.get(nid, 0.0) > t:
                     continue
@@ -266,7 +266,8 @@ def run(sc: Scenario, strategy: str) -> tuple[float, int]:
                 heapq.heappush(transit, (t + MOVE_FIXED + job.spec.mem / MOVE_BW, job.spec.id, job))
                 sim.moves += 1
                 quiet_until[nid] = t + decide.COOLDOWN
-                views[nid], views[target] = view(sim, nid, inbound), view(sim, target, inbound)
+                views.pop(nid, None)
+                views.pop(target, None)
         if not (nxt < len(pending) or any(sim.on.values()) or transit):
             break
     return statistics.fmean(sim.done), sim.moves
@@ -279,6 +280,18 @@ def view(sim: Sim, nid: int, inbound: dict[int, list[Running]]) -> decide.Node:
     used = sim.used[nid] + sum(j.spec.mem for j in coming)
     return decide.Node(id=nid, speed=m.speed, cpus=m.cpus, runnable=float(len(sim.on[nid]) + len(coming)),
                        free=max(0, m.memory - used), total=m.memory)  # fmt: skip
+
+
+class Views(dict[int, decide.Node]):
+    """Every node as its peers see it now, computed when first asked for within a round."""
+
+    def __init__(self, sim: Sim, inbound: dict[int, list[Running]]) -> None:
+        super().__init__()
+        self.sim, self.inbound = sim, inbound
+
+    def __missing__(self, nid: int) -> decide.Node:
+        v = self[nid] = view(self.sim, nid, self.inbound)
+        return v
 
 
 def consider(sim: Sim, nid: int, views: dict[int, decide.Node], rng: random.Random) -> tuple[Running, int] | None:
