@@ -20,7 +20,7 @@ from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.table import CHUNK, HINTS, STREAMS, Job, JobStore, parse_job_id, set_aside
 from omview.agent.migration.balancer import Balancer
 from omview.agent.migration.common import MigrationError
-from omview.agent.migration.placement import best_node, check_target
+from omview.agent.migration.placement import best_node, check_target, tree_rss
 from omview.agent.migration.source import SourceSide
 from omview.agent.migration.target import TargetSide
 from omview.agent.node import movable
@@ -102,6 +102,7 @@ class JobOps:
             "job.output": self.job_output,
             "proc.migrate": self.proc_migrate,
             "migration.history": self.migration_history,
+            "balancer.decisions": self.balancer_decisions,
             "admin.expel": self.admin_expel,
             "admin.bring": self.admin_bring,
             "peer.job.launch": self.peer_job_launch,
@@ -297,7 +298,7 @@ class JobOps:
             raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on its home node {me}")
         nodes = self.node.fresh_nodes()
         if spec.is_best:
-            target = best_node(nodes, me)
+            target = best_node(nodes, me, rss=tree_rss(f.pids))  # only a node with room for it
             if target == me:
                 raise MigrationError(FaultCode.BAD_ARGUMENT, f"process {pid} already runs on the best node ({me})")
         else:
@@ -383,6 +384,14 @@ class JobOps:
             "nmigs": self.source.count,
             "migrations": self.source.recent[-limit:],
         }
+
+    async def balancer_decisions(self, conn: Connection, args: dict[str, Any]) -> Any:
+        """The balancer's last decisions (moves and holds, with reasons), oldest first."""
+        limit = int(args.get("limit", 20))
+        if not 1 <= limit <= 100:
+            raise OpFault(FaultCode.BAD_ARGUMENT, f"balancer.decisions: limit must be 1..100, not {limit}")
+        b = self.balancer
+        return {"node": self.me, "enabled": b.enabled, "moves": b.moves, "decisions": b.decisions(limit)}
 
     # ------------------------------------------------------------------ node switches
     def expel_all(self) -> dict[str, Any]:

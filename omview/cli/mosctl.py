@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,7 @@ VERB_HELP: list[tuple[str, str]] = [
     ("status [ID]", "current status and configuration"),
     ("isup [ID]", "is the node up? prints up/down, exit 0 when up, 1 when down"),
     ("setspeed N", f"set this node's speed (reference CPU = {STD_SPEED})"),
+    ("balancer [N]", "the automatic balancer's last N decisions (default 10): moves and holds, with why"),
     ("mfs | nomfs | gettune | getyard | setyard", "kernel-only openMosix verbs: not applicable"),
 ]
 
@@ -377,6 +379,38 @@ def _do_whois(verb: str, args: list[str], as_json: bool) -> int:
     return EXIT_OK
 
 
+def decision_lines(result: dict[str, Any]) -> list[str]:
+    """One line per balancer decision, oldest first: time, what, and why (the agent's own text)."""
+    state = "on" if result.get("enabled") else "off (agent.toml balance = false)"
+    lines = [f"node {result.get('node')}: automatic balancing {state}, {result.get('moves', 0)} move(s) so far"]
+    for d in result.get("decisions", []):
+        when = time.strftime("%H:%M:%S", time.localtime(float(d.get("time", 0))))
+        what = f"{d.get('action')} ({d.get('reason')})"
+        if d.get("result"):
+            what += f" {d['result']}"
+        repeat = f" [x{d['repeat']}]" if int(d.get("repeat", 1)) > 1 else ""
+        lines.append(f"{when}  {what:<22} {d.get('text', '')}{repeat}")
+        if d.get("error"):
+            lines.append(f"{'':10}{'':<22} error: {d['error']}")
+    if not result.get("decisions"):
+        lines.append("no decision yet (the balancer looks every second once the node has been measured)")
+    return lines
+
+
+def _do_balancer(verb: str, args: list[str], as_json: bool) -> int:
+    if len(args) > 1:
+        raise CliError(f"usage: {PROG} balancer [N]  (the last N decisions, 1..100)")
+    limit = parse_int(args[0], "N", minimum=1, maximum=100) if args else 10
+    with connect(PROG) as client:
+        result = dict(client.call("balancer.decisions", limit=limit))
+    if as_json:
+        print_json(result)
+    else:
+        for line in decision_lines(result):
+            print(line)
+    return EXIT_OK
+
+
 def _not_applicable(verb: str) -> Callable[[str, list[str], bool], int]:
     def handler(_verb: str, _args: list[str], _as_json: bool) -> int:
         raise CliError(f"{verb}: not applicable on omview: {NOT_APPLICABLE[verb]}", EXIT_USAGE)
@@ -396,6 +430,7 @@ HANDLERS: dict[str, Callable[[str, list[str], bool], int]] = {
     "setdecay": _do_setdecay,
     "getdecay": _do_getdecay,
     "whois": _do_whois,
+    "balancer": _do_balancer,
 }
 
 

@@ -139,6 +139,7 @@ OPS: dict[str, OpSpec] = {
     ),
     "proc.migrate": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "target": Arg(_STR, True)}, access="own"),
     "migration.history": OpSpec({"limit": Arg(_INT)}),
+    "balancer.decisions": OpSpec({"limit": Arg(_INT)}),
     # agent-to-agent requests over the SSH bridge (root only)
     "peer.job.launch": OpSpec({"job": Arg((dict,), True), "env": Arg((dict,))}, access="root"),
     "peer.job.update": OpSpec(

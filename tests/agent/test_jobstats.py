@@ -369,3 +369,25 @@ def test_job_status_shows_the_statistic_where_the_job_runs(rig: Rig) -> None:
     shown = ops._shown(rig.agent.jobstore.get(here.id))
     assert shown["balance_cpu"] == round(stat, 1) and shown["id"] == here.id and shown["hints"] == ["slowdecay"]
     assert ops._shown(rig.agent.jobstore.get(away.id))["balance_cpu"] is None
+
+
+def test_decisions_are_kept_with_reasons_and_repeated_holds_count_up(rig: Rig) -> None:
+    """balancer.decisions' log: a hold that repeats the last one counts up, a new reason is a new entry."""
+    job = rig.job([])
+    agent = rig.agent
+    b = agent.balancer
+    key = (job.pid, job.pid_start)
+    for t in range(5):
+        agent.sample = sample({key: 100.0}, demand=1.0)
+        b.observe(agent.sample, now=4000.0 + t)
+    agent.flags = replace(agent.flags, stay=True)
+    b.consider()
+    b.consider()
+    log = b.decisions()
+    assert [(d["action"], d["reason"], d["repeat"]) for d in log] == [("hold", "stay", 2)]
+    agent.flags = replace(agent.flags, stay=False)
+    b.consider()  # one CPU-bound job on 2 CPUs, node 2 idle: no gain worth a move
+    log = b.decisions()
+    assert [(d["action"], d["reason"]) for d in log] == [("hold", "stay"), ("hold", "balanced")]
+    assert log[-1]["job"] == job.id and log[-1]["target"] == 2 and log[-1]["gain"] == 1.0
+    assert b.decisions(1) == log[-1:]

@@ -86,6 +86,8 @@ def test_mosctl_help_lists_every_verb(cli: Runner) -> None:
         ("mosctl", ["setdecay", "0"], "decay interval must be at least 1"),
         ("mosctl", ["setdecay", "1", "2000", "926"], "slow decay must be at most 1000"),
         ("mosctl", ["whois", "a", "b"], "usage: mosctl whois"),
+        ("mosctl", ["balancer", "0"], "N must be at least 1"),
+        ("mosctl", ["balancer", "5", "6"], "usage: mosctl balancer [N]"),
         ("mosctl", ["--bogus", "status"], "unrecognized arguments"),
         ("setpe", [], "one of -w, -r or -off is required"),
         ("setpe", ["-w", "-r"], "not allowed with argument"),

@@ -1,40 +1,44 @@
 """L2 agent: MOSIX-like automatic load balancing of mosrun jobs (agent.toml ``balance``, default on).
 
-Every sample (1 s) it updates each local job's CPU-usage statistic (jobstats: decaying per the
-node's decay flags and the job's mosrun decay hint, or its lifetime average with nodecay). Every
-BALANCE_EVERY seconds a node that is not stay/quiet looks at its migratable jobs whose statistic
-says they are CPU-bound and the load its peers gossip; it moves the job with the highest statistic
-when another node is expected to run it faster by the stab factor (130%, Kerrighed's MOSIX
-balancer), then waits COOLDOWN so loads settle (docs/migration.md, "Automatic balancing").
+Every sample (1 s) it updates each local job's CPU statistic (jobstats: the share of a CPU the job
+wanted, decaying per the node's decay flags and the job's mosrun decay hint, or its lifetime average
+with nodecay). Every BALANCE_EVERY seconds it gathers this node's view (its runnable processes,
+speed, CPUs, memory; its jobs; the loads its peers gossip) and asks decide.decide what to do: move
+a job (load or memory ushering) or hold, and why. It keeps the last decisions for
+``balancer.decisions`` (docs/migration.md, "Automatic balancing").
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import replace
+from typing import Any
 
 from omview.agent.jobs.run import JobError, JobManager
 from omview.agent.jobs.stats import JobStats, StatKey, measure
 from omview.agent.jobs.table import Job, JobStore
-from omview.agent.migration.placement import best_node
+from omview.agent.migration import decide
+from omview.agent.migration.placement import as_node
 from omview.agent.migration.source import SourceSide
 from omview.agent.node.sampler import Sample
 from omview.agent.node.view import NodeView
-from omview.model.cluster import STD_SPEED, NodeInfo
+from omview.model.procfs import HZ
 from omview.model.target import Target
 
 log = logging.getLogger(__name__)
 
-BALANCE_EVERY = 2.0
-COOLDOWN = 5.0
-STAB_FACTOR = 1.3
-#: a job's statistic (jobstats) must reach this share (percent) of what one runnable process gets
-#: here - one CPU, or cpus/demand on an overloaded node - to count as CPU-bound and be worth a migration
-MIN_SHARE = 30.0
-#: a node that just received a job from us counts it as running there this long (gossip lags)
-ARRIVAL_MEMORY = 8.0
+BALANCE_EVERY = decide.BALANCE_EVERY
+COOLDOWN = decide.COOLDOWN
+STAB_FACTOR = decide.STAB_FACTOR
+MIN_SHARE = decide.MIN_SHARE
+ARRIVAL_MEMORY = decide.ARRIVAL_MEMORY
+#: decisions kept for balancer.decisions (a hold repeating the previous one only updates its count)
+DECISIONS_KEPT = 100
 
 
 class Balancer:
@@ -52,10 +56,14 @@ class Balancer:
         self.busy = False  # a look (and maybe a migration) is running
         self.observing = False  # a statistics update is running
         self.next_at = time.monotonic() + 2 * BALANCE_EVERY  # let the first loads settle
-        self.sent: dict[int, list[float]] = {}  # node -> expiry times of jobs we sent there
+        #: node -> (expiry, rss, its runnable processes when we sent it) of the jobs we sent there
+        self.sent: dict[int, list[tuple[float, int, float]]] = {}
         self.moves = 0
         self.stats = JobStats()
         self._observed: Sample | None = None  # the sample last folded into the statistics
+        self.settings = decide.Settings()
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
+        self._dlock = threading.Lock()
 
     def tick(self) -> None:
         """Called after every sample: update the job statistics, and look when one is due."""
@@ -64,9 +72,9 @@ class Balancer:
         sample = self.node.sample
         if sample is None:
             return
-        f = self.node.flags
-        # stay/quiet stop the looks, not the statistics: they are current when the switch is cleared
-        look = not self.busy and time.monotonic() >= self.next_at and not (f.stay or f.quiet)
+        # stay/quiet make every look a hold (decide says so, balancer.decisions shows it); the
+        # statistics go on, so they are current when the switch is cleared
+        look = not self.busy and time.monotonic() >= self.next_at
         if sample is self._observed and not look:
             return  # sampling failed and kept the old measurement: do not count it twice
         self.observing = True
@@ -111,31 +119,94 @@ class Balancer:
             keep.append(k)
             if job.id in self.jobs.migrating:
                 continue  # frozen for the dump: not its usage; dropped once it has left
-            usage = measure(job.pid, tasks.get(job.id, []), sample.cpu)
+            # what the job wanted (ran or waited to run), not the CPU it got: on a shared machine that is
+            # diluted by other work; sample.cpu only without schedstat
+            usage = measure(job.pid, tasks.get(job.id, []), sample.want or sample.cpu)
             if usage is not None:
                 self.stats.update(k, job.hints, usage, now, flags)
         gone = self.stats.keep_only(keep)
         if gone:
             log.debug("balancer: forgot the statistics of %d job(s) that ended or left", gone)
 
-    def view(self) -> dict[int, NodeInfo]:
-        """The cluster as the balancer sees it: own load from the instant demand, recent arrivals added."""
-        me = self.node.node_id
-        nodes = dict(self.node.nodes_snapshot)
+    def here(self) -> decide.Here | None:
+        """This node as the decision sees it: runnable processes = the smaller of the smoothed and
+        the instantaneous demand (a load rises with the decay settings but drops at once, as in
+        Kerrighed's MOSIX probe, so a node that just sent a job away does not send a second one)."""
         s = self.node.sample
+        if s is None:
+            return None
+        f = self.node.flags
+        me = self.node.node_id
+        smoothed = decide.Node.runnable_from_load(s.load, f.speed)
+        return decide.Here(
+            id=me, speed=max(1, f.speed), cpus=max(1, s.cpus), runnable=min(smoothed, s.demand), free=s.mem,
+            total=s.tmem, stay=f.stay, lstay=f.lstay, quiet=f.quiet,
+        )  # fmt: skip
+
+    def peers(self) -> list[decide.Node]:
+        """The peers from the gossiped table. A job we sent counts at the receiver (one more runnable
+        process, its memory less free) until the receiver's gossiped load shows it - at most
+        ARRIVAL_MEMORY seconds - so it is neither forgotten nor counted twice while gossip lags."""
+        me = self.node.node_id
         now = time.monotonic()
-        for nid, n in list(nodes.items()):
-            if nid == me and s is not None:
-                nodes[nid] = replace(n, load=int(round(100.0 * s.demand * STD_SPEED / max(1, n.speed))))
+        out = []
+        for nid, info in sorted(self.node.nodes_snapshot.items()):
+            if nid == me:
                 continue
-            if n.quiet:
-                nodes[nid] = replace(n, status="down")  # no fresh load information: not a candidate
-                continue
-            pending = [t for t in self.sent.get(nid, []) if t > now]
+            n = as_node(info)
+            pending = [p for p in self.sent.get(nid, []) if p[0] > now and n.runnable < p[2] + 0.5]
             self.sent[nid] = pending
             if pending:
-                nodes[nid] = replace(n, load=n.load + int(100 * len(pending) * STD_SPEED / max(1, n.speed)))
-        return nodes
+                n = replace(n, runnable=n.runnable + len(pending), free=max(0, n.free - sum(p[1] for p in pending)))
+            out.append(n)
+        return out
+
+    def since_move(self, job: Job) -> float | None:
+        """Seconds since JOB arrived here by migration (its root was restored then); None if it never moved."""
+        if job.nmigs <= 0 or job.pid_start <= 0:
+            return None
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - job.pid_start / HZ)
+
+    def jobs_here(self) -> list[tuple[decide.Candidate, Job]]:
+        """Every job running here that is not migrating, as the decision sees it."""
+        me = self.node.node_id
+        out = []
+        for job in self.store.all():
+            if job.where != me or job.state != "running" or job.pid <= 0 or job.id in self.jobs.migrating:
+                continue
+            cpu = self.stats.get(self.key(job))
+            out.append((decide.Candidate(
+                id=job.id, cpu=0.0 if cpu is None else cpu,  # arrived since the last sample: not measured yet
+                rss=self.source.job_rss(job), hints=tuple(job.hints), home=job.home, lock=job.lock,
+                since_move=self.since_move(job), moves=job.nmigs, age=time.time() - job.created if job.created > 0 else math.inf,
+            ), job))  # fmt: skip
+        return out
+
+    def decision(self) -> tuple[decide.Decision, dict[str, Job]] | None:
+        """What decide.decide says now, with the jobs it was about; None before the first sample."""
+        here = self.here()
+        if here is None:
+            return None
+        pairs = self.jobs_here()
+        d = decide.decide(here, self.peers(), [c for c, _ in pairs], self.settings)
+        return d, {c.id: j for c, j in pairs}
+
+    def note(self, d: decide.Decision, *, result: str = "", error: str = "") -> None:
+        """Keep D for balancer.decisions; a hold that repeats the last one only counts up."""
+        rec = {**d.to_dict(), "time": round(time.time(), 3), "result": result, "error": error, "repeat": 1}
+        with self._dlock:
+            last = self._decisions[-1] if self._decisions else None
+            if (last is not None and d.action == "hold" and last["action"] == "hold"
+                    and last["reason"] == d.reason and last["job"] == d.job and last["target"] == d.target):  # fmt: skip
+                last.update(time=rec["time"], my_load=d.my_load, its_load=d.its_load, gain=d.gain,
+                            text=d.text, repeat=last["repeat"] + 1)  # fmt: skip
+                return
+            self._decisions.append(rec)
+
+    def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The last LIMIT decisions, oldest first (copies)."""
+        with self._dlock:
+            return [dict(r) for r in list(self._decisions)[-limit:]]
 
     def consider(self) -> None:
         try:
@@ -146,54 +217,42 @@ class Balancer:
             self.next_at = max(self.next_at, time.monotonic() + BALANCE_EVERY)
 
     def _consider(self) -> None:
-        picked = self.pick()
-        if picked is None:
+        got = self.decision()
+        if got is None:
             return
-        job, target, nodes = picked
-        me = self.node.node_id
-        log.info("balancer: node %d is loaded (%d), moving job %s (CPU %.0f%%) to node %d (load %d)", me,
-                 nodes[me].load, job.id, self.stats.get(self.key(job)) or 0.0, target,
-                 nodes[target].load)  # fmt: skip
+        d, jobs = got
+        if not d.move:
+            self.note(d)
+            return
+        job = jobs[d.job]
+        log.info("balancer: %s", d.text)
+        rss = int(d.details.get("rss", 0))
+        seen = self.node.nodes_snapshot.get(d.target)
+        base = as_node(seen).runnable if seen is not None else 0.0  # what its gossip said before the job came
         try:
-            self.source.migrate(job.id, Target.to_node(target), reason="balance")
+            self.source.migrate(job.id, Target.to_node(d.target), reason="balance")
             self.moves += 1
-            self.sent.setdefault(target, []).append(time.monotonic() + ARRIVAL_MEMORY)
+            self.sent.setdefault(d.target, []).append((time.monotonic() + ARRIVAL_MEMORY, rss, base))
+            self.note(d, result="ok")
         except JobError as exc:
-            log.warning("balancer: moving job %s to node %d failed: %s", job.id, target, exc.message)
+            log.warning("balancer: moving job %s to node %d failed: %s", job.id, d.target, exc.message)
+            self.note(d, result="failed", error=exc.message)
         self.next_at = time.monotonic() + COOLDOWN
 
     def candidates(self) -> list[tuple[float, Job]]:
-        """The jobs worth moving with their statistic (percent of one CPU), highest first."""
-        me = self.node.node_id
-        flags = self.node.flags
-        sample = self.node.sample
-        if sample is None:
+        """The jobs the load rule may move with their statistic (percent of one CPU), highest first."""
+        here = self.here()
+        if here is None:
             return []
-        fair = 100.0 * min(1.0, sample.cpus / max(1.0, sample.demand))  # percent one runnable process gets
-        cands = []
-        for job in self.store.all():
-            if job.where != me or job.state != "running" or job.lock or job.id in self.jobs.migrating:
-                continue
-            if flags.lstay and job.home == me:
-                continue  # lstay: local processes stay
-            if "iojob" in job.hints:
-                continue  # an I/O-bound job gains nothing from another CPU
-            cpu = self.stats.get(self.key(job))
-            if cpu is None:
-                cpu = 0.0  # arrived since the last sample: not measured here yet
-            if cpu >= MIN_SHARE / 100.0 * fair or "cpujob" in job.hints:
-                cands.append((cpu, job))
-        cands.sort(key=lambda c: -c[0])
-        return cands
+        pairs = self.jobs_here()
+        movable, _ = decide.eligible(here, [c for c, _ in pairs], self.settings)
+        jobs = {c.id: j for c, j in pairs}
+        return [(c.cpu, jobs[c.id]) for c in decide.cpu_bound(here, movable, self.settings)]
 
-    def pick(self) -> tuple[Job, int, dict[int, NodeInfo]] | None:
-        """The job to move now and where (with the view that decided it), or None."""
-        cands = self.candidates()
-        if not cands:
+    def pick(self) -> tuple[Job, int, decide.Decision] | None:
+        """The job to move now and where (with the decision), or None."""
+        got = self.decision()
+        if got is None or not got[0].move:
             return None
-        me = self.node.node_id
-        nodes = self.view()
-        target = best_node(nodes, me, margin=STAB_FACTOR)
-        if target == me:
-            return None
-        return cands[0][1], target, nodes
+        d, jobs = got
+        return jobs[d.job], d.target, d

@@ -93,6 +93,9 @@ class Sample:
     duration_ms: float
     #: (pid, start time) -> percent of one CPU over the last interval
     cpu: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: (pid, start time) -> percent of one CPU its threads wanted (ran or waited to run) over the last
+    #: interval (schedstat only): unlike ``cpu`` not diluted by other work on the same cores
+    want: dict[tuple[int, int], float] = field(default_factory=dict)
     live: frozenset[tuple[int, int]] = frozenset()
 
 
@@ -191,6 +194,7 @@ class Sampler:
         dt = now - self._prev_time if not first else 0.0
         cur: dict[tuple[int, int], _Prev] = {}
         cpu: dict[tuple[int, int], float] = {}
+        want: dict[tuple[int, int], float] = {}
         demand = 0.0
         runnable = 0
         busy_seconds = 0.0
@@ -220,6 +224,7 @@ class Sampler:
                 d, threads = self._thread_demand(st, prev if not first else _Prev(0, {}), dt, tid_self)
                 if not first:
                     demand += d
+                    want[st.key] = round(100.0 * d, 1)
             elif not first:
                 runnable += self._runnable(st, tid_self)
             cur[st.key] = _Prev(ticks, threads)
@@ -255,5 +260,6 @@ class Sampler:
             method=self.method,
             duration_ms=round((time.perf_counter() - t0) * 1000, 2),
             cpu=cpu,
+            want=want,
             live=frozenset(cur),
         )
