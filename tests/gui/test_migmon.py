@@ -242,3 +242,44 @@ def test_a_real_pointer_drag_under_xvfb(migcluster: tuple[Cluster, Deputy], xvfb
     assert result["dropped_on"] == 2 and result["landed"] == 2 and result["platform"] == "xcb", result
     assert _mps_node(cluster, dep.pid) == 2
     call(cluster, 1, "proc.migrate", pid=dep.pid, target="home")
+
+
+class _Recorder:
+    """A launcher that records what it would start."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def open_procs(self, node: int | None = None) -> bool:
+        self.started.append("openmosixprocs")
+        return True
+
+    def open_migmon(self) -> bool:
+        self.started.append("openmosixmigmon")
+        return True
+
+
+def test_the_main_windows_view_menu_starts_migmon_as_its_own_program(qtbot: Any, tmp_path: Path) -> None:
+    from omview.gui.connect import UnixConnector
+    from omview.gui.launch import ProgramLauncher
+    from omview.gui.settings import GuiSettings
+    from omview.openmosixview.window import MainWindow
+
+    settings = GuiSettings(entry="10.0.0.1", user="admin", ssh_config="/c")
+    argv = ProgramLauncher(settings, "/run/a.sock").argv("openmosixmigmon")
+    assert argv[0].endswith("/openmosixmigmon") or argv[1:3] == ["-m", "omview.migmon.app"]
+    assert argv[argv.index("--entry") + 1] == "10.0.0.1" and argv[argv.index("--local-socket") + 1] == "/run/a.sock"
+    session = ClusterSession(UnixConnector({"10.0.0.1": str(tmp_path / "none.sock")}), "10.0.0.1", poll_interval=0)
+    try:
+        w = MainWindow(session, settings, None)
+        qtbot.addWidget(w)
+        act = w.tools["migmon"]
+        assert not act.isEnabled() and act in w.menus["View"].actions()
+        rec = _Recorder()
+        w.set_launcher(rec)  # type: ignore[arg-type]
+        assert act.isEnabled()
+        act.trigger()
+        assert rec.started == ["openmosixmigmon"]
+        assert w.statusBar().currentMessage() == "migration monitor started"
+    finally:
+        session.stop()
