@@ -9,6 +9,7 @@ node with 2,000 processes still gets one compact ring.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ def circle_capacity(radius: float) -> int:
     return max(6, int(2 * math.pi * radius / PITCH))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every paint and lookup asks: the loop below runs once per slot
 def slot(index: int, inner: float) -> Slot:
     """Slot ``index`` of a ring whose first circle has radius ``inner``."""
     circle, radius, first = 0, inner, 0
@@ -93,6 +95,30 @@ class SlotRing:
             self._free = [s for s in self._free if s < top]
             self._next = top
         return bool(gone or new)
+
+    def add(self, key: object) -> int:
+        """Give ``key`` the lowest free slot (its own if it has one)."""
+        index = self._slots.get(key)
+        if index is None:
+            if self._free:
+                index = self._free.pop(0)
+            else:
+                index = self._next
+                self._next += 1
+            self._slots[key] = index
+        return index
+
+    def remove(self, key: object) -> None:
+        index = self._slots.pop(key, None)
+        if index is None:
+            return
+        if index == self._next - 1:
+            # the top slot: shrink past every free slot below it too
+            self._next = max(self._slots.values(), default=-1) + 1
+            self._free = [s for s in self._free if s < self._next]
+        else:
+            self._free.append(index)
+            self._free.sort()
 
     def index(self, key: object) -> int | None:
         return self._slots.get(key)

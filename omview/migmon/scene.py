@@ -93,6 +93,7 @@ class PenguinItem(QGraphicsItem):
         self._font = QFont()
         self._font.setPointSizeF(11 if main else 9)
         self._font.setBold(main)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_node(self, node: NodeInfo) -> None:
         if node != self.node:
@@ -150,12 +151,33 @@ class RingItem(QGraphicsItem):
         self._rects: dict[str, list[QRectF]] | None = None
         self._extent = inner
         self.setZValue(2)
+        # painted once per change into a pixmap: a flight repaints its path from the cache
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # -- contents (GUI thread) --
     def set_marks(self, marks: dict[int, Mark]) -> bool:
         """The squares of this node now; True when the ring's size changed."""
         self.marks = marks
         self.slots.update(marks.keys())
+        self.hidden &= marks.keys()
+        self.ghosts &= marks.keys()
+        return self._resized()
+
+    def add(self, key: int, mark: Mark) -> bool:
+        """One square more (True when the ring's size changed)."""
+        self.marks[key] = mark
+        self.slots.add(key)
+        return self._resized()
+
+    def remove(self, key: int) -> bool:
+        """One square less (True when the ring's size changed)."""
+        self.marks.pop(key, None)
+        self.hidden.discard(key)
+        self.ghosts.discard(key)
+        self.slots.remove(key)
+        return self._resized()
+
+    def _resized(self) -> bool:
         self._rects = None
         extent = ring_radius(self.slots.span, self.inner)
         changed = extent != self._extent
@@ -164,6 +186,13 @@ class RingItem(QGraphicsItem):
             self._extent = extent
         self.update()
         return changed
+
+    def set_state(self, key: int, *, hidden: bool, ghost: bool) -> None:
+        if (key in self.hidden, key in self.ghosts) == (hidden, ghost):
+            return
+        (self.hidden.add if hidden else self.hidden.discard)(key)
+        (self.ghosts.add if ghost else self.ghosts.discard)(key)
+        self.refresh()
 
     def refresh(self) -> None:
         """Colours changed (moving, hidden): rebuild the cached rectangles."""
@@ -269,12 +298,15 @@ class LinesItem(QGraphicsItem):
         super().__init__()
         self._lines: list[QLineF] = []
         self._pairs: list[tuple[QLineF, int]] = []
+        self._count = 0
         self._rect = QRectF()
         self.setZValue(0)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
-    def set_lines(self, lines: list[QLineF], pairs: list[tuple[QLineF, int]]) -> None:
+    def set_lines(self, lines: list[QLineF], pairs: list[tuple[QLineF, int]], count: int) -> None:
+        """Per-square ``lines`` (empty above DETAIL_LIMIT), the per-pair lines, and how many squares."""
         self.prepareGeometryChange()
-        self._lines, self._pairs = lines, pairs
+        self._lines, self._pairs, self._count = lines, pairs, count
         rect = QRectF()
         for ln, _n in pairs:
             rect = rect.united(QRectF(ln.p1(), ln.p2()).normalized())
@@ -286,17 +318,19 @@ class LinesItem(QGraphicsItem):
 
     @property
     def count(self) -> int:
-        return len(self._lines)
+        """Migrated squares with a line home (drawn one by one, or folded into their nodes' pair)."""
+        return self._count
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
-        if len(self._lines) <= self.DETAIL_LIMIT and lod >= 0.3:
+        if self._count <= self.DETAIL_LIMIT and lod >= 0.3:
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, len(self._lines) < 100)
             painter.setPen(QPen(LINE, 1.2))
             painter.drawLines(self._lines)
             return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         for ln, n in self._pairs:
-            painter.setPen(QPen(LINE, 1.5 + 2.0 * math.log2(n)))
+            painter.setPen(QPen(LINE, min(8.0, 1.5 + 1.5 * math.log2(n))))
             painter.drawLine(ln)
 
 
@@ -340,6 +374,8 @@ class MigScene(QGraphicsScene):
         self.flights: dict[int, Flight] = {}
         self.held: dict[int, QGraphicsRectItem] = {}  # dragged or dropped squares (not in flight)
         self.landed = 0  # flights ended (tests and the benchmark read it)
+        self._drawn_on: dict[int, int] = {}  # key -> the ring it is in
+        self._dirty_layout = self._dirty_lines = self._flush_due = False
         self._timer = QTimer(self)
         self._timer.setInterval(16)
         self._timer.timeout.connect(self._step)
@@ -348,6 +384,7 @@ class MigScene(QGraphicsScene):
     def set_nodes(self, table: tuple[NodeInfo, ...], entry: int) -> None:
         self.entry = entry
         ids = {n.id for n in table}
+        before = set(self.nodes)
         for gone in [i for i in self.nodes if i not in ids]:
             self.removeItem(self.nodes.pop(gone))
             self.removeItem(self.rings.pop(gone))
@@ -362,27 +399,74 @@ class MigScene(QGraphicsScene):
                 ring = self.rings[n.id] = RingItem(n.id, MAIN_INNER if n.id == entry else NODE_INNER)
                 self.addItem(ring)
             item.set_node(n)
-        self.place(self.marks, force=True)
+        if set(self.nodes) != before or any(i.main != (n == entry) for n, i in self.nodes.items()):
+            self.place(self.marks, force=True)
 
-    def place(self, marks: dict[int, Mark], *, force: bool = False) -> None:
-        """Every square into the ring of the node it runs on (flights keep their target slot)."""
+    def place(self, marks: dict[int, Mark], *, force: bool = False, restyled: set[int] | None = None) -> None:
+        """Every square into the ring of the node it runs on (a full pass: after a poll, a new choice).
+
+        Rings whose squares are the same as before are left alone (their cached picture stays),
+        unless one of ``restyled`` (squares whose colour changed) is in them."""
         self.marks = marks
         per: dict[int, dict[int, Mark]] = {n: {} for n in self.rings}
         for key, m in marks.items():
             if m.where in per:
                 per[m.where][key] = m
         resized = force
+        self._drawn_on = {}
         for node, ring in self.rings.items():
-            ring.hidden = {k for k in per[node] if k in self.flights or k in self.held}
-            ring.ghosts = {k for k in per[node] if k in self.held}
-            resized |= ring.set_marks(per[node])
+            mine = per[node]
+            if force or mine.keys() != ring.marks.keys():
+                resized |= ring.set_marks(mine)
+            else:
+                ring.marks = mine
+                if restyled is None or not restyled.isdisjoint(mine.keys()):
+                    ring.refresh()
+            for key in mine:
+                self._drawn_on[key] = node
+            for key in (self.flights.keys() | self.held.keys()) & mine.keys():
+                ring.set_state(key, hidden=True, ghost=key in self.held)
         for key in [k for k in self.flights if k not in marks]:
             self._end_flight(key, land=False)
         for key in [k for k in self.held if k not in marks]:
             self.release(key)
         if resized:
             self._relayout()
-        self._update_lines()
+        self._later(lines=True)
+
+    def sync(self, key: int) -> None:
+        """One square changed node or state (a flight, a drag): only its rings change."""
+        m = self.marks.get(key)
+        node = m.where if m is not None and m.where in self.rings else None
+        old = self._drawn_on.get(key)
+        resized = False
+        if old != node:
+            if old is not None and old in self.rings:
+                resized |= self.rings[old].remove(key)
+            self._drawn_on.pop(key, None)
+            if node is not None and m is not None:
+                resized |= self.rings[node].add(key, m)
+                self._drawn_on[key] = node
+        if node is not None:
+            self.rings[node].set_state(key, hidden=key in self.flights or key in self.held, ghost=key in self.held)
+        self._later(layout=resized, lines=True)
+
+    def _later(self, *, layout: bool = False, lines: bool = False) -> None:
+        """Relayout and lines once per event-loop pass, however many squares changed in it."""
+        self._dirty_layout |= layout
+        self._dirty_lines |= lines
+        if not self._flush_due:
+            self._flush_due = True
+            QTimer.singleShot(0, self.flush)
+
+    def flush(self) -> None:
+        self._flush_due = False
+        if self._dirty_layout:
+            self._dirty_layout = False
+            self._relayout()
+        if self._dirty_lines:
+            self._dirty_lines = False
+            self._update_lines()
 
     def _relayout(self) -> None:
         main_extent = extent_step(self.rings[self.entry].extent) if self.entry in self.rings else MAIN_INNER
@@ -397,19 +481,25 @@ class MigScene(QGraphicsScene):
         self.setSceneRect(self.itemsBoundingRect().adjusted(-30, -30, 30, 30))
 
     def _update_lines(self) -> None:
-        lines: list[QLineF] = []
         pairs: dict[tuple[int, int], int] = {}
+        migrated: list[tuple[int, Mark]] = []
         for key, m in self.marks.items():
-            if not m.migrated or m.home not in self.nodes or key in self.flights or key in self.held:
-                continue
-            pos = self.square_pos(key)
-            if pos is None:
-                continue
-            lines.append(QLineF(pos, self.nodes[m.home].pos()))
-            pairs[(m.where, m.home)] = pairs.get((m.where, m.home), 0) + 1
-        pair_lines = [(QLineF(self.nodes[w].pos(), self.nodes[h].pos()), n) for (w, h), n in pairs.items()
-                      if w in self.nodes]  # fmt: skip
-        self.lines.set_lines(lines, pair_lines)
+            if m.where != m.home and m.home in self.nodes and m.where in self.nodes:
+                pairs[(m.where, m.home)] = pairs.get((m.where, m.home), 0) + 1
+                migrated.append((key, m))
+        lines: list[QLineF] = []
+        if len(migrated) <= LinesItem.DETAIL_LIMIT:  # else only the pairs are drawn: not worth the work
+            for key, m in migrated:
+                if key in self.flights or key in self.held:
+                    continue
+                ring = self.rings[m.where]
+                index = ring.slots.index(key)
+                if index is None:
+                    continue
+                x, y = slot(index, ring.inner).offset()
+                lines.append(QLineF(ring.pos() + QPointF(x, y), self.nodes[m.home].pos()))
+        self.lines.set_lines(lines, [(QLineF(self.nodes[w].pos(), self.nodes[h].pos()), n)
+                                     for (w, h), n in pairs.items()], len(migrated))  # fmt: skip
 
     def refresh(self, keys: set[int] | None = None) -> None:
         """Colours changed (a migration started or ended)."""
@@ -473,7 +563,7 @@ class MigScene(QGraphicsScene):
             self._end_flight(key, land=False)
             item = self.held[key] = square_item(colour, dashed)
             self.addItem(item)
-            self.place(self.marks)
+            self.sync(key)
         elif dashed:
             item.setPen(QPen(AMBER, 1.5, Qt.PenStyle.DashLine))
         item.setPos(pos)
@@ -485,6 +575,7 @@ class MigScene(QGraphicsScene):
             return None
         pos = item.pos()
         self.removeItem(item)
+        self.sync(key)
         return pos
 
     def fly(self, key: int, source: int, target: int) -> bool:
@@ -498,7 +589,7 @@ class MigScene(QGraphicsScene):
             if start is None and source in self.nodes:
                 start = self.nodes[source].pos()
         if start is None or target not in self.rings:
-            self.place(self.marks)
+            self.sync(key)
             return False
         self._end_flight(key, land=False)
         m = self.marks.get(key)
@@ -506,7 +597,7 @@ class MigScene(QGraphicsScene):
         item.setPos(start)
         self.addItem(item)
         self.flights[key] = Flight(key, target, start, time.monotonic(), item)
-        self.place(self.marks)
+        self.sync(key)
         if not self._timer.isActive():
             self._timer.start()
         return True
@@ -534,9 +625,9 @@ class MigScene(QGraphicsScene):
         if f is None:
             return
         self.removeItem(f.item)
+        self.sync(key)
         if land:
             self.landed += 1
-            self.place(self.marks)
             self.sig_landed.emit(key, f.node)
 
     @property

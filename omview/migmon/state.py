@@ -89,6 +89,8 @@ class MigState:
     recent: dict[str, tuple[int, int, float]] = field(default_factory=dict)
     #: job id -> the last move's frozen time (from migration.history and events)
     frozen: dict[str, float] = field(default_factory=dict)
+    #: squares whose colour changed in the last apply_list (cantmove, lock, home)
+    restyled: set[int] = field(default_factory=set)
     _listed: tuple[ProcessInfo, ...] = ()
 
     def _where(self, p: ProcessInfo) -> int:
@@ -105,6 +107,7 @@ class MigState:
         moves: list[Move] = []
         appeared: list[int] = []
         wanted = {p.pid: p for p in procs if shown(p, self.scope, self.uid, entry)}
+        self.restyled = set()
         gone = [k for k in self.marks if k not in wanted]
         for k in gone:
             del self.marks[k]
@@ -118,6 +121,9 @@ class MigState:
                 if came is not None and came[1] == where and now - came[2] < 10.0 and came[0] != where:
                     moves.append(Move(pid, came[0], where, "event"))
                 continue
+            old = mark.proc
+            if (old.cantmove, old.lock) != (p.cantmove, p.lock) or mark.home != home:
+                self.restyled.add(pid)
             mark.proc, mark.home = p, home
             if mark.frozen_s is None and p.job in self.frozen:
                 mark.frozen_s = self.frozen[p.job]
@@ -127,6 +133,7 @@ class MigState:
                 moves.append(Move(pid, mark.where, where, "poll"))
                 mark.where = where
                 mark.moving_to = None
+                self.restyled.add(pid)
         return moves, appeared, gone
 
     def set_scope(self, scope: Scope) -> tuple[list[int], list[int]]:

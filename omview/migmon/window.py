@@ -172,10 +172,10 @@ class MigmonWindow(QMainWindow):
         moves, _appeared, _gone = self.state.apply_list(procs.node, procs.procs, sent)
         if first and self.session.table:
             self.scene.set_nodes(self.session.table, procs.node)
-        self.scene.place(self.state.marks)
-        for move in moves:
+        for move in moves:  # before the full pass: a flight starts where the square was drawn
             if move.key not in self.scene.held:
                 self._animate(move)
+        self.scene.place(self.state.marks, restyled=self.state.restyled)
         self.updates += 1
         self._ensure_streams()
         self._update_summary()
@@ -243,10 +243,9 @@ class MigmonWindow(QMainWindow):
             changed.add(mark.key)  # a failed move of a dropped square: the agent's answer snaps it back
             if move is not None:
                 self._animate(move)
-        if changed:
+        if changed:  # (the summary's counts follow with the next poll: a sum over every square)
             self.scene.refresh(changed)
             self._ensure_streams()
-            self._update_summary()
 
     def _animate(self, move: Move) -> None:
         self.animations.append(move)
