@@ -183,7 +183,7 @@ def _median(values: list[float]) -> float:
     return s[len(s) // 2] if s else 0.0
 
 
-def run_window(sock: str, seconds: float, procs: int) -> dict[str, Any]:
+def run_window(sock: str, seconds: float, procs: int, shot: str | None = None) -> dict[str, Any]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -230,6 +230,9 @@ def run_window(sock: str, seconds: float, procs: int) -> dict[str, Any]:
         "gui_cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0), "gui_cpu_worst_1s": max(per_second, default=0.0),
         "flights": w.scene.landed - landed0, "events": w.events_seen - events0, "polls": w.updates - updates0,
     }  # fmt: skip
+    if shot:
+        Path(shot).mkdir(parents=True, exist_ok=True)
+        w.grab().save(str(Path(shot) / "migmon-bench.png"))
     # frame time: full repaints of the view, with squares in flight (a few started now)
     vp = w.view.viewport()
     for zoom, name, cold in ((1.0, "frame_ms", False), (1.0, "frame_ms_cold", True), (3.0, "frame_ms_zoom3", False)):
@@ -264,6 +267,7 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2000)
     ap.add_argument("--moves", type=float, default=20.0, help="processes moved per second")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--screenshot", metavar="DIR", help="also save the window (after the run) as DIR/migmon-bench.png")
     args = ap.parse_args()
     if args.mode == "serve":
         return serve(args.socket, args.nodes, args.procs, args.moves)
@@ -273,7 +277,7 @@ def main() -> int:
                                str(args.procs), "--moves", str(args.moves)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        res = run_window(sock, args.seconds, args.procs)
+        res = run_window(sock, args.seconds, args.procs, args.screenshot)
     finally:
         server.terminate()
         server.wait(10)

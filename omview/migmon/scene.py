@@ -308,7 +308,7 @@ class LinesItem(QGraphicsItem):
         self.prepareGeometryChange()
         self._lines, self._pairs, self._count = lines, pairs, count
         rect = QRectF()
-        for ln, _n in pairs:
+        for ln in [*lines, *(p for p, _n in pairs)]:
             rect = rect.united(QRectF(ln.p1(), ln.p2()).normalized())
         self._rect = rect.adjusted(-20, -20, 20, 20)
         self.update()
