@@ -303,10 +303,21 @@ class LinesItem(QGraphicsItem):
         self.setZValue(0)
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
+    @staticmethod
+    def width(n: int) -> float:
+        """A pair line's width for ``n`` squares (in steps: a count that changes a little changes nothing)."""
+        return min(8.0, 1.5 + 1.5 * int(math.log2(n)))
+
     def set_lines(self, lines: list[QLineF], pairs: list[tuple[QLineF, int]], count: int) -> None:
         """Per-square ``lines`` (empty above DETAIL_LIMIT), the per-pair lines, and how many squares."""
+        detail = count <= self.DETAIL_LIMIT
+        same = (detail == (self._count <= self.DETAIL_LIMIT) and lines == self._lines
+                and [(ln, self.width(n)) for ln, n in pairs] == [(ln, self.width(n)) for ln, n in self._pairs])  # fmt: skip
+        self._count = count
+        if same:
+            return  # nothing looks different: keep the cached picture
         self.prepareGeometryChange()
-        self._lines, self._pairs, self._count = lines, pairs, count
+        self._lines, self._pairs = lines, pairs
         rect = QRectF()
         for ln in [*lines, *(p for p, _n in pairs)]:
             rect = rect.united(QRectF(ln.p1(), ln.p2()).normalized())
@@ -330,7 +341,7 @@ class LinesItem(QGraphicsItem):
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         for ln, n in self._pairs:
-            painter.setPen(QPen(LINE, min(8.0, 1.5 + 1.5 * math.log2(n))))
+            painter.setPen(QPen(LINE, self.width(n)))
             painter.drawLine(ln)
 
 

@@ -225,10 +225,10 @@ class MigmonWindow(QMainWindow):
     @Slot(object)
     def _on_events(self, batch: EventBatch) -> None:
         if batch.error is not None:
-            if batch.address in self._subscribed:
+            if batch.address in self._subscribed:  # (a node never reached says so once a retry: quiet)
                 self._subscribed.discard(batch.address)
                 self._say(f"migration events of {batch.address} lost ({batch.error.describe()}); retrying")
-            self._update_summary()
+                self._update_summary()
             return
         if batch.subscribed:
             self._subscribed.add(batch.address)
