@@ -292,11 +292,13 @@ class MigmonWindow(QMainWindow):
 
     @Slot(int)
     def _on_scope_changed(self, index: int) -> None:
-        scope = self.scope_box.itemData(index)
-        if isinstance(scope, Scope):
-            self.state.set_scope(scope)
-            self.scene.place(self.state.marks)
-            self._update_summary()
+        try:  # (Qt hands the item's data back as a plain str)
+            scope = Scope(str(self.scope_box.itemData(index)))
+        except ValueError:
+            return
+        self.state.set_scope(scope)
+        self.scene.place(self.state.marks)
+        self._update_summary()
 
     # -- status --
     def _say(self, text: str) -> None:

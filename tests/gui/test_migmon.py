@@ -60,6 +60,16 @@ def test_slots_stay_put_and_rings_do_not_overlap() -> None:
     assert min(math.hypot(p.x, p.y) for p in others) >= ring_radius(2000, 62.0) + 60.0
 
 
+def test_the_penguin_is_our_own_svg_and_renders(qtbot: Any) -> None:
+    from omview.gui.assets import SEARCH, asset
+    from omview.migmon.scene import PENGUIN, Penguins
+
+    path = asset(PENGUIN)
+    assert path is not None and path.parent == SEARCH[0] and "drawn for omview" in path.read_text()
+    pix = Penguins().pixmap(38, 45).toImage()
+    assert not pix.isNull() and pix.pixelColor(38, 50).alpha() > 0  # the middle of the body is painted
+
+
 def test_state_events_win_over_older_polls_and_scopes_filter() -> None:
     st = MigState()
     t0 = time.monotonic()
@@ -182,6 +192,11 @@ def test_drag_to_node_2_migrates_turns_green_and_a_double_click_brings_it_home(
     qtbot.waitUntil(lambda: _mps_node(cluster, key) == 0, timeout=60000)
     qtbot.waitUntil(lambda: _landed_on(w, key, 1), timeout=30000)
     assert w.scene.rings[1].category(key) == "black" and w.scene.lines.count == 0
+    # "all" draws the node's other processes too (its sshd, the agent: they cannot move)
+    shown = len(w.state.marks)
+    w.scope_box.setCurrentIndex(list(Scope).index(Scope.ALL))
+    assert len(w.state.marks) > shown and key in w.state.marks
+    assert any(w.scene.rings[1].category(k) == "grey" for k in w.state.marks)
 
 
 def node_subscribed(w: MigmonWindow, cluster: Cluster, node: int) -> bool:
