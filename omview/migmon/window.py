@@ -135,6 +135,10 @@ class MigmonWindow(QMainWindow):
             address = self._address_of(node)
             if address is not None:
                 wanted.add(address)
+        table = {n.address for n in self.session.table}
+        for address in [a for a in self._streams if a not in table and a != self.session.entry and table]:
+            self._streams.pop(address).set()  # the node left the cluster: its stream ends
+            self._subscribed.discard(address)
         for address in sorted(wanted - self._streams.keys()):
             stop = self._streams[address] = threading.Event()
             self.session.links.stream(address, "events", event_stream(TOPICS, self._deliver_events, stop, _history))
