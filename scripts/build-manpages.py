@@ -29,7 +29,8 @@ MAN_SOURCES = REPO / "resources" / "man"
 #: The function that builds a command's parser, in the module of its entry point. The GUI's is
 #: named here in one place: its module follows pyproject's entry point when the GUI moves.
 GUI_PARSER = "build_parser"
-PARSER_FUNCTION = {"omview-agent": "_parser", "openmosixview": GUI_PARSER, "openmosixprocs": GUI_PARSER}
+PARSER_FUNCTION = {"omview-agent": "_parser", "openmosixview": GUI_PARSER, "openmosixprocs": GUI_PARSER,
+                   "openmosixmigmon": GUI_PARSER}
 MODE_COMMANDS = ("nomig", "runhome", "runon", "cpujob", "iojob", "nodecay", "slowdecay", "fastdecay")
 
 #: The NAME line of each page (argparse descriptions are sentences, too long for it).
@@ -48,6 +49,7 @@ SUMMARY = {
     "openmosixanalyzer": "load and memory history of the cluster",
     "openmosixhistory": "process list of the collector's node in the past",
     "openmosixprocs": "process box of an omview cluster",
+    "openmosixmigmon": "migration monitor of an omview cluster",
 }
 
 

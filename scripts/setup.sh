@@ -26,6 +26,7 @@ PACKAGES=(
     libxcb-render-util0 libxcb-image0 libxcb-shape0 libxcb-randr0 libxcb-xkb1 libxcb-xfixes0
     libxcb-shm0 libxcb-sync1 libxcb-render0 libxcb-xinput0 libx11-xcb1
     libegl1 libgl1 libopengl0 libfontconfig1 libfreetype6 libdbus-1-3 libglib2.0-0
+    libxtst6  # real X pointer events (XTEST) for migmon's drag test under Xvfb
 )
 
 missing_packages() {

@@ -18,6 +18,7 @@ SEARCH = (
     Path(__file__).resolve().parents[2] / "resources",
     Path(sys.prefix) / "share" / "icons" / "hicolor" / "scalable" / "apps",
     Path("/usr/share/icons/hicolor/scalable/apps"),
+    Path(sys.prefix) / "share" / "omview",  # pictures that are no icons (migmon's penguin)
 )
 
 

@@ -26,6 +26,7 @@ from omview.model.channel import Channel
 #: Command name -> module with its ``main`` (the pyproject entry point), for the ``-m`` fallback.
 PROGRAMS = {
     "openmosixprocs": "omview.procs.app",
+    "openmosixmigmon": "omview.migmon.app",
     "openmosixanalyzer": "omview.analyzer.app",
     "openmosixhistory": "omview.analyzer.history",
 }
@@ -142,3 +143,7 @@ class ProgramLauncher:
     def open_procs(self, node: int | None = None) -> bool:
         """The process box of node ``node`` (None: the entry node)."""
         return self.start("openmosixprocs", [] if node is None else ["--node", str(node)])
+
+    def open_migmon(self) -> bool:
+        """The migration monitor, its main penguin the entry node."""
+        return self.start("openmosixmigmon")

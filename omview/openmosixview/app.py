@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 
 from omview import __version__
 from omview.gui import errors
+from omview.gui.demo import add_demo_args, start_demo
 from omview.gui.launch import ProgramLauncher, add_connection_args, make_connector, make_settings
 from omview.gui.lifecycle import (
     Interrupted,
@@ -35,9 +36,6 @@ from omview.openmosixview.window import MainWindow
 
 log = logging.getLogger(__name__)
 
-DEMO_STATE_DIR = "/var/lib/omview-cluster/demo"
-DEMO_NODES = 4
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,38 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_args(p)
     p.add_argument("--no-direct", action="store_true", help="do not poll every node's own agent")
-    p.add_argument("--demo", action="store_true", help=f"bring up the local demo cluster ({DEMO_NODES} nodes, root)")
-    p.add_argument("--demo-state", default=DEMO_STATE_DIR, help="state dir of the demo cluster")
-    p.add_argument("--demo-nodes", type=int, default=DEMO_NODES, help="nodes of a new demo cluster")
-    p.add_argument("--keep-demo", action="store_true", help="leave the demo cluster running on exit")
+    add_demo_args(p)
     p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the window and dialogs to DIR and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"openmosixview {__version__}")
     return p
-
-
-def start_demo(args: argparse.Namespace) -> tuple[object, GuiSettings, bool]:
-    """Bring up (or reattach to) the demo cluster; returns (cluster, settings, we_started_it)."""
-    from omview.testbed import Cluster  # root-only tooling; imported only for --demo
-
-    state = Path(args.demo_state)
-    if (state / "cluster.json").exists():
-        cluster = Cluster.load(state)
-        started = False
-    else:
-        log.info("bringing up a %d-node demo cluster in %s", args.demo_nodes, state)
-        cluster = Cluster.up(state, args.demo_nodes)
-        started = True
-    settings = GuiSettings(
-        entry=cluster.nodes[0].address,
-        user="root",
-        identity=str(cluster.identity_path),
-        known_hosts=str(cluster.known_hosts_path),
-        ssh_config=str(cluster.ssh_config_path),
-        agent_command=cluster.agent_command,
-    )
-    return cluster, settings, started
-
 
 
 def render_screenshots(directory: Path, session: ClusterSession, settings: GuiSettings) -> list[Path]:

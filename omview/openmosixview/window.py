@@ -324,6 +324,17 @@ class MainWindow(QMainWindow):
         self.launcher = launcher
         self.register_tool("procs", lambda: self.open_procs(None),
                            "The process box (openmosixprocs) of the entry node")  # fmt: skip
+        self.register_tool("migmon", self.open_migmon,
+                           "The migration monitor (openmosixmigmon): drag processes onto nodes")  # fmt: skip
+
+    def open_migmon(self) -> bool:
+        """Start openmosixmigmon (its main penguin: the entry node) as its own process."""
+        launcher = self.launcher
+        if launcher is None:
+            return False
+        ok = launcher.open_migmon()
+        self.statusBar().showMessage("migration monitor started" if ok else "cannot start openmosixmigmon", 8000)
+        return ok
 
     def open_procs(self, address: str | None) -> bool:
         """Start openmosixprocs for the node at ``address`` (None: the entry node) as its own process."""

@@ -8,8 +8,7 @@ model applies new and ended processes when the hold ends), so a row never jumps 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
@@ -27,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from omview.gui.links import LaneContext, TaskDone, deliverer
+from omview.gui.links import TaskDone, deliverer
+from omview.gui.proclist import ProcList, list_procs
 from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
 from omview.procs.guests import GuestsWindow
@@ -35,22 +35,6 @@ from omview.procs.migrator import Migrator
 from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcFilter, ProcModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcList:
-    """One procs.list answer: the node that gave it and its processes."""
-
-    node: int
-    procs: tuple[ProcessInfo, ...]
-
-
-def _list_procs(helpers: bool) -> Callable[[LaneContext], ProcList]:
-    def run(ctx: LaneContext) -> ProcList:
-        client = ctx.client()
-        return ProcList(client.node_id, tuple(client.processes(helpers=helpers)))
-
-    return run
 
 
 class ProcView(QTableView):
@@ -203,7 +187,7 @@ class ProcBox(QMainWindow):
     def refresh_now(self) -> None:
         if self.address is None:
             return
-        self.session.links.poll(self.address, "procs", _list_procs(self.helpers_box.isChecked()), self._deliver)
+        self.session.links.poll(self.address, "procs", list_procs(self.helpers_box.isChecked()), self._deliver)
 
     @Slot(object)
     def _on_cluster(self, table: tuple[NodeInfo, ...]) -> None:
@@ -226,7 +210,7 @@ class ProcBox(QMainWindow):
         for node in away:
             info = next((n for n in self.session.table if n.id == node), None)
             if info is not None:
-                self.session.links.poll(info.address, "procs away", _list_procs(False), self._deliver)
+                self.session.links.poll(info.address, "procs away", list_procs(False), self._deliver)
 
     def _with_away(self, procs: tuple[ProcessInfo, ...]) -> tuple[ProcessInfo, ...]:
         home = self.model.node_id

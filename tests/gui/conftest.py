@@ -7,9 +7,12 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports PySide6
 
 import shutil
+import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from omview.gui.connect import UnixConnector
 from omview.gui.session import ClusterSession
+from tests.conftest import require_root
 from tests.gui.fake_agent import FakeCluster
 
 
@@ -77,3 +81,22 @@ def make_session(qtbot: Any) -> Iterator[SessionFactory]:
     yield factory
     for s in made:
         s.stop(timeout=10.0)
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    """A display of our own (the first free :N from 90), stopped by its PID afterwards."""
+    require_root()
+    n = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+             and not Path(f"/tmp/.X{n}-lock").exists())  # fmt: skip
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while not Path(f"/tmp/.X11-unix/X{n}").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.05)
+        yield f":{n}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -10,14 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from omview.model import procfs
 from omview.testbed import Cluster, leftovers, teardown
-from tests.conftest import require_root
 
 pytestmark = pytest.mark.cluster
 
@@ -26,25 +24,6 @@ OPENMOSIXVIEW = Path(sys.executable).parent / "openmosixview"
 
 def alive(pid: int) -> bool:
     return procfs.alive(pid, None)
-
-
-@pytest.fixture
-def xvfb() -> Iterator[str]:
-    """A display of our own (the first free :N from 90), stopped by its PID afterwards."""
-    require_root()
-    n = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-             and not Path(f"/tmp/.X{n}-lock").exists())  # fmt: skip
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while not Path(f"/tmp/.X11-unix/X{n}").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-            time.sleep(0.05)
-        yield f":{n}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float, seen: list[str]) -> str:

@@ -1,0 +1,1 @@
+"""openmosixmigmon: the migration monitor - nodes as penguins, processes as squares that move."""

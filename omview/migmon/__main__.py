@@ -1,0 +1,5 @@
+import sys
+
+from omview.migmon.app import main
+
+sys.exit(main())
