@@ -32,6 +32,10 @@ def group_jobs(
     ``starters`` maps a job id to the PID of the ``unshare`` that launched it here. Helpers are left
     out unless ``helpers``; the order of the rows is kept."""
     by_pid = {p.pid: p for p in procs}
+    job_kids: dict[int, list[ProcessInfo]] = {}  # parent PID -> its children that are job tasks
+    for p in procs:
+        if p.job:
+            job_kids.setdefault(p.ppid, []).append(p)
     heads: dict[int, ProcessInfo] = {}
     helper_of: dict[int, int] = {}
     for job in jobs:
@@ -45,7 +49,7 @@ def group_jobs(
             root = None
         program = root
         if root is not None and is_jobinit(root):
-            kids = [p for p in procs if p.ppid == root.pid and p.job == job.id]
+            kids = [p for p in job_kids.get(root.pid, ()) if p.job == job.id]
             program = min(kids, key=lambda p: p.pid) if kids else None
         head = deputy or program
         if head is None:
