@@ -9,7 +9,8 @@ Run as root:  .venv/bin/python bench/procs.py [--procs 5000] [--seconds 20] [--a
    many new ones start, a few migrate). The real box (ProcBox + ClusterSession, polled through
    omview/gui/links.py exactly as ``openmosixprocs --local-socket SOCK`` does) shows it, sorted by
    cpu% so every update re-sorts. Measured in the GUI thread: CPU per second (target <= 10 % of one
-   core) and the longest event-loop stall (5 ms probe timer; target <= 50 ms).
+   core) and the longest event-loop stall (5 ms probe timer; target <= 50 ms). With ``--baseline DIR``
+   that tree's box runs too, each in a process of its own, taking turns (``--box-rounds``).
 2. A real agent (loopback, ``process_scope = "all"``) on this machine with ``--agent-procs`` extra
    sleeping processes, listed once a second: the first listing (nothing kept yet), the wall time of
    one ``procs.list``, the agent's CPU per listing (listed minus idle, so the sampler's own second is
@@ -39,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (str(ROOT), str(ROOT / "bench")):
     if p not in sys.path:
         sys.path.insert(0, p)
+if os.environ.get("OMVIEW_BENCH_TREE"):  # "box" mode for --baseline: the box of another source tree
+    sys.path.insert(0, os.environ["OMVIEW_BENCH_TREE"])
 
 import gui as gui_bench  # noqa: E402 - bench/gui.py: its NDJSON server and stall probe settings
 
@@ -167,6 +170,25 @@ def run_box(sock: str, seconds: float) -> dict[str, Any]:
     return result
 
 
+def boxes_side_by_side(sock: str, seconds: float, rounds: int, baseline: str) -> dict[str, dict[str, Any]]:
+    """This checkout's box and BASELINE's, each in a process of its own against the same synthetic
+    node, taking turns (ROUNDS runs of SECONDS each) so that both see the same machine load."""
+    runs: dict[str, list[dict[str, Any]]] = {"this checkout": [], f"baseline {baseline}": []}
+    for _ in range(rounds):
+        for name, tree in zip(runs, (str(ROOT), os.path.abspath(baseline)), strict=True):
+            env = dict(os.environ, OMVIEW_BENCH_TREE=tree, QT_QPA_PLATFORM="offscreen")
+            out = subprocess.run([sys.executable, __file__, "box", sock, "--seconds", str(seconds)], env=env,
+                                 capture_output=True, text=True, check=True, cwd=tree).stdout  # fmt: skip
+            runs[name].append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+    return {name: {"rows": max(r["rows"] for r in rs), "updates": sum(r["updates"] for r in rs),
+                   "gui_cpu_pct": sum(r["gui_cpu_pct"] for r in rs) / len(rs),
+                   "gui_cpu_worst_1s": max(r["gui_cpu_worst_1s"] for r in rs),
+                   "stall_max_ms": max(r["stall_max_ms"] for r in rs),
+                   "stall_p99_ms": max(r["stall_p99_ms"] for r in rs),
+                   "stall_max_ms_per_run": [round(r["stall_max_ms"]) for r in rs],
+                   "skipped_polls": sum(r["skipped_polls"] for r in rs)} for name, rs in runs.items()}  # fmt: skip
+
+
 def _agent_run(root: str, rounds: int) -> dict[str, float]:
     """One loopback agent of the source tree ROOT (``process_scope = "all"``): its first listing (nothing
     kept yet), its CPU idle (the sampler alone) over ROUNDS seconds, then over ROUNDS seconds listed
@@ -267,13 +289,15 @@ def print_agent_cost(cost: dict[str, dict[str, float]], extra: int, rounds: int)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", choices=("all", "serve"), default="all")
+    ap.add_argument("mode", nargs="?", choices=("all", "serve", "box"), default="all")
     ap.add_argument("socket", nargs="?")
     ap.add_argument("--procs", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--agent-procs", type=int, default=5000, help="extra sleeping processes for the agent part")
     ap.add_argument("--agent-rounds", type=int, default=10)
-    ap.add_argument("--baseline", metavar="DIR", help="also measure the agent of this source tree (another revision)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also measure the box and the agent of this source tree (another revision)")
+    ap.add_argument("--box-rounds", type=int, default=3, help="with --baseline: turns each box takes")
     ap.add_argument("--no-agent", action="store_true")
     ap.add_argument("--no-box", action="store_true")
     args = ap.parse_args()
@@ -281,6 +305,9 @@ def main() -> int:
         SyntheticNode.procs_count = args.procs
         gui_bench.SyntheticCluster = SyntheticNode  # bench/gui.py's serve() builds the node
         return gui_bench.serve(args.socket, 1)
+    if args.mode == "box":
+        print("RESULT " + json.dumps(run_box(args.socket, args.seconds)))
+        return 0
     ok = True
     result: dict[str, Any] = {}
     if not args.no_box:
@@ -290,17 +317,28 @@ def main() -> int:
                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            box = result["box"] = run_box(sock, args.seconds)
+            if args.baseline:
+                boxes = boxes_side_by_side(sock, args.seconds, args.box_rounds, args.baseline)
+            else:
+                boxes = {"this checkout": run_box(sock, args.seconds)}
+            result["box"] = boxes
         finally:
             server.terminate()
             server.wait(10)
-        print(f"process box, {args.procs} processes changing every second, {args.seconds:.0f} s (offscreen):")
+        names = list(boxes)
+        runs = f"{args.box_rounds} turns of {args.seconds:.0f} s each" if args.baseline else f"{args.seconds:.0f} s"
+        print(f"process box, {args.procs} processes changing every second, {runs} (offscreen):")
+        print(f"  {'':<22}" + "".join(f"{n[:30]:>32}" for n in names))
         for key, target in (("gui_cpu_pct", TARGET_CPU), ("gui_cpu_worst_1s", None), ("stall_max_ms", TARGET_STALL),
                             ("stall_p99_ms", None)):  # fmt: skip
-            verdict = "" if target is None else ("  ok" if box[key] <= target else f"  MISSED (target <= {target})")
-            ok &= target is None or box[key] <= target
-            print(f"  {key:<22} {box[key]:8.1f}{verdict}")
-        print(f"  rows {box['rows']}, updates {box['updates']}, skipped polls {box['skipped_polls']}")
+            mine = boxes[names[0]][key]
+            verdict = "" if target is None else ("  ok" if mine <= target else f"  MISSED (target <= {target})")
+            ok &= target is None or mine <= target
+            print(f"  {key:<22}" + "".join(f"{boxes[n][key]:32.1f}" for n in names) + verdict)
+        for n in names:
+            b = boxes[n]
+            print(f"  {n}: rows {b['rows']}, updates {b['updates']}, skipped polls {b['skipped_polls']}"
+                  + (f", longest stall per turn {b['stall_max_ms_per_run']}" if "stall_max_ms_per_run" in b else ""))
     if not args.no_agent:
         cost = result["agent"] = agent_cost(args.agent_procs, args.agent_rounds, args.baseline)
         print_agent_cost(cost, args.agent_procs, args.agent_rounds)

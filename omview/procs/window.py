@@ -32,7 +32,7 @@ from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
 from omview.procs.guests import GuestsWindow
 from omview.procs.migrator import Migrator
-from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcFilter, ProcModel
+from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcDelegate, ProcModel
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,6 @@ class ProcBox(QMainWindow):
         self.address: str | None = session.entry if node is None else None
         self.model = ProcModel(node or 0, self)
         self.model.address = self.address or ""
-        self.proxy = ProcFilter(self)
-        self.proxy.setSourceModel(self.model)
         self.updates = 0  # answers shown (tests wait on it)
         self.migrators: dict[int, Migrator] = {}
         #: node ID -> job id -> the job's row on the node it runs on (its program's state and CPU)
@@ -118,13 +116,13 @@ class ProcBox(QMainWindow):
         bar = QHBoxLayout()
         self.user_edit = QLineEdit(placeholderText="user")
         self.user_edit.setMaximumWidth(120)
-        self.user_edit.textChanged.connect(lambda t: self.proxy.set_filter(user=t))
+        self.user_edit.textChanged.connect(lambda t: self.model.set_filter(user=t))
         self.command_edit = QLineEdit(placeholderText="command contains…")
-        self.command_edit.textChanged.connect(lambda t: self.proxy.set_filter(command=t))
+        self.command_edit.textChanged.connect(lambda t: self.model.set_filter(command=t))
         self.migratable_box = QCheckBox("only migratable")
-        self.migratable_box.toggled.connect(lambda on: self.proxy.set_filter(only_migratable=on))
+        self.migratable_box.toggled.connect(lambda on: self.model.set_filter(only_migratable=on))
         self.migrated_box = QCheckBox("only migrated")
-        self.migrated_box.toggled.connect(lambda on: self.proxy.set_filter(only_migrated=on))
+        self.migrated_box.toggled.connect(lambda on: self.model.set_filter(only_migrated=on))
         self.helpers_box = QCheckBox("show helpers")
         self.helpers_box.setToolTip("Also the processes that run a mosrun job (unshare, jobinit, its program's own "
                                     "PID), under the job's row; they are never dragged themselves")  # fmt: skip
@@ -139,7 +137,8 @@ class ProcBox(QMainWindow):
         bar.addWidget(self.guests_button)
         layout.addLayout(bar)
         self.view = ProcView(central)
-        self.view.setModel(self.proxy)
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(ProcDelegate(self.model, self.view))
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(PID, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -165,7 +164,7 @@ class ProcBox(QMainWindow):
 
     # -- the migrator --
     def _proc_at(self, index: QModelIndex) -> ProcessInfo | None:
-        return self.proxy.data(self.proxy.index(index.row(), 0), PROC_ROLE) if index.isValid() else None
+        return self.model.data(self.model.index(index.row(), 0), PROC_ROLE) if index.isValid() else None
 
     def open_migrator(self, proc: ProcessInfo | None) -> Migrator | None:
         """The migrator of ``proc`` (one per process; raised when already open)."""
@@ -185,7 +184,8 @@ class ProcBox(QMainWindow):
         if self.address is None:
             return None
         if self.guests is None or not self.guests.isVisible():
-            self.guests = GuestsWindow(self.session, self.address, self.model, self)
+            self.guests = GuestsWindow(self.session, self.address, self.model.node_id, self)
+            self.guests.model.set_processes(self.model.all_processes())
         self.guests.show()
         self.guests.raise_()
         return self.guests
@@ -255,9 +255,10 @@ class ProcBox(QMainWindow):
             self.node = result.node
             self._retitle()
         self.model.set_processes(result.procs)
-        self.proxy.refilter()
+        if self.guests is not None:
+            self.guests.model.set_processes(result.procs)
         self.updates += 1
-        shown = self.proxy.rowCount()
+        shown = self.model.rowCount()
         held = " (held while the pointer is over the table)" if self.model.held else ""
         self.statusBar().showMessage(f"{len(result.procs)} processes, {shown} shown{held}")
 
