@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 EVENTS = (
     "node.up", "node.down", "node.joined", "flags.changed", "map.changed",
     "job.started", "job.output", "job.exit", "job.moved",
-    "migration.started", "migration.done", "migration.failed",
+    "migration.started", "migration.phase", "migration.done", "migration.failed",
 )  # fmt: skip
 #: events only root and the job's owner receive, as only they may read the same data with an op
 #: (job.output is "own"); every other event is what open ops show anyone (cluster.nodes, flags.get,
