@@ -15,6 +15,7 @@ from omview.model.cluster import ProcessInfo
 from omview.procs.model import NODE, PID, PROC_ROLE, ProcModel
 from omview.procs.window import ProcBox
 from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call
+from tests.migration.test_migration_faults import hook
 
 
 def _proc(pid: int, *, user: str = "root", where: int = 1, cantmove: str = "", cmd: str = "sleep 1") -> ProcessInfo:
@@ -207,11 +208,21 @@ def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster
         assert dlg is not None
         qtbot.waitUntil(lambda: dlg.status is not None and dlg.nodes.rowCount() == 2, timeout=20000)
         assert dict(dlg.status.fields)["Name"] == "python3" and "running on node 1" in dlg.where.text()
-        # double-click node 2
+        # double-click node 2; while it runs the migrator shows its phases (the copy held 1.5 s by a
+        # test hook, so that "copying" lasts), after it the frozen and total time and the bytes moved
+        hooks = [hook(cluster, 1, "method", "images"), hook(cluster, 1, "stall-transfer", "1.5")]
         row2 = next(r for r in range(2) if dlg.nodes.node_at_row(r) == 2)
         dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: "copying" in dlg.phases, timeout=60000)
+        assert dlg.phase_label.text().startswith("migration: copying ") and " MB (" in dlg.phase_label.text()
         qtbot.waitUntil(lambda: any("migrated to node 2" in t for t in dlg.results), timeout=60000)
         assert "frozen" in dlg.results[-1] and "MB moved" in dlg.results[-1]
+        qtbot.waitUntil(lambda: dlg.phases[-1:] == ["done"], timeout=20000)
+        assert [p for i, p in enumerate(dlg.phases) if i == 0 or dlg.phases[i - 1] != p] == \
+            ["started", "checking", "dumping", "copying", "restoring", "done"], dlg.phases
+        assert dlg.phase_label.text().startswith("migration: done: frozen ") and "MB moved" in dlg.phase_label.text()
+        for h in hooks:
+            h.unlink()
         qtbot.waitUntil(lambda: proc().where == 2, timeout=20000)
         qtbot.waitUntil(lambda: "running on node 2" in dlg.where.text(), timeout=20000)
         # SIGSTOP / SIGCONT change its state where it runs (the status pane reads it there)
