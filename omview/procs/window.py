@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
@@ -98,8 +98,6 @@ class ProcBox(QMainWindow):
         self.model.address = self.address or ""
         self.updates = 0  # answers shown (tests wait on it)
         self.migrators: dict[int, Migrator] = {}
-        #: node ID -> job id -> the job's row on the node it runs on (its program's state and CPU)
-        self._away: dict[int, dict[str, ProcessInfo]] = {}
         self.guests: GuestsWindow | None = None
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
@@ -217,39 +215,13 @@ class ProcBox(QMainWindow):
             self.address = self.model.address = node.address
             self.refresh_now()
 
-    def _poll_away(self, procs: tuple[ProcessInfo, ...]) -> None:
-        """Jobs of this node that run elsewhere: ask the nodes they run on for the program's state and
-        CPU (the home node only has the deputy's), one poll per such node."""
-        home = self.model.node_id
-        away = {p.where for p in procs if p.job and p.where not in (0, home)}
-        self._away = {n: rows for n, rows in self._away.items() if n in away}
-        for node in away:
-            info = next((n for n in self.session.table if n.id == node), None)
-            if info is not None:
-                self.session.links.poll(info.address, "procs away", _list_procs(False), self._deliver)
-
-    def _with_away(self, procs: tuple[ProcessInfo, ...]) -> tuple[ProcessInfo, ...]:
-        home = self.model.node_id
-        out = []
-        for p in procs:
-            there = self._away.get(p.where, {}).get(p.job) if p.job and p.where != home else None
-            out.append(p if there is None else replace(p, state=there.state, cpu=there.cpu, rss=there.rss,
-                                                       threads=there.threads, nice=there.nice))  # fmt: skip
-        return tuple(out)
-
     @Slot(object)
     def _on_done(self, done: TaskDone) -> None:
-        if done.kind == "procs away":
-            if done.error is None and isinstance(done.value, ProcList):
-                self._away[done.value.node] = {p.job: p for p in done.value.procs if p.job and not p.helper_of}
-            return
         if done.error is not None:
             self.statusBar().showMessage(f"{done.address}: {done.error.describe()}")
             return
         result = done.value
         assert isinstance(result, ProcList)
-        self._poll_away(result.procs)
-        result = replace(result, procs=self._with_away(result.procs))
         if self.model.node_id != result.node:
             self.model.node_id = result.node
             self.node = result.node
