@@ -252,6 +252,32 @@ def _ps_run(rounds: int) -> dict[str, float]:
             "list_ms_max": max(walls), "cpu_ms_per_list": sorted(cpus)[len(cpus) // 2]}  # fmt: skip
 
 
+def lister_run(rounds: int) -> dict[str, float]:
+    """The agent's lister alone (ProcessLister.list, what procs.list spends in the agent's worker
+    thread), in this process: thread CPU per full listing after a first one, the median of ROUNDS."""
+    from omview.agent.node.procs import CriuProbe, ProcessLister
+    from omview.agent.node.sampler import Scope
+
+    criu = CriuProbe(None)
+    criu.check()
+    lister = ProcessLister(Scope("all"), criu)
+    lister.list(node_id=1, cpu={}, locks=frozenset())
+    cpus = []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        n = len(lister.list(node_id=1, cpu={}, locks=frozenset()))
+        cpus.append((time.thread_time() - t0) * 1000)
+        time.sleep(0.2)
+    return {"processes": n, "lister_cpu_ms": sorted(cpus)[len(cpus) // 2]}
+
+
+def _lister_in(tree: str, rounds: int) -> dict[str, float]:
+    env = dict(os.environ, OMVIEW_BENCH_TREE=tree)
+    out = subprocess.run([sys.executable, __file__, "lister", "--agent-rounds", str(rounds)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return dict(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+
+
 def agent_cost(extra: int, rounds: int, baseline: str | None) -> dict[str, dict[str, float]]:
     """This checkout's agent, BASELINE's (another source tree, e.g. ``git archive REV | tar -x -C DIR``)
     and ps, one after the other on this machine's processes plus EXTRA sleepers."""
@@ -262,6 +288,10 @@ def agent_cost(extra: int, rounds: int, baseline: str | None) -> dict[str, dict[
         out = {"this checkout": _agent_run(str(ROOT), rounds)}
         if baseline:
             out[f"baseline {baseline}"] = _agent_run(os.path.abspath(baseline), rounds)
+        for _ in range(2):  # the listers alone, taking turns: the least disturbed of two runs each
+            for name, tree in zip(out, (str(ROOT), os.path.abspath(baseline or str(ROOT))), strict=False):
+                got = _lister_in(tree, rounds)["lister_cpu_ms"]
+                out[name]["lister_cpu_ms"] = min(got, out[name].get("lister_cpu_ms", got))
         out["ps -e (procps)"] = _ps_run(rounds)
         return out
     finally:
@@ -278,18 +308,20 @@ def print_agent_cost(cost: dict[str, dict[str, float]], extra: int, rounds: int)
     for key, label in (("processes", "processes listed"), ("first_ms", "first procs.list, nothing kept (ms)"),
                        ("list_ms_median", "procs.list wall, median (ms)"), ("list_ms_max", "procs.list wall, max (ms)"),
                        ("cpu_ms_per_list", "CPU per listing (ms)"),
+                       ("lister_cpu_ms", "lister alone, CPU per listing (ms)"),
                        ("idle_cpu_ms_per_s", "agent CPU idle, sampler (ms/s)")):  # fmt: skip
         cells = [f"{cost[n][key]:32.0f}" if key in cost[n] else f"{'-':>32}" for n in names]
         print(f"  {label:<34}" + "".join(cells))
-    ref = cost[names[0]]["cpu_ms_per_list"]
-    for n in names[1:]:
-        if cost[n]["cpu_ms_per_list"] > 0:
-            print(f"  CPU per listing, this checkout / {n}: {ref / cost[n]['cpu_ms_per_list']:.2f}")
+    for key in ("cpu_ms_per_list", "lister_cpu_ms"):
+        ref = cost[names[0]].get(key, 0.0)
+        for n in names[1:]:
+            if cost[n].get(key, 0.0) > 0:
+                print(f"  {key}, this checkout / {n}: {ref / cost[n][key]:.2f}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", choices=("all", "serve", "box"), default="all")
+    ap.add_argument("mode", nargs="?", choices=("all", "serve", "box", "lister"), default="all")
     ap.add_argument("socket", nargs="?")
     ap.add_argument("--procs", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -305,6 +337,9 @@ def main() -> int:
         SyntheticNode.procs_count = args.procs
         gui_bench.SyntheticCluster = SyntheticNode  # bench/gui.py's serve() builds the node
         return gui_bench.serve(args.socket, 1)
+    if args.mode == "lister":
+        print("RESULT " + json.dumps(lister_run(args.agent_rounds)))
+        return 0
     if args.mode == "box":
         print("RESULT " + json.dumps(run_box(args.socket, args.seconds)))
         return 0
