@@ -2,15 +2,21 @@
 the agent's cost of listing 5,000 processes.
 
 Run as root:  .venv/bin/python bench/procs.py [--procs 5000] [--seconds 20] [--agent-procs 5000]
+                                              [--baseline DIR] [--no-box] [--no-agent]
 
 1. A synthetic node in its own process (bench/gui.py's NDJSON server, answering ``procs.list`` with
    N processes: CPU, state and memory of every one take a random step each second, 1 % end and as
    many new ones start, a few migrate). The real box (ProcBox + ClusterSession, polled through
    omview/gui/links.py exactly as ``openmosixprocs --local-socket SOCK`` does) shows it, sorted by
    cpu% so every update re-sorts. Measured in the GUI thread: CPU per second (target <= 10 % of one
-   core) and the longest event-loop stall (5 ms probe timer; target <= 50 ms).
+   core) and the longest event-loop stall (5 ms probe timer; target <= 50 ms). With ``--baseline DIR``
+   that tree's box runs too, each in a process of its own, taking turns (``--box-rounds``).
 2. A real agent (loopback, ``process_scope = "all"``) on this machine with ``--agent-procs`` extra
-   sleeping processes: wall time of one ``procs.list`` and the agent's CPU per listing, once a second.
+   sleeping processes, listed once a second: the first listing (nothing kept yet), the wall time of
+   one ``procs.list``, the agent's CPU per listing (listed minus idle, so the sampler's own second is
+   not counted) and its idle CPU; side by side with ``--baseline DIR``'s agent (another revision's
+   source tree, e.g. ``git archive REV | tar -x -C DIR``) and with procps ``ps -e`` listing the same
+   processes with the same columns.
 
 Exit status 1 when a GUI target is missed.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (str(ROOT), str(ROOT / "bench")):
     if p not in sys.path:
         sys.path.insert(0, p)
+if os.environ.get("OMVIEW_BENCH_TREE"):  # "box" mode for --baseline: the box of another source tree
+    sys.path.insert(0, os.environ["OMVIEW_BENCH_TREE"])
 
 import gui as gui_bench  # noqa: E402 - bench/gui.py: its NDJSON server and stall probe settings
 
@@ -161,83 +170,215 @@ def run_box(sock: str, seconds: float) -> dict[str, Any]:
     return result
 
 
-def agent_cost(extra: int, rounds: int) -> dict[str, Any]:
-    """A loopback agent lists this machine's processes (plus EXTRA sleepers) once a second."""
+def boxes_side_by_side(sock: str, seconds: float, rounds: int, baseline: str) -> dict[str, dict[str, Any]]:
+    """This checkout's box and BASELINE's, each in a process of its own against the same synthetic
+    node, taking turns (ROUNDS runs of SECONDS each) so that both see the same machine load."""
+    runs: dict[str, list[dict[str, Any]]] = {"this checkout": [], f"baseline {baseline}": []}
+    for _ in range(rounds):
+        for name, tree in zip(runs, (str(ROOT), os.path.abspath(baseline)), strict=True):
+            env = dict(os.environ, OMVIEW_BENCH_TREE=tree, QT_QPA_PLATFORM="offscreen")
+            out = subprocess.run([sys.executable, __file__, "box", sock, "--seconds", str(seconds)], env=env,
+                                 capture_output=True, text=True, check=True, cwd=tree).stdout  # fmt: skip
+            runs[name].append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+    return {name: {"rows": max(r["rows"] for r in rs), "updates": sum(r["updates"] for r in rs),
+                   "gui_cpu_pct": sum(r["gui_cpu_pct"] for r in rs) / len(rs),
+                   "gui_cpu_worst_1s": max(r["gui_cpu_worst_1s"] for r in rs),
+                   "stall_max_ms": max(r["stall_max_ms"] for r in rs),
+                   "stall_p99_ms": max(r["stall_p99_ms"] for r in rs),
+                   "stall_max_ms_per_run": [round(r["stall_max_ms"]) for r in rs],
+                   "skipped_polls": sum(r["skipped_polls"] for r in rs)} for name, rs in runs.items()}  # fmt: skip
+
+
+def _agent_run(root: str, rounds: int) -> dict[str, float]:
+    """One loopback agent of the source tree ROOT (``process_scope = "all"``): its first listing (nothing
+    kept yet), its CPU idle (the sampler alone) over ROUNDS seconds, then over ROUNDS seconds listed
+    once a second; each listing's wall time as its client sees it."""
     from omview.model.procfs import HZ, read_stat
     from tests.support.agents import Cluster
 
-    sleepers: list[subprocess.Popen[bytes]] = []
+    def cpu(pid: int) -> float:
+        st = read_stat(pid)
+        return 0.0 if st is None else (st.utime + st.stime) * 1000 / HZ
+
     base = tempfile.mkdtemp(prefix="omview-bench-procs-")
     cl = Cluster(base, 1)
+    agent = cl.agents[0]
+    agent.root = root
+    agent.env["PYTHONPATH"] = root
+    try:
+        agent.start()
+        assert agent.proc is not None
+        apid = agent.proc.pid
+        with agent.client(timeout=60) as c:
+            time.sleep(2.0)  # the first samples
+            t0 = time.perf_counter()
+            n = len(c.call("procs.list"))
+            first = (time.perf_counter() - t0) * 1000
+            time.sleep(1.0)
+            c0 = cpu(apid)
+            time.sleep(rounds)
+            idle = (cpu(apid) - c0) / rounds  # ms of CPU per second
+            walls = []
+            c0, w0 = cpu(apid), time.perf_counter()
+            next_at = time.monotonic()
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                n = max(n, len(c.call("procs.list")))
+                walls.append((time.perf_counter() - t0) * 1000)
+                next_at += 1.0
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            used, elapsed = cpu(apid) - c0, time.perf_counter() - w0
+        return {"processes": n, "first_ms": first, "list_ms_median": sorted(walls)[len(walls) // 2],
+                "list_ms_max": max(walls), "idle_cpu_ms_per_s": idle,
+                "cpu_ms_per_list": (used - idle * elapsed) / rounds}  # fmt: skip
+    finally:
+        cl.stop()
+
+
+def _ps_run(rounds: int) -> dict[str, float]:
+    """The reference: procps ``ps`` listing the same processes with the same columns (it reads stat,
+    status and cmdline of every process each time)."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        out = subprocess.run(["ps", "-e", "-o", "pid,ppid,uid,user,stat,ni,pcpu,rss,nlwp,comm,args"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+        walls.append((time.perf_counter() - t0) * 1000)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
+        time.sleep(0.2)
+    return {"processes": out.count(b"\n") - 1, "list_ms_median": sorted(walls)[len(walls) // 2],
+            "list_ms_max": max(walls), "cpu_ms_per_list": sorted(cpus)[len(cpus) // 2]}  # fmt: skip
+
+
+def lister_run(rounds: int) -> dict[str, float]:
+    """The agent's lister alone (ProcessLister.list, what procs.list spends in the agent's worker
+    thread), in this process: thread CPU per full listing after a first one, the median of ROUNDS."""
+    from omview.agent.node.procs import CriuProbe, ProcessLister
+    from omview.agent.node.sampler import Scope
+
+    criu = CriuProbe(None)
+    criu.check()
+    lister = ProcessLister(Scope("all"), criu)
+    lister.list(node_id=1, cpu={}, locks=frozenset())
+    cpus = []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        n = len(lister.list(node_id=1, cpu={}, locks=frozenset()))
+        cpus.append((time.thread_time() - t0) * 1000)
+        time.sleep(0.2)
+    return {"processes": n, "lister_cpu_ms": sorted(cpus)[len(cpus) // 2]}
+
+
+def _lister_in(tree: str, rounds: int) -> dict[str, float]:
+    env = dict(os.environ, OMVIEW_BENCH_TREE=tree)
+    out = subprocess.run([sys.executable, __file__, "lister", "--agent-rounds", str(rounds)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return dict(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+
+
+def agent_cost(extra: int, rounds: int, baseline: str | None) -> dict[str, dict[str, float]]:
+    """This checkout's agent, BASELINE's (another source tree, e.g. ``git archive REV | tar -x -C DIR``)
+    and ps, one after the other on this machine's processes plus EXTRA sleepers."""
+    sleepers: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(extra):
             sleepers.append(subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL))
-        agent = cl.agents[0].start()
-        assert agent.proc is not None
-        apid = agent.proc.pid
-        walls, cpus, counts = [], [], []
-        with agent.client(timeout=60) as c:
-            c.processes()  # the first listing reads every process's fds: not the steady state
-            for _ in range(rounds):
-                st0 = read_stat(apid)
-                t0 = time.perf_counter()
-                n = len(c.processes())
-                walls.append((time.perf_counter() - t0) * 1000)
-                st1 = read_stat(apid)
-                if st0 and st1:
-                    cpus.append((st1.utime + st1.stime - st0.utime - st0.stime) * 1000 / HZ)
-                counts.append(n)
-                time.sleep(max(0.0, 1.0 - walls[-1] / 1000))
-        return {"processes": max(counts), "list_ms_median": sorted(walls)[len(walls) // 2], "list_ms_max": max(walls),
-                "agent_cpu_ms_per_list_median": sorted(cpus)[len(cpus) // 2] if cpus else 0.0}  # fmt: skip
+        out = {"this checkout": _agent_run(str(ROOT), rounds)}
+        if baseline:
+            out[f"baseline {baseline}"] = _agent_run(os.path.abspath(baseline), rounds)
+        for _ in range(2):  # the listers alone, taking turns: the least disturbed of two runs each
+            for name, tree in zip(out, (str(ROOT), os.path.abspath(baseline or str(ROOT))), strict=False):
+                got = _lister_in(tree, rounds)["lister_cpu_ms"]
+                out[name]["lister_cpu_ms"] = min(got, out[name].get("lister_cpu_ms", got))
+        out["ps -e (procps)"] = _ps_run(rounds)
+        return out
     finally:
-        cl.stop()
         for s in sleepers:
             s.kill()
         for s in sleepers:
             s.wait()
 
 
+def print_agent_cost(cost: dict[str, dict[str, float]], extra: int, rounds: int) -> None:
+    names = list(cost)
+    print(f"agent listing this machine's processes plus {extra} sleepers, once a second, {rounds} rounds:")
+    print(f"  {'':<34}" + "".join(f"{n[:30]:>32}" for n in names))
+    for key, label in (("processes", "processes listed"), ("first_ms", "first procs.list, nothing kept (ms)"),
+                       ("list_ms_median", "procs.list wall, median (ms)"), ("list_ms_max", "procs.list wall, max (ms)"),
+                       ("cpu_ms_per_list", "CPU per listing (ms)"),
+                       ("lister_cpu_ms", "lister alone, CPU per listing (ms)"),
+                       ("idle_cpu_ms_per_s", "agent CPU idle, sampler (ms/s)")):  # fmt: skip
+        cells = [f"{cost[n][key]:32.0f}" if key in cost[n] else f"{'-':>32}" for n in names]
+        print(f"  {label:<34}" + "".join(cells))
+    for key in ("cpu_ms_per_list", "lister_cpu_ms"):
+        ref = cost[names[0]].get(key, 0.0)
+        for n in names[1:]:
+            if cost[n].get(key, 0.0) > 0:
+                print(f"  {key}, this checkout / {n}: {ref / cost[n][key]:.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", choices=("all", "serve"), default="all")
+    ap.add_argument("mode", nargs="?", choices=("all", "serve", "box", "lister"), default="all")
     ap.add_argument("socket", nargs="?")
     ap.add_argument("--procs", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--agent-procs", type=int, default=5000, help="extra sleeping processes for the agent part")
     ap.add_argument("--agent-rounds", type=int, default=10)
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also measure the box and the agent of this source tree (another revision)")
+    ap.add_argument("--box-rounds", type=int, default=3, help="with --baseline: turns each box takes")
     ap.add_argument("--no-agent", action="store_true")
+    ap.add_argument("--no-box", action="store_true")
     args = ap.parse_args()
     if args.mode == "serve":
         SyntheticNode.procs_count = args.procs
         gui_bench.SyntheticCluster = SyntheticNode  # bench/gui.py's serve() builds the node
         return gui_bench.serve(args.socket, 1)
-    tmp = tempfile.mkdtemp(prefix="omview-bench-")
-    sock = os.path.join(tmp, "node.sock")
-    server = subprocess.Popen([sys.executable, __file__, "serve", sock, "--procs", str(args.procs)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        box = run_box(sock, args.seconds)
-    finally:
-        server.terminate()
-        server.wait(10)
-    print(f"process box, {args.procs} processes changing every second, {args.seconds:.0f} s (offscreen):")
+    if args.mode == "lister":
+        print("RESULT " + json.dumps(lister_run(args.agent_rounds)))
+        return 0
+    if args.mode == "box":
+        print("RESULT " + json.dumps(run_box(args.socket, args.seconds)))
+        return 0
     ok = True
-    for key, target in (("gui_cpu_pct", TARGET_CPU), ("gui_cpu_worst_1s", None), ("stall_max_ms", TARGET_STALL),
-                        ("stall_p99_ms", None)):  # fmt: skip
-        verdict = "" if target is None else ("  ok" if box[key] <= target else f"  MISSED (target <= {target})")
-        ok &= target is None or box[key] <= target
-        print(f"  {key:<22} {box[key]:8.1f}{verdict}")
-    print(f"  rows {box['rows']}, updates {box['updates']}, skipped polls {box['skipped_polls']}")
+    result: dict[str, Any] = {}
+    if not args.no_box:
+        tmp = tempfile.mkdtemp(prefix="omview-bench-")
+        sock = os.path.join(tmp, "node.sock")
+        server = subprocess.Popen([sys.executable, __file__, "serve", sock, "--procs", str(args.procs)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            if args.baseline:
+                boxes = boxes_side_by_side(sock, args.seconds, args.box_rounds, args.baseline)
+            else:
+                boxes = {"this checkout": run_box(sock, args.seconds)}
+            result["box"] = boxes
+        finally:
+            server.terminate()
+            server.wait(10)
+        names = list(boxes)
+        runs = f"{args.box_rounds} turns of {args.seconds:.0f} s each" if args.baseline else f"{args.seconds:.0f} s"
+        print(f"process box, {args.procs} processes changing every second, {runs} (offscreen):")
+        print(f"  {'':<22}" + "".join(f"{n[:30]:>32}" for n in names))
+        for key, target in (("gui_cpu_pct", TARGET_CPU), ("gui_cpu_worst_1s", None), ("stall_max_ms", TARGET_STALL),
+                            ("stall_p99_ms", None)):  # fmt: skip
+            mine = boxes[names[0]][key]
+            verdict = "" if target is None else ("  ok" if mine <= target else f"  MISSED (target <= {target})")
+            ok &= target is None or mine <= target
+            print(f"  {key:<22}" + "".join(f"{boxes[n][key]:32.1f}" for n in names) + verdict)
+        for n in names:
+            b = boxes[n]
+            print(f"  {n}: rows {b['rows']}, updates {b['updates']}, skipped polls {b['skipped_polls']}"
+                  + (f", longest stall per turn {b['stall_max_ms_per_run']}" if "stall_max_ms_per_run" in b else ""))
     if not args.no_agent:
-        cost = agent_cost(args.agent_procs, args.agent_rounds)
-        print(f"agent listing {cost['processes']} processes once a second: median {cost['list_ms_median']:.0f} ms "
-              f"(max {cost['list_ms_max']:.0f} ms) per procs.list, agent CPU {cost['agent_cpu_ms_per_list_median']:.0f} ms "
-              "per listing")  # fmt: skip
-    print("RESULT " + json.dumps({"box": box}))
+        cost = result["agent"] = agent_cost(args.agent_procs, args.agent_rounds, args.baseline)
+        print_agent_cost(cost, args.agent_procs, args.agent_rounds)
+    print("RESULT " + json.dumps(result))
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

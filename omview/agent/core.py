@@ -21,6 +21,7 @@ from typing import Any
 from omview import __version__
 from omview.agent.config import AgentConfig
 from omview.agent.jobops import JobOps
+from omview.agent.jobs.awaystats import StatsReporter
 from omview.agent.jobs.procctl import ProcCtl
 from omview.agent.jobs.rows import group_jobs
 from omview.agent.jobs.run import JobManager, become_subreaper
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 EVENTS = (
     "node.up", "node.down", "node.joined", "flags.changed", "map.changed",
     "job.started", "job.output", "job.exit", "job.moved",
-    "migration.started", "migration.done", "migration.failed",
+    "migration.started", "migration.phase", "migration.done", "migration.failed",
 )  # fmt: skip
 #: events only root and the job's owner receive, as only they may read the same data with an op
 #: (job.output is "own"); every other event is what open ops show anyone (cluster.nodes, flags.get,
@@ -124,6 +125,7 @@ class Agent:
             store=self.jobstore, peers=self.peers, node_id=lambda: self.membership.node_id,
             publish=self.publish_threadsafe, log_dir=os.path.join(cfg.state_dir, "logs"),
         )  # fmt: skip
+        self.stats_reporter = StatsReporter(self.jobstore, lambda: self.membership.node_id, self.jobs.deliver)
         self.faults = FaultHooks(cfg.state_dir, enabled=cfg.test_mode)
         env = Env(
             state_dir=cfg.state_dir, node_id=lambda: self.membership.node_id, nodes=self.fresh_nodes,
@@ -328,12 +330,20 @@ class Agent:
                     self._prune_locks()
             except Exception:
                 log.exception("sampling failed; keeping the previous measurement")
+            if self.sample is not None:  # guests' programs to their home nodes (a peer call: not here)
+                loop.run_in_executor(self.job_pool, self._report_stats, self.sample.cpu)
             try:
                 self.gossip.tick(self.self_info().to_dict())
                 self._snapshot_nodes()
             except Exception:
                 log.exception("gossip tick failed")
             self.balancer.tick()
+
+    def _report_stats(self, cpu: dict[tuple[int, int], float]) -> None:
+        try:
+            self.stats_reporter.report(cpu)
+        except Exception:
+            log.exception("reporting guest jobs' stats to their home nodes failed")
 
     def _prune_locks(self) -> None:
         if self.sample is None or not self.locks:
@@ -644,9 +654,11 @@ class Agent:
                 continue
             if job.home_pid in have or (pid is not None and pid != job.home_pid):
                 continue
+            st = self.jobs.away.fresh(job.id, job.where) or {}  # its program, as its host reported it
             procs.append(ProcessInfo(
-                pid=job.home_pid, ppid=0, uid=job.uid, user=self.lister.user(job.uid), state="R", nice=0,
-                cpu=0.0, rss=0, threads=1, name=os.path.basename(job.argv[0])[:15] if job.argv else "?",
+                pid=job.home_pid, ppid=0, uid=job.uid, user=self.lister.user(job.uid), state=st.get("state", "R"),
+                nice=st.get("nice", 0), cpu=st.get("cpu", 0.0), rss=st.get("rss", 0), threads=st.get("threads", 1),
+                name=os.path.basename(job.argv[0])[:15] if job.argv else "?",
                 cmdline=tuple(job.argv), home=me, where=job.where, lock=job.lock, nmigs=job.nmigs,
                 cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id,
             ))  # fmt: skip
@@ -655,7 +667,8 @@ class Agent:
     def _grouped(self, procs: list[ProcessInfo], *, helpers: bool) -> list[ProcessInfo]:
         """A mosrun job as one row, its plumbing marked (and left out unless asked): jobs/rows.py."""
         starters = {jid: p.pid for jid, p in list(self.jobs.procs.items())}
-        return group_jobs(procs, self.jobstore.all(), starters, self.membership.node_id, helpers=helpers)
+        return group_jobs(procs, self.jobstore.all(), starters, self.membership.node_id, helpers=helpers,
+                          away=self.jobs.away.fresh)  # fmt: skip
 
     def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""

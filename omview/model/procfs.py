@@ -15,7 +15,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
 #: states of a process that has exited (zombie, dead): it holds a PID but runs no more
 ENDED = ("Z", "X")
-#: fields split off after the name: rss (field 24) is the last one used; the rest stays unsplit
+#: fields split off after the name: rss (field 24) is the last one used; the rest stays unsplit (ProcStat.rest)
 _SPLIT = 22
 
 
@@ -38,6 +38,7 @@ class ProcStat(NamedTuple):
     threads: int
     starttime: int  # clock ticks after boot
     rss_pages: int
+    rest: bytes = b""  # the fields after rss, left unsplit (see exec_mark)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -47,6 +48,19 @@ class ProcStat(NamedTuple):
     @property
     def kernel_thread(self) -> bool:
         return bool(self.flags & PF_KTHREAD)
+
+    @property
+    def exec_mark(self) -> tuple[int, int] | None:
+        """(arg_start, arg_end), fields 48-49: where the command line lies in memory. Every exec gives
+        the process a new stack (at a random address), so a change means the process ran exec (or
+        moved its arguments with prctl(PR_SET_MM)); None when the kernel shows 0 (a reader without
+        ptrace rights on it, a kernel thread, Linux < 3.5)."""
+        try:
+            f = self.rest.split(None, 25)
+            mark = (int(f[23]), int(f[24]))
+        except (IndexError, ValueError):
+            return None
+        return mark if mark[0] else None
 
     @property
     def ended(self) -> bool:
@@ -66,7 +80,7 @@ def parse_stat(pid: int, raw: bytes) -> ProcStat:
         return ProcStat(
             pid, raw[raw.index(b"(") + 1 : rpar].decode("utf-8", "replace"), f[0].decode("ascii"),
             int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[6]), int(f[11]), int(f[12]), int(f[13]),
-            int(f[14]), int(f[16]), int(f[17]), int(f[19]), int(f[21]),
+            int(f[14]), int(f[16]), int(f[17]), int(f[19]), int(f[21]), f[_SPLIT] if len(f) > _SPLIT else b"",
         )  # fmt: skip
     except (IndexError, UnicodeDecodeError):
         raise ValueError(f"not a /proc/PID/stat line: {raw[:80]!r}") from None

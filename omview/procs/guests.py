@@ -1,14 +1,15 @@
 """openmosixprocs window: the guests window ("manage procs from remote") - the processes that migrated
 to this node from other home nodes, with their home node's ID and address, the selected one's
 stats (utime, cutime, nice, state, vsize, rss, threads) and buttons to send it home or to the best
-node. It shows the box's own model through a proxy (no second poll of procs.list).
+node. It has a ProcModel of its own that keeps only guests, fed by the box's poll (no second poll of
+procs.list).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,38 +31,31 @@ from omview.procs.migrator import ProcStatus, status_task
 from omview.procs.model import CMD, HOME, NICE, PROC_ROLE, RSS, STAT, ProcModel
 
 
-class GuestFilter(QSortFilterProxyModel):
-    """Only guests: processes running here whose home is another node."""
-
-    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
-        model = self.sourceModel()
-        assert isinstance(model, ProcModel)
-        p = model.data(model.index(source_row, 0, source_parent), PROC_ROLE)
-        return p is not None and p.home not in (0, model.node_id) and p.where in (0, model.node_id)
+def is_guest(p: ProcessInfo, node_id: int) -> bool:
+    """Runs here, and its home is another node."""
+    return p.home not in (0, node_id) and p.where in (0, node_id)
 
 
 class GuestsWindow(QDialog):
-    """The guests of the node at ``address`` (the box's model, so it updates with the box)."""
+    """The guests of the node at ``address`` (the box feeds ``model`` each time it polls)."""
 
     _sig_done = Signal(object)
 
-    def __init__(self, session: ClusterSession, address: str, model: ProcModel, parent: QWidget | None = None) -> None:
+    def __init__(self, session: ClusterSession, address: str, node_id: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.address = address
-        self.model = model
+        self.model = ProcModel(node_id, self, keep=is_guest)
+        model = self.model
         self.results: list[str] = []
         self.details: ProcStatus | None = None
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         self.setWindowTitle(f"guests on node{model.node_id}")
-        self.proxy = GuestFilter(self)
-        self.proxy.setSourceModel(model)
-        self.proxy.setDynamicSortFilter(True)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("processes that migrated here from their home node:"))
         self.view = QTableView(self)
-        self.view.setModel(self.proxy)
+        self.view.setModel(model)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.verticalHeader().hide()
@@ -97,17 +91,16 @@ class GuestsWindow(QDialog):
         self.resize(720, 480)
 
     def guests(self) -> list[ProcessInfo]:
-        return [self.proxy.data(self.proxy.index(r, 0), PROC_ROLE) for r in range(self.proxy.rowCount())]
+        return self.model.processes()
 
     def selected(self) -> ProcessInfo | None:
         rows = self.view.selectionModel().selectedRows()
-        return self.proxy.data(self.proxy.index(rows[0].row(), 0), PROC_ROLE) if rows else None
+        return self.model.data(self.model.index(rows[0].row(), 0), PROC_ROLE) if rows else None
 
     def select(self, pid: int) -> None:
-        for r in range(self.proxy.rowCount()):
-            if self.proxy.data(self.proxy.index(r, 0), PROC_ROLE).pid == pid:
-                self.view.selectRow(r)
-                return
+        row = self.model.row_of(pid)
+        if row >= 0:
+            self.view.selectRow(row)
 
     @Slot()
     def refresh_details(self) -> None:

@@ -3,13 +3,16 @@ load and speed (double-click or drop a process on one to migrate there), home, b
 SIGCONT, a renice slider, and a status pane read from /proc on the node through the agent.
 
 Everything it asks runs in the node's lanes of omview/gui/links.py (migrations in the ACTION lane, so
-a long one never delays the status poll) and comes back as TaskDone through a queued signal.
+a long one never delays the status poll) and comes back as TaskDone through a queued signal. While a
+migration of its process runs, the phase comes from the agent's migration events (omview/gui/migevents.py,
+in the STREAM lane of the node it leaves); after it: frozen time, total time and bytes moved, or the error.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from omview.gui.links import Lane, LaneContext, TaskDone, deliverer
+from omview.gui.migevents import LOST, SUBSCRIBED, MigrationEvent, describe, watch_migration
 from omview.gui.procdrag import DraggedProcs, MigrationResult, from_mime, migrate_task
 from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
@@ -110,6 +114,9 @@ class Migrator(QDialog):
     """The migrator of process ``proc`` of the node at ``address`` (node ID ``node``)."""
 
     _sig_done = Signal(object)
+    _sig_event = Signal(object)  # MigrationEvent from the STREAM lane
+    #: how long a migration waits for its events' subscription before it starts without
+    SUBSCRIBE_WAIT_MS = 3000
 
     def __init__(self, session: ClusterSession, address: str, node: int, proc: ProcessInfo,
                  parent: QWidget | None = None) -> None:  # fmt: skip
@@ -122,6 +129,11 @@ class Migrator(QDialog):
         self.status: ProcStatus | None = None
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self._deliver_event = deliverer(self, "_sig_event")
+        self._sig_event.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
+        self.phases: list[str] = []  # every phase event shown (tests read it)
+        self._watch: threading.Event | None = None  # set: the running migration's event stream ends
+        self._waiting: tuple[str, tuple[int, ...], str] | None = None  # a migration waiting for its stream
         cmd = " ".join(proc.cmdline) or proc.name
         self.setWindowTitle(f"migrate {proc.pid} on node{node}")
         layout = QVBoxLayout(self)
@@ -168,6 +180,8 @@ class Migrator(QDialog):
         self.status_pane.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.status_pane.setMaximumHeight(230)
         layout.addWidget(self.status_pane)
+        self.phase_label = QLabel("")
+        layout.addWidget(self.phase_label)
         self.outcome = QLabel("")
         self.outcome.setWordWrap(True)
         layout.addWidget(self.outcome)
@@ -183,8 +197,42 @@ class Migrator(QDialog):
     def migrate(self, target: str, pids: tuple[int, ...] | None = None, address: str | None = None) -> None:
         pids = pids or (self.proc.pid,)
         self._show(f"migrating {' '.join(map(str, pids))} to {target if not target.isdigit() else 'node ' + target}…")
-        self.session.links.submit(address or self.address, Lane.ACTION, "migrate", migrate_task(pids, target),
-                                  self._deliver, urgent=True)  # fmt: skip
+        if pids != (self.proc.pid,):
+            self._submit(target, pids, address or self.address)
+            return
+        # its phases: listen on the node it leaves first, then start it (the first phase is not missed)
+        self._end_watch()
+        self._watch = threading.Event()
+        self._waiting = (target, pids, address or self.address)
+        self.phase_label.setText("migration: waiting for the agent's events…")
+        self.session.links.stream(self._source_address(), f"migration events {self.proc.pid}",
+                                  watch_migration(self._is_mine, self._deliver_event, self._watch))  # fmt: skip
+        QTimer.singleShot(self.SUBSCRIBE_WAIT_MS, self._start_waiting)
+
+    def _submit(self, target: str, pids: tuple[int, ...], address: str) -> None:
+        self.session.links.submit(address, Lane.ACTION, "migrate", migrate_task(pids, target), self._deliver,
+                                  urgent=True)  # fmt: skip
+
+    def _start_waiting(self) -> None:
+        if self._waiting is not None:
+            target, pids, address = self._waiting
+            self._waiting = None
+            self._submit(target, pids, address)
+
+    def _is_mine(self, data: Mapping[str, Any]) -> bool:
+        """An event of this process's migration (lane thread: reads only immutable values)."""
+        p = self.proc
+        return data.get("job") == p.job if p.job else data.get("pid") == p.pid
+
+    def _source_address(self) -> str:
+        """Where the process runs now (its migration's events come from there)."""
+        node = self.status.node if self.status is not None else (self.proc.where or self.node)
+        return next((n.address for n in self.session.table if n.id == node), self.address)
+
+    def _end_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.set()
+            self._watch = None
 
     def send_signal(self, sig: int) -> None:
         self.session.links.submit(self.address, Lane.POLL, f"signal {signal.Signals(sig).name}",
@@ -210,6 +258,16 @@ class Migrator(QDialog):
         self.migrate(str(node), drag.pids, drag.address or self.address)
 
     # -- answers (GUI thread) --
+    @Slot(object)
+    def _on_event(self, ev: MigrationEvent) -> None:
+        if ev.name in (SUBSCRIBED, LOST):
+            if ev.name == LOST:
+                self.phase_label.setText(f"migration: no phases ({describe(ev)})")
+            self._start_waiting()
+            return
+        self.phases.append(ev.phase)
+        self.phase_label.setText(f"migration: {describe(ev)}")
+
     @Slot(object)
     def _on_cluster(self, table: tuple[NodeInfo, ...]) -> None:
         self.nodes.setRowCount(len(table))
@@ -240,6 +298,10 @@ class Migrator(QDialog):
             for res in done.value:
                 assert isinstance(res, MigrationResult)
                 self._show(res.text())
+            # refused before it began: no event will end the stream; done: its last events may follow
+            watch = self._watch
+            if watch is not None:
+                QTimer.singleShot(5000, watch.set)
         else:
             self._show(f"{done.kind}: done on node {done.value.get('node', '?')}")
         self.refresh_status()
@@ -250,6 +312,7 @@ class Migrator(QDialog):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._timer.stop()
+        self._end_watch()
         super().closeEvent(event)
 
 

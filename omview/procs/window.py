@@ -8,7 +8,6 @@ model applies new and ended processes when the hold ends), so a row never jumps 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
@@ -32,7 +31,7 @@ from omview.gui.session import ClusterSession
 from omview.model.cluster import NodeInfo, ProcessInfo
 from omview.procs.guests import GuestsWindow
 from omview.procs.migrator import Migrator
-from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcFilter, ProcModel
+from omview.procs.model import CMD, COLUMNS, PID, PROC_ROLE, USER, ProcDelegate, ProcModel
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +79,8 @@ class ProcBox(QMainWindow):
         self.address: str | None = session.entry if node is None else None
         self.model = ProcModel(node or 0, self)
         self.model.address = self.address or ""
-        self.proxy = ProcFilter(self)
-        self.proxy.setSourceModel(self.model)
         self.updates = 0  # answers shown (tests wait on it)
         self.migrators: dict[int, Migrator] = {}
-        #: node ID -> job id -> the job's row on the node it runs on (its program's state and CPU)
-        self._away: dict[int, dict[str, ProcessInfo]] = {}
         self.guests: GuestsWindow | None = None
         self._deliver = deliverer(self, "_sig_done")
         self._sig_done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
@@ -102,13 +97,13 @@ class ProcBox(QMainWindow):
         bar = QHBoxLayout()
         self.user_edit = QLineEdit(placeholderText="user")
         self.user_edit.setMaximumWidth(120)
-        self.user_edit.textChanged.connect(lambda t: self.proxy.set_filter(user=t))
+        self.user_edit.textChanged.connect(lambda t: self.model.set_filter(user=t))
         self.command_edit = QLineEdit(placeholderText="command contains…")
-        self.command_edit.textChanged.connect(lambda t: self.proxy.set_filter(command=t))
+        self.command_edit.textChanged.connect(lambda t: self.model.set_filter(command=t))
         self.migratable_box = QCheckBox("only migratable")
-        self.migratable_box.toggled.connect(lambda on: self.proxy.set_filter(only_migratable=on))
+        self.migratable_box.toggled.connect(lambda on: self.model.set_filter(only_migratable=on))
         self.migrated_box = QCheckBox("only migrated")
-        self.migrated_box.toggled.connect(lambda on: self.proxy.set_filter(only_migrated=on))
+        self.migrated_box.toggled.connect(lambda on: self.model.set_filter(only_migrated=on))
         self.helpers_box = QCheckBox("show helpers")
         self.helpers_box.setToolTip("Also the processes that run a mosrun job (unshare, jobinit, its program's own "
                                     "PID), under the job's row; they are never dragged themselves")  # fmt: skip
@@ -123,7 +118,8 @@ class ProcBox(QMainWindow):
         bar.addWidget(self.guests_button)
         layout.addLayout(bar)
         self.view = ProcView(central)
-        self.view.setModel(self.proxy)
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(ProcDelegate(self.model, self.view))
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(PID, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -149,7 +145,7 @@ class ProcBox(QMainWindow):
 
     # -- the migrator --
     def _proc_at(self, index: QModelIndex) -> ProcessInfo | None:
-        return self.proxy.data(self.proxy.index(index.row(), 0), PROC_ROLE) if index.isValid() else None
+        return self.model.data(self.model.index(index.row(), 0), PROC_ROLE) if index.isValid() else None
 
     def open_migrator(self, proc: ProcessInfo | None) -> Migrator | None:
         """The migrator of ``proc`` (one per process; raised when already open)."""
@@ -169,7 +165,8 @@ class ProcBox(QMainWindow):
         if self.address is None:
             return None
         if self.guests is None or not self.guests.isVisible():
-            self.guests = GuestsWindow(self.session, self.address, self.model, self)
+            self.guests = GuestsWindow(self.session, self.address, self.model.node_id, self)
+            self.guests.model.set_processes(self.model.all_processes())
         self.guests.show()
         self.guests.raise_()
         return self.guests
@@ -201,47 +198,22 @@ class ProcBox(QMainWindow):
             self.address = self.model.address = node.address
             self.refresh_now()
 
-    def _poll_away(self, procs: tuple[ProcessInfo, ...]) -> None:
-        """Jobs of this node that run elsewhere: ask the nodes they run on for the program's state and
-        CPU (the home node only has the deputy's), one poll per such node."""
-        home = self.model.node_id
-        away = {p.where for p in procs if p.job and p.where not in (0, home)}
-        self._away = {n: rows for n, rows in self._away.items() if n in away}
-        for node in away:
-            info = next((n for n in self.session.table if n.id == node), None)
-            if info is not None:
-                self.session.links.poll(info.address, "procs away", list_procs(False), self._deliver)
-
-    def _with_away(self, procs: tuple[ProcessInfo, ...]) -> tuple[ProcessInfo, ...]:
-        home = self.model.node_id
-        out = []
-        for p in procs:
-            there = self._away.get(p.where, {}).get(p.job) if p.job and p.where != home else None
-            out.append(p if there is None else replace(p, state=there.state, cpu=there.cpu, rss=there.rss,
-                                                       threads=there.threads, nice=there.nice))  # fmt: skip
-        return tuple(out)
-
     @Slot(object)
     def _on_done(self, done: TaskDone) -> None:
-        if done.kind == "procs away":
-            if done.error is None and isinstance(done.value, ProcList):
-                self._away[done.value.node] = {p.job: p for p in done.value.procs if p.job and not p.helper_of}
-            return
         if done.error is not None:
             self.statusBar().showMessage(f"{done.address}: {done.error.describe()}")
             return
         result = done.value
         assert isinstance(result, ProcList)
-        self._poll_away(result.procs)
-        result = replace(result, procs=self._with_away(result.procs))
         if self.model.node_id != result.node:
             self.model.node_id = result.node
             self.node = result.node
             self._retitle()
         self.model.set_processes(result.procs)
-        self.proxy.refilter()
+        if self.guests is not None:
+            self.guests.model.set_processes(result.procs)
         self.updates += 1
-        shown = self.proxy.rowCount()
+        shown = self.model.rowCount()
         held = " (held while the pointer is over the table)" if self.model.held else ""
         self.statusBar().showMessage(f"{len(result.procs)} processes, {shown} shown{held}")
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from omview.agent.node import movable
+from omview.agent.node import procs as procs_mod
 from omview.agent.node.procs import RESCAN_EVERY, CriuProbe, ProcessLister, TcpTables, _proc_tcp, process_row
 from omview.agent.node.sampler import Scope, netns_key
-from omview.model.procfs import read_stat
+from omview.model.cluster import ProcessInfo
+from omview.model.procfs import ProcStat, read_stat
 from tests.support.agents import PY, Cluster, wait_for
 
 #: a session leader that does what its stdin says, one line at a time, and answers "ok <detail>"
@@ -358,3 +360,106 @@ def test_tcp_tables_sock_diag_matches_proc_net_tcp(criu: CriuProbe) -> None:
         other.wait(10)
         for s in (c4, c6, a4, a6, srv4, srv6):
             s.close()
+
+
+#: waits for a line on stdin, then does what it says: "exec" (the same program, another command line)
+#: or "setuid" (to nobody, without exec); prints "ok" when done (after exec: when running again)
+CHANGER = r"""
+import os, sys, time
+if sys.argv[1:] == ["after-exec"]:
+    print("ok", flush=True)
+    time.sleep(60)
+    sys.exit(0)
+print("ok", flush=True)
+cmd = sys.stdin.readline().strip()
+if cmd == "exec":
+    os.execv(sys.executable, [sys.executable, "-c", "CODE = " + repr(CODE) + "\n" + CODE, "after-exec"])
+elif cmd == "setuid":
+    os.setresuid(65534, 65534, 65534)
+    print("ok", flush=True)
+    time.sleep(60)
+"""
+
+
+class Changer:
+    """A process that runs exec (same program, so the same name) or setuid when told."""
+
+    def __init__(self) -> None:
+        code = "CODE = " + repr(CHANGER) + "\n" + CHANGER  # CODE: what it runs again after exec
+        self.proc = subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.pid = self.proc.pid
+        self._answer()
+
+    def _answer(self) -> None:
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().split() == [b"ok"]
+
+    def do(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{cmd}\n".encode())
+        self.proc.stdin.flush()
+        self._answer()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def changer() -> Iterator[Changer]:
+    c = Changer()
+    yield c
+    c.stop()
+
+
+def rows(lister: ProcessLister) -> dict[int, ProcessInfo]:
+    return {p.pid: p for p in lister.list(node_id=1, cpu={}, locks=set())}
+
+
+def test_command_line_after_exec_shows_at_the_next_listing(criu: CriuProbe, changer: Changer) -> None:
+    """The listing keeps a process's command line and uid, but an exec (here of the same program, so
+    the name stays the same) moves the arguments (ProcStat.exec_mark): the next listing reads them."""
+    lister = ProcessLister(Scope("all"), criu)
+    for _ in range(2):
+        assert rows(lister)[changer.pid].cmdline[-1] != "after-exec"
+    not_due(lister, changer.pid)
+    name = rows(lister)[changer.pid].name
+    changer.do("exec")
+    now = rows(lister)[changer.pid]
+    assert now.name == name and now.cmdline[-1] == "after-exec", now
+
+
+def test_setuid_without_exec_within_rescan_every_listings(criu: CriuProbe, changer: Changer) -> None:
+    """A setuid changes neither the name nor exec_mark: the uid is read again at the process's staggered
+    turn (within RESCAN_EVERY listings); a one-process listing reads it at once."""
+    lister = ProcessLister(Scope("all"), criu)
+    assert rows(lister)[changer.pid].uid == 0
+    changer.do("setuid")
+    assert lister.list(node_id=1, cpu={}, locks=set(), pid=changer.pid)[0].uid == 65534
+    seen = [rows(lister)[changer.pid].uid for _ in range(RESCAN_EVERY + 1)]
+    first = seen.index(65534)
+    assert first < RESCAN_EVERY and set(seen[first:]) == {65534}, seen
+
+
+def test_steady_listing_reads_status_and_cmdline_once_per_turn(
+    criu: CriuProbe, child: Callable[[], Child], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What listing 5,000 processes a second costs (bench/procs.py): /proc/PID/status and cmdline of a
+    process that changed nothing are read once per RESCAN_EVERY listings, not every time."""
+    c = child()
+    lister = ProcessLister(Scope("all"), criu)
+    reasons(lister)
+    read: list[int] = []
+    real = procs_mod.read_static
+
+    def counted(st: ProcStat) -> object:
+        if st.pid == c.pid:
+            read.append(lister.listing)
+        return real(st)
+
+    monkeypatch.setattr(procs_mod, "read_static", counted)
+    for _ in range(2 * RESCAN_EVERY):
+        assert reasons(lister)[c.pid] == ""
+    assert len(read) == 2, read
+    assert all((c.pid + n) % RESCAN_EVERY == 0 for n in read), read

@@ -12,9 +12,10 @@ from PySide6.QtCore import Qt
 from omview.gui.connect import SshConnector, SshSettings
 from omview.gui.session import ClusterSession
 from omview.model.cluster import ProcessInfo
-from omview.procs.model import NODE, PID, PROC_ROLE, ProcFilter, ProcModel
+from omview.procs.model import NODE, PID, PROC_ROLE, ProcModel
 from omview.procs.window import ProcBox
 from tests.migration.helpers import COUNTER, PY, Deputy, all_up, call
+from tests.migration.test_migration_faults import hook
 
 
 def _proc(pid: int, *, user: str = "root", where: int = 1, cantmove: str = "", cmd: str = "sleep 1") -> ProcessInfo:
@@ -41,8 +42,6 @@ def test_rows_keep_their_place_and_hold_still(qtbot: Any) -> None:
 def test_filter_icons_and_tooltips(qtbot: Any) -> None:
     model = ProcModel(1)
     model.set_processes([_proc(1), _proc(2, where=3), _proc(3, user="alice", cantmove="open TCP connection")])
-    proxy = ProcFilter()
-    proxy.setSourceModel(model)
     lock = model.index(2, PID)
     assert model.data(lock, Qt.ItemDataRole.DecorationRole) is not None
     assert "open TCP connection" in model.data(lock, Qt.ItemDataRole.ToolTipRole)
@@ -51,16 +50,22 @@ def test_filter_icons_and_tooltips(qtbot: Any) -> None:
     assert model.data(model.index(0, PID), Qt.ItemDataRole.DecorationRole) is None
 
     def shown() -> list[int]:
-        return sorted(proxy.data(proxy.index(r, 0), PROC_ROLE).pid for r in range(proxy.rowCount()))
+        return sorted(model.data(model.index(r, 0), PROC_ROLE).pid for r in range(model.rowCount()))
 
-    proxy.set_filter(only_migrated=True)
+    model.set_filter(only_migrated=True)
     assert shown() == [2]
-    proxy.set_filter(only_migrated=False, only_migratable=True)
+    model.set_filter(only_migrated=False, only_migratable=True)
     assert shown() == [1, 2]
-    proxy.set_filter(only_migratable=False, user="alice")
+    model.set_filter(only_migratable=False, user="alice")
     assert shown() == [3]
-    proxy.set_filter(user="", command="SLEEP")
+    model.set_filter(user="", command="SLEEP")
     assert shown() == [1, 2, 3]
+    model.set_filter(command="nothing like it")
+    assert shown() == []
+    model.set_processes([_proc(1), _proc(4, cmd="nothing like it here")])  # an update filters too
+    assert shown() == [4]
+    model.set_filter(command="")
+    assert shown() == [1, 4] and len(model.all_processes()) == 2
 
 
 @pytest.mark.cluster
@@ -203,11 +208,21 @@ def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster
         assert dlg is not None
         qtbot.waitUntil(lambda: dlg.status is not None and dlg.nodes.rowCount() == 2, timeout=20000)
         assert dict(dlg.status.fields)["Name"] == "python3" and "running on node 1" in dlg.where.text()
-        # double-click node 2
+        # double-click node 2; while it runs the migrator shows its phases (the copy held 1.5 s by a
+        # test hook, so that "copying" lasts), after it the frozen and total time and the bytes moved
+        hooks = [hook(cluster, 1, "method", "images"), hook(cluster, 1, "stall-transfer", "1.5")]
         row2 = next(r for r in range(2) if dlg.nodes.node_at_row(r) == 2)
         dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: "copying" in dlg.phases, timeout=60000)
+        assert dlg.phase_label.text().startswith("migration: copying ") and " MB (" in dlg.phase_label.text()
         qtbot.waitUntil(lambda: any("migrated to node 2" in t for t in dlg.results), timeout=60000)
         assert "frozen" in dlg.results[-1] and "MB moved" in dlg.results[-1]
+        qtbot.waitUntil(lambda: dlg.phases[-1:] == ["done"], timeout=20000)
+        assert [p for i, p in enumerate(dlg.phases) if i == 0 or dlg.phases[i - 1] != p] == \
+            ["started", "checking", "dumping", "copying", "restoring", "done"], dlg.phases
+        assert dlg.phase_label.text().startswith("migration: done: frozen ") and "MB moved" in dlg.phase_label.text()
+        for h in hooks:
+            h.unlink()
         qtbot.waitUntil(lambda: proc().where == 2, timeout=20000)
         qtbot.waitUntil(lambda: "running on node 2" in dlg.where.text(), timeout=20000)
         # SIGSTOP / SIGCONT change its state where it runs (the status pane reads it there)
@@ -261,13 +276,11 @@ def test_sorting_is_the_models_and_waits_for_the_hold(qtbot: Any) -> None:
     from omview.procs.model import CPU
 
     model = ProcModel(1)
-    proxy = ProcFilter()
-    proxy.setSourceModel(model)
     model.set_processes([replace(_proc(p), cpu=c) for p, c in ((1, 5.0), (2, 50.0), (3, 20.0))])
-    proxy.sort(CPU, Qt.SortOrder.DescendingOrder)  # what a click on the header does
+    model.sort(CPU, Qt.SortOrder.DescendingOrder)  # what a click on the header does
 
     def order() -> list[int]:
-        return [proxy.data(proxy.index(r, 0), PROC_ROLE).pid for r in range(proxy.rowCount())]
+        return [model.data(model.index(r, 0), PROC_ROLE).pid for r in range(model.rowCount())]
 
     assert order() == [2, 3, 1]
     model.set_held(True)
@@ -296,8 +309,8 @@ def test_a_locked_job_shows_the_lock_and_the_migrator_says_why_it_stays(qtbot: A
         tip = box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
         assert "cannot migrate: locked to node 1" == tip
         box.migratable_box.setChecked(True)  # "only migratable" hides it
-        assert all(box.proxy.data(box.proxy.index(r, 0), PROC_ROLE).pid != dep.pid
-                   for r in range(box.proxy.rowCount()))  # fmt: skip
+        assert all(box.model.data(box.model.index(r, 0), PROC_ROLE).pid != dep.pid
+                   for r in range(box.model.rowCount()))  # fmt: skip
         box.migratable_box.setChecked(False)
         dlg = box.open_migrator(box.model.process(dep.pid))
         assert dlg is not None
@@ -327,3 +340,30 @@ def test_helpers_sit_under_their_job_and_are_never_dragged(qtbot: Any) -> None:
     assert model.data(model.index(helper, 3)).startswith("  \\_ unshare")
     drag = from_mime(model.mimeData([model.index(r, 0) for r in range(3)]))
     assert drag is not None and drag.pids == (10, 11) and drag.node == 1
+
+
+def test_an_update_signals_only_what_changed(qtbot: Any) -> None:
+    """5,000 rows a second (bench/procs.py): new values are one dataChanged; the rows are re-ordered
+    (layoutChanged) only when the order changed, and never reset."""
+    from omview.procs.model import CPU
+
+    model = ProcModel(1)
+    model.sort(PID)
+    seen: list[str] = []
+    for name in ("dataChanged", "layoutChanged", "modelReset", "rowsInserted", "rowsRemoved"):
+        getattr(model, name).connect(lambda *_a, n=name: seen.append(n))
+    model.set_processes([_proc(p) for p in range(1, 1001)])
+    assert seen == ["rowsInserted"] and model.rowCount() == 1000
+    seen.clear()
+    model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(1, 1001)])  # sorted by pid: same order
+    assert seen == ["dataChanged"]
+    seen.clear()
+    model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(2, 1002)])  # 1 ended, 1001 new
+    assert seen == ["dataChanged", "rowsInserted", "layoutChanged", "rowsRemoved"]  # 1 moved to the end, removed
+    assert [p.pid for p in model.processes()] == list(range(2, 1002))
+    seen.clear()
+    model.sort(CPU, Qt.SortOrder.DescendingOrder)
+    assert seen == ["layoutChanged"]
+    seen.clear()
+    model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(2, 1002)])  # same values: same order
+    assert seen == ["dataChanged"]

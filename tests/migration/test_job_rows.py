@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 from typing import Any
 
 from omview.testbed import Cluster
@@ -77,6 +79,43 @@ def test_signal_renice_status_reach_a_migrated_job(make_cluster: ClusterFactory)
         wait(lambda: guest()["nice"] == 6, 10, "nice 6 on node 2")
         call(cluster, 1, "proc.signal", pid=dep.pid, signal=9)
         wait(lambda: dep.status()["state"] != "running", 20, "the job to end")
+    finally:
+        dep.proc.kill()
+        dep.proc.wait(10)
+
+
+BURNER = [PY, "-c", "print('burning', flush=True)\nwhile True: pass"]
+
+
+def test_home_node_shows_the_programs_state_and_cpu_from_where_it_runs(make_cluster: ClusterFactory) -> None:
+    """A CPU-bound job migrated to node 2: node 1's procs.list and `mps --json` show the program's
+    state (R) and CPU as node 2 reports them (jobs/awaystats.py), not its deputy's (S, no CPU)."""
+    cluster = all_up(make_cluster(2))
+    dep = Deputy(cluster, 1, BURNER)
+    try:
+        dep.wait_started()
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        wait(lambda: _rows(cluster, 1, dep.job)[0]["where"] == 2, 20, "the job's row to say node 2")
+        deputy = next(p for p in call(cluster, 1, "procs.list", pid=dep.pid, helpers=True) if p["pid"] == dep.pid)
+        assert deputy["where"] == 2
+
+        def home_row() -> dict[str, Any]:
+            out = cluster.exec(1, ["mps", "--json", str(dep.pid)], capture_output=True, text=True, check=True).stdout
+            rows = [r for r in json.loads(out) if r["pid"] == dep.pid]
+            assert len(rows) == 1, out
+            return rows[0]
+
+        row = wait(lambda: (r := home_row())["state"] == "R" and r["cpu"] > 0 and r, 20,
+                   "node 1 to show the program's state and CPU")  # fmt: skip
+        assert row["where"] == 2 and row["rss"] > 0 and row["cmdline"] == BURNER
+        guest = _rows(cluster, 2, dep.job)[0]
+        assert guest["state"] == "R" and abs(guest["rss"] - row["rss"]) < 8 << 20
+        listed = _rows(cluster, 1, dep.job)[0]  # procs.list of the whole node says the same
+        assert listed["state"] == "R" and listed["cpu"] > 0
+        # stopped there: node 1 says T within a few seconds
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=signal.SIGSTOP)
+        wait(lambda: _rows(cluster, 1, dep.job)[0]["state"] == "T", 20, "node 1 to show the stopped program")
+        call(cluster, 1, "proc.signal", pid=dep.pid, signal=signal.SIGCONT)
     finally:
         dep.proc.kill()
         dep.proc.wait(10)

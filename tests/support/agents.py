@@ -76,6 +76,8 @@ class AgentProc:
     wrap: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    #: the source tree the agent runs from (bench/procs.py --baseline runs another checkout's agent)
+    root: str = REPO
 
     @property
     def socket(self) -> str:
@@ -104,7 +106,7 @@ class AgentProc:
             stdout=log,
             stderr=log,
             env=self.env,
-            cwd=REPO,
+            cwd=self.root,  # `python -m` puts the working directory first on sys.path
         )
         log.close()
         if wait:

@@ -10,8 +10,9 @@ leaves them out unless asked (``helpers``), mps prints them with ``--helpers``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from omview.agent.jobs.table import Job
 from omview.model.cluster import ProcessInfo
@@ -25,13 +26,19 @@ def is_jobinit(p: ProcessInfo) -> bool:
 
 
 def group_jobs(
-    procs: list[ProcessInfo], jobs: Iterable[Job], starters: dict[str, int], me: int, *, helpers: bool
+    procs: list[ProcessInfo], jobs: Iterable[Job], starters: dict[str, int], me: int, *, helpers: bool,
+    away: Callable[[str, int], dict[str, Any] | None] | None = None,
 ) -> list[ProcessInfo]:
     """PROCS (job fields already set) with every running job folded into one row.
 
     ``starters`` maps a job id to the PID of the ``unshare`` that launched it here. Helpers are left
-    out unless ``helpers``; the order of the rows is kept."""
+    out unless ``helpers``; the order of the rows is kept. ``away(job id, node)``: the stats of a job's
+    program running on that other node as its host last reported them (jobs/awaystats.py), or None."""
     by_pid = {p.pid: p for p in procs}
+    job_kids: dict[int, list[ProcessInfo]] = {}  # parent PID -> its children that are job tasks
+    for p in procs:
+        if p.job:
+            job_kids.setdefault(p.ppid, []).append(p)
     heads: dict[int, ProcessInfo] = {}
     helper_of: dict[int, int] = {}
     for job in jobs:
@@ -45,7 +52,7 @@ def group_jobs(
             root = None
         program = root
         if root is not None and is_jobinit(root):
-            kids = [p for p in procs if p.ppid == root.pid and p.job == job.id]
+            kids = [p for p in job_kids.get(root.pid, ()) if p.job == job.id]
             program = min(kids, key=lambda p: p.pid) if kids else None
         head = deputy or program
         if head is None:
@@ -55,8 +62,13 @@ def group_jobs(
             row = replace(row, cmdline=program.cmdline, name=program.name, state=program.state, cpu=program.cpu,
                           rss=program.rss, threads=program.threads, nice=program.nice)  # fmt: skip
         elif program is None:
-            # the program runs on another node: its command line from the record
+            # the program runs on another node: its command line from the record, its state, CPU and
+            # memory as that node reports them (the deputy's own are not the program's)
             row = replace(row, cmdline=tuple(job.argv), name=(job.argv[0].rsplit("/", 1)[-1][:15] if job.argv else "?"))
+            st = away(job.id, job.where) if away is not None and job.where != me else None
+            if st is not None:
+                row = replace(row, state=st["state"], cpu=st["cpu"], rss=st["rss"], threads=st["threads"],
+                              nice=st["nice"])  # fmt: skip
         heads[head.pid] = row
         plumbing = [starters.get(job.id, 0), root.pid if root is not None and root is not program else 0,
                     program.pid if program is not None and program is not head else 0]  # fmt: skip

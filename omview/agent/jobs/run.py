@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omview.agent import criu as criumod
+from omview.agent.jobs.awaystats import AwayStats
 from omview.agent.jobs.table import (
     CHUNK,
     STREAMS,
@@ -88,6 +89,8 @@ class JobManager:
         self.reaped: dict[int, int] = {}
         self._tick_lock = threading.Lock()
         self._prune_set_aside()
+        #: home side: the programs of our jobs running elsewhere, as their hosts report them
+        self.away = AwayStats()
 
     # ------------------------------------------------------------------ launch
     def launch(self, job: Job, env: dict[str, str]) -> Job:
@@ -185,6 +188,8 @@ class JobManager:
             with self.store.lock:
                 job.lock = bool(data["lock"])
                 self.store.save()
+        elif kind == "stats":
+            self.away.put(job_id, int(data.get("node", job.where)), data)
         elif kind == "lost":
             with self.store.lock:
                 job.state, job.status = "lost", data.get("status", "signal 9")

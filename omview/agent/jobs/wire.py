@@ -29,6 +29,9 @@ UPDATE_KINDS: dict[str, tuple[dict[str, tuple[type, ...]], dict[str, tuple[type,
     "started": ({}, {"node": (int,), "pid": (int,)}),
     "lock": ({"lock": (bool,)}, {}),
     "lost": ({}, {"status": (str, type(None)), "node": (int,)}),
+    # the program of a job running elsewhere, from the node hosting it (jobs/awaystats.py)
+    "stats": ({"state": (str,), "cpu": (int, float), "rss": (int,), "threads": (int,), "nice": (int,)},
+              {"node": (int,)}),
 }  # fmt: skip
 #: the JSON types of Job's fields, from their annotations (a new field with a new kind of type
 #: fails here at import, not silently at a peer's request)

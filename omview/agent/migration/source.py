@@ -62,6 +62,37 @@ LAZY_MIN_BYTES = 8 << 20
 FENCE_WINDOW = 30.0
 HISTORY_FILE = "migrations.jsonl"
 HISTORY_KEEP = 200
+#: a running migration's progress event (migration.phase) while its images are copied comes at most
+#: this often; each change of phase is published at once (at most four per migration)
+PHASE_EVERY = 0.25
+
+
+class PhaseEvents:
+    """migration.phase events of one migration (docs/agent.md, "Migration events"): each phase when it
+    starts - checking (the target makes room), dumping (the job is frozen), copying (with bytes sent of
+    total_bytes, repeated at most every PHASE_EVERY s), restoring or post-copy (the target restores; a
+    post-copy job runs there while its pages follow)."""
+
+    def __init__(self, publish: Callable[[str, dict[str, Any]], None], rec: dict[str, Any], t0: float) -> None:
+        self._publish = publish
+        self._base = {k: rec[k] for k in ("id", "job", "pid", "source", "target", "method")}
+        self._t0 = t0
+        self._last = 0.0
+        self._total = 0
+
+    def phase(self, name: str, *, sent: int = 0, total: int = 0) -> None:
+        self._total = total
+        self._emit(name, sent)
+
+    def copied(self, sent: int) -> None:
+        """Bytes sent so far; published when PHASE_EVERY has passed or the copy is complete."""
+        if time.monotonic() - self._last >= PHASE_EVERY or sent >= self._total:
+            self._emit("copying", sent)
+
+    def _emit(self, name: str, sent: int) -> None:
+        now = self._last = time.monotonic()
+        self._publish("migration.phase", {**self._base, "phase": name, "bytes": sent, "total_bytes": self._total,
+                                          "elapsed_s": round(now - self._t0, 3)})  # fmt: skip
 
 
 class _FallBack(Exception):
@@ -328,6 +359,7 @@ class _Attempt:
         self.pages: socket.socket | None = None
         self.frozen_at = 0.0
         self.sums: dict[str, str] = {}  # sha256 of every file sent, for the target to compare
+        self.events = PhaseEvents(self.env.publish, self.rec, t0)
 
     def phase(self, name: str, **extra: Any) -> None:
         """The journal recover() reads after a restart."""
@@ -347,10 +379,12 @@ class _Attempt:
                  self.target, rec["reason"], self.method)  # fmt: skip
         try:
             self.phase("prepare")
+            self.events.phase("checking")
             t = self._prepare(time.monotonic())
             t = self._open_streams(t)
             self.side.jobs.relay_output(self.job)  # what the job printed so far goes out before it freezes
             self.phase("dump")
+            self.events.phase("dumping")
             t = self._dump()
             t = self._transfer(t)
             self._restore_there(t)
@@ -474,7 +508,8 @@ class _Attempt:
             data.settimeout(TRANSFER_TIMEOUT)
             files = migstream.collect(self.images, self.side.store.jobs_dir, self.job.dirname,
                                       set(criumod.LOG_NAMES))  # fmt: skip
-            self.sums = migstream.send_files(data, files, stall=stall)
+            self.events.phase("copying", total=sum(f.size for f in files))
+            self.sums = migstream.send_files(data, files, stall=stall, progress=self.events.copied)
             answer = migstream.recv_line(data)
         except (OSError, migstream.StreamError) as exc:
             raise MigrationError(
@@ -499,6 +534,7 @@ class _Attempt:
         """peer.mig.restore, and when it resumed there (frozen time); a post-copy's dump then ends."""
         rec = self.rec
         self.env.faults.pause("pause-before-restore-call")
+        self.events.phase("post-copy" if self.lazy else "restoring")
         call_at = time.monotonic()
         reply = self._call_restore()
         done_at = time.monotonic()

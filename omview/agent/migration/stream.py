@@ -118,10 +118,12 @@ def _big_buffers(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
 
 
-def send_files(sock: socket.socket, files: list[FileEntry], *, stall: float | None = None) -> dict[str, str]:
+def send_files(sock: socket.socket, files: list[FileEntry], *, stall: float | None = None,
+               progress: Callable[[int], None] | None = None) -> dict[str, str]:  # fmt: skip
     """Manifest, the bytes of every file (hashed while read), then the sums; returns the sums.
 
-    STALL (fault hook): hold the stream for that many seconds after the first 512 KiB.
+    STALL (fault hook): hold the stream for that many seconds after the first 512 KiB. PROGRESS: called
+    with the bytes sent so far after every chunk (it rate-limits itself).
     """
     _big_buffers(sock)
     send_line(sock, {"files": [f.wire() for f in files]})
@@ -144,6 +146,8 @@ def send_files(sock: socket.socket, files: list[FileEntry], *, stall: float | No
                     log.warning("fault hook stall-transfer: holding the stream for %.1f s", stall)
                     time.sleep(min(stall, 120.0))
                 sent += n
+                if progress is not None:
+                    progress(sent)
         sums[f"{f.dest}:{f.name}"] = h.hexdigest()
     send_line(sock, {"sums": sums})
     return sums

@@ -351,6 +351,26 @@ class _Look:
     tids: list[int] | None = None  # read when first needed, kept while the thread count is the same
 
 
+@dataclass(frozen=True)
+class _Static:
+    """What a listing keeps about one process (pid, start time) that seldom changes: its real uid and
+    command line, with what they were read under (both change on exec, the uid also on setuid)."""
+
+    uid: int
+    cmdline: tuple[str, ...]
+    mark: tuple[int, int] | None  # ProcStat.exec_mark when read
+    name: str  # its comm when read (exec and prctl(PR_SET_NAME), which setproctitle uses, change it)
+
+
+def read_static(st: ProcStat) -> _Static | None:
+    """ST's real uid and command line, read now; None when it is gone."""
+    uid = real_uid(st.pid)
+    if uid is None:
+        return None
+    raw = _read_bytes(f"/proc/{st.pid}/cmdline") or b""
+    return _Static(uid, tuple(a for a in raw.decode("utf-8", "replace").split("\0") if a), st.exec_mark, st.name)
+
+
 class _Children(Mapping[int, list[int]]):
     """PID -> its child processes, read from /proc/PID/task/TID/children when first asked (only the
     trees the listing looks at are read, not every process of the machine)."""
@@ -579,6 +599,7 @@ class ProcessLister:
         self.tables = TcpTables()
         self.listing = 0  # full listings so far
         self.looks: dict[tuple[int, int], _Look] = {}
+        self.statics: dict[tuple[int, int], _Static] = {}
         self.orphans: dict[tuple[int, int] | None, set[str]] = {}
         self.pidns: dict[tuple[int, int], tuple[int | None, bool]] = {}
         self.pidns_seen: set[tuple[int, int]] = set()
@@ -657,6 +678,20 @@ class ProcessLister:
         out.sort()
         return out
 
+    def _static(self, st: ProcStat, fresh: bool) -> _Static | None:
+        """ST's uid and command line: kept from an earlier listing while it has run no exec (same
+        exec_mark) and kept its name, and its staggered turn to be read again has not come (a setuid
+        without exec shows within RESCAN_EVERY listings); read now otherwise."""
+        key = st.key
+        old = None if fresh else self.statics.get(key)
+        if (old is not None and old.mark is not None and old.mark == st.exec_mark and old.name == st.name
+                and (st.pid + self.listing) % RESCAN_EVERY != 0):  # fmt: skip
+            return old
+        new = read_static(st)
+        if new is not None and not fresh:
+            self.statics[key] = new
+        return new
+
     def _cantmove(self, run: _Listing, st: ProcStat) -> str:
         """The first reason this process cannot migrate that can be seen here, or "" when none. The
         target's part (PIDs free there) is asked separately for the roots in pid_checks."""
@@ -714,21 +749,23 @@ class ProcessLister:
                     run.look(s)
             run.find_new_connections()
         out: list[ProcessInfo] = []
+        fresh = pid is not None
         for p, st in stats.items():
-            uid = real_uid(p)
-            if uid is None:
+            static = self._static(st, fresh)
+            if static is None:
                 continue  # exited meanwhile
-            raw = _read_bytes(f"/proc/{p}/cmdline") or b""
             out.append(ProcessInfo(
-                pid=p, ppid=st.ppid, uid=uid, user=self.user(uid), state=st.state, nice=st.nice,
+                pid=p, ppid=st.ppid, uid=static.uid, user=self.user(static.uid), state=st.state, nice=st.nice,
                 cpu=cpu.get(st.key, 0.0), rss=st.rss_pages * PAGE_SIZE, threads=st.threads, name=st.name,
-                cmdline=tuple(a for a in raw.decode("utf-8", "replace").split("\0") if a),
-                home=node_id, where=node_id, lock=st.key in locks, nmigs=0,
+                cmdline=static.cmdline, home=node_id, where=node_id, lock=st.key in locks, nmigs=0,
                 cantmove=self._cantmove(run, st), job="",
             ))  # fmt: skip
         if pid is None:
             # forget what belongs to processes that ended (or were not looked at: read afresh later)
             self.looks = {k: v for k, v in self.looks.items() if run.looks.get(k) is not None}
+            if len(self.statics) > len(stats):
+                live = {s.key for s in stats.values()}
+                self.statics = {k: v for k, v in self.statics.items() if k in live}
             self.pidns = {k: v for k, v in self.pidns.items() if k in self.pidns_seen}
             self.pidns_seen = set()
         return out
