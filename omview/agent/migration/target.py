@@ -109,8 +109,19 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
         moved = inc.read_pid("moved")  # not a pid: presence means the job dir was moved in
         if moved is not None and jobs_dir:
             _move_job_dir_back(inc, jobs_dir)
-        drop_images(inc.images, inc.dir)
+        drop_arrival(inc)
     return "aborted"
+
+
+def drop_arrival(inc: Incoming) -> None:
+    """A failed or aborted arrival: free its images (CRIU's logs stay) and drop the copy of the job's
+    files it brought, which the job no longer needs (its own stay with the copy that runs on): left
+    there, every failed migration would keep a copy of the job's whole output (bench/faults.py)."""
+    drop_images(inc.images, inc.dir)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(inc.dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _move_job_dir_back(inc: Incoming, jobs_dir: str) -> None:
@@ -174,8 +185,9 @@ class TargetSide:
             return False
         conn.settimeout(TRANSFER_TIMEOUT)
         damage = self.env.faults.on("corrupt-image")
+        flip = self.env.faults.number("flip-image-byte")
         try:
-            res = migstream.receive_files(conn, inc.images, inc.dir, damage_largest=damage, node=me)
+            res = migstream.receive_files(conn, inc.images, inc.dir, damage_largest=damage, flip=flip, node=me)
         except (OSError, migstream.StreamError) as exc:
             log.warning("migration %s: image stream broke: %s", head.get("mig"), exc)
             return False
@@ -247,7 +259,7 @@ class TargetSide:
             return self._restore(mig, inc, job, t_call, lazy, pages)
         except MigrationError:
             if os.path.isdir(inc.dir):
-                drop_images(inc.images, inc.dir)
+                drop_arrival(inc)
             raise
         finally:
             if pages is not None:
