@@ -42,3 +42,17 @@ def test_a_committed_arrival_is_not_touched(tmp_path: Path) -> None:
     inc.mark("committed")
     assert abort_incoming(str(tmp_path), "1-2-1000-43", str(tmp_path / "jobs")) == "committed"
     assert (tmp_path / "jobs" / "1-42" / "out").exists()
+
+
+def test_an_agent_start_aborts_what_a_killed_agent_left(tmp_path: Path) -> None:
+    """The target agent killed mid-transfer: its successor aborts the arrival (images, job copy) but
+    leaves committed arrivals and already cleaned-up ones alone."""
+    from omview.agent.migration.target import recover_arrivals
+
+    half = arrival(tmp_path, "1-2-1000-50", moved_in=False)
+    done = arrival(tmp_path, "1-2-1000-51", moved_in=True)
+    done.mark("committed")
+    assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == ["1-2-1000-50"]
+    assert sorted(p.name for p in Path(half.dir).iterdir()) == ["aborted", "lock", "restore.log"]
+    assert (tmp_path / "jobs" / "1-42" / "out").exists() and Path(done.images).exists()
+    assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == []

@@ -113,6 +113,26 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
     return "aborted"
 
 
+def recover_arrivals(state_dir: str, jobs_dir: str) -> list[str]:
+    """At agent start: abort every arrival a previous incarnation left neither committed nor cleaned up.
+    Its stream died with that agent; a source still waiting fences it and resumes its own copy. Left,
+    its images (tmpfs memory) and the job's files would stay for good (found by bench/faults.py: the
+    target agent killed mid-transfer). Returns the migration ids aborted."""
+    done: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(os.path.join(state_dir, INCOMING_DIR)), key=lambda e: e.name):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            inc = Incoming(state_dir, entry.name)
+            if inc.marker("committed"):
+                continue
+            if not inc.marker("aborted") or any(e.is_dir() for e in os.scandir(inc.dir)):
+                log.warning("arrival %s was left unfinished by a previous agent: aborting it", entry.name)
+                abort_incoming(state_dir, entry.name, jobs_dir)
+                done.append(entry.name)
+    return done
+
+
 def drop_arrival(inc: Incoming) -> None:
     """A failed or aborted arrival: free its images (CRIU's logs stay) and drop the copy of the job's
     files it brought, which the job no longer needs (its own stay with the copy that runs on): left
@@ -150,6 +170,7 @@ class TargetSide:
         self._page_socks: dict[str, socket.socket] = {}
         self._arrivals: dict[str, tuple[float, str]] = {}  # prepared here: mig id -> (when, job id)
         self.listener: migstream.Listener | None = None
+        recover_arrivals(env.state_dir, store.jobs_dir)
         try:
             self.listener = migstream.Listener(os.path.join(sock_dir, STREAM_SOCKET), self._on_stream)
         except OSError as exc:
