@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -513,10 +514,14 @@ class Campaign:
             r = nodes.run(tgt, ["mount", "-t", "tmpfs", "-o", "size=48m", "omv-faults-full", m])
             if r.returncode != 0:
                 raise RuntimeError(f"mount on node {tgt} failed: {r.stderr}")
-            cleanup.append(lambda m=m: self._umount(run, tgt, m))
+            cleanup.append(functools.partial(self._umount, run, tgt, m))
         # cleanup runs in reverse: leftovers inside the mounts are looked for first (the unmount would hide
         # them), then the filler goes, then the mounts
-        cleanup.append(lambda: [nodes.run(tgt, ["rm", "-f", f"{m}/omv-faults-filler"]) for m in mounts])
+        def unfill() -> None:
+            for m in mounts:
+                nodes.run(tgt, ["rm", "-f", f"{m}/omv-faults-filler"])
+
+        cleanup.append(unfill)
         cleanup.append(lambda: self.leftovers(run, self.job, None, nodes_=[tgt], jobs=False))
 
         def fill() -> None:
@@ -642,11 +647,11 @@ class Campaign:
                             elif inner.endswith(".tmp"):
                                 found.append(f"node {n}: {sub}/{entry.name}/{inner}")
             with contextlib.suppress(OSError):
-                for entry in os.listdir(var / "jobs"):
-                    if ".stale-" in entry or entry.endswith(".tmp"):
-                        found.append(f"node {n}: jobs/{entry}")
-                    elif job is not None and entry == job.dirname and n != where:
-                        found.append(f"node {n}: jobs/{entry} of a job that does not run there")
+                for name in os.listdir(var / "jobs"):
+                    if ".stale-" in name or name.endswith(".tmp"):
+                        found.append(f"node {n}: jobs/{name}")
+                    elif job is not None and name == job.dirname and n != where:
+                        found.append(f"node {n}: jobs/{name} of a job that does not run there")
             with contextlib.suppress(OSError):
                 found += [f"node {n}: {e}" for e in os.listdir(var) if e.endswith(".tmp")]
         found += [f"/dev/shm/{e}" for e in sorted(shm)]
