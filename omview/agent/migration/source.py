@@ -269,6 +269,8 @@ class SourceSide:
                 continue
             if j.get("phase") not in ("done", "failed"):
                 self._recover_one(mig_id, path, j)
+            else:  # killed between deciding and freeing the images (bench/faults.py, kill-source)
+                remove_images(os.path.join(self.mig_dir, mig_id, "images"))
 
     def _recover_one(self, mig_id: str, path: str, j: dict[str, Any]) -> None:
         """Fence the target, then end the source copy (committed there) or resume it (anything else)."""
@@ -593,8 +595,16 @@ class _Attempt:
     def _roll_back(self) -> None:
         """Abort the target, stop serving pages, resume the job here; keep CRIU's log, free the images."""
         if self.prepared:
-            with contextlib.suppress(PeerError, AgentFault):
+            try:
                 self.side.peers.call(self.target, "peer.mig.abort", purpose="mig", timeout=30, mig=self.mig_id)
+            except PeerError:
+                # the link broke (maybe that was the fault): the arrival must still go or its images stay
+                # on the target for good (bench/faults.py, cut-ssh); fence() retries over a new link, then
+                # plain SSH. Not waited for: nothing was restored there, the job resumes here meanwhile.
+                threading.Thread(target=self.side.fence, args=(self.target, self.mig_id), name="abort-arrival",
+                                 daemon=True).start()  # fmt: skip
+            except AgentFault:
+                pass
         dump = self.dump
         if dump is not None and dump.poll() is None:
             criumod.kill_tree(dump.pid)  # the target copy is fenced: stop serving pages
