@@ -275,6 +275,21 @@ class SourceSide:
     def _recover_one(self, mig_id: str, path: str, j: dict[str, Any]) -> None:
         """Fence the target, then end the source copy (committed there) or resume it (anything else)."""
         job = self.store.get(j.get("job", ""))
+        if job is None:
+            self._decide(mig_id, path, j, None)
+            return
+        # the job watcher must not take the stopped copy that finish() kills for the job's end and
+        # report "signal 9" home (fault campaign, kill-source seeds 1324 and 1423: the deputy exited 137
+        # while the job ran on the target)
+        self.jobs.migrating.setdefault(job.id, [])
+        try:
+            self._decide(mig_id, path, j, job)
+        finally:
+            for sig in self.jobs.migrating.pop(job.id, []):  # signals queued meanwhile, as migrate() does
+                with contextlib.suppress(JobError):
+                    self.jobs.signal(job.id, sig)
+
+    def _decide(self, mig_id: str, path: str, j: dict[str, Any], job: Job | None) -> None:
         target = int(j.get("target", 0))
         log.warning("migration %s was interrupted in phase %s; deciding now", mig_id, j.get("phase"))
         outcome = "aborted"
