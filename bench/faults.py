@@ -788,8 +788,8 @@ def print_summary(s: dict[str, Any], ns: argparse.Namespace) -> None:
         total.update(c)
     print(f"{'all':<15}{s['runs']:>5}  " + "  ".join(f"{total.get(o, 0):>12}" for o in outcomes))
     v = s["violations"]
-    print(f"violations: {s['lost']} lost, {s['duplicated']} duplicated, "
-          + ", ".join(f"{n} {k}" for k, n in sorted(v.items()) if k not in ("lost", "duplicated")) or "none else")
+    others = ", ".join(f"{n} {k}" for k, n in sorted(v.items()) if k not in ("lost", "duplicated"))
+    print(f"violations: {s['lost']} lost, {s['duplicated']} duplicated, {others or 'no other'}")
     for r in s["failed_runs"]:
         print(f"  run {r['run']} seed {r['seed']} {r['kind']}: {r['violations']}")
         print(f"    replay: bench/faults.py --seed {r['seed']} --runs 1 --only {r['kind']}")
