@@ -78,3 +78,58 @@ def test_the_agent_says_at_start_what_it_does_with_hooks(base: str, test_mode: b
         assert os.path.exists(agent.socket)
     finally:
         c.stop()
+
+
+def test_number_hooks(tmp_path: Path) -> None:
+    d = hooks_dir(tmp_path)
+    hooks = FaultHooks(str(tmp_path), enabled=True)
+    assert hooks.number("flip-image-byte") is None
+    (d / "flip-image-byte").write_text("")
+    assert hooks.number("flip-image-byte") == 0
+    (d / "flip-image-byte").write_text("12345\n")
+    assert hooks.number("flip-image-byte") == 12345
+    assert FaultHooks(str(tmp_path), enabled=False).number("flip-image-byte") is None
+
+
+@pytest.mark.parametrize("flip", [None, 0, 1, 7 * 2 + 1, 2 * 300_001])
+def test_flip_image_byte_is_caught_by_the_receivers_sums(tmp_path: Path, flip: int | None) -> None:
+    """The hook inverts one byte on the wire, before the receiver hashes it: the file that lands differs
+    from the source's in exactly that byte, and the sums name it (the target then refuses to restore)."""
+    import socket
+    import threading
+
+    from omview.agent.migration import stream
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "jobs" / "1-42").mkdir(parents=True)
+    blobs = {"pages-1.img": os.urandom(300_001), "core-1.img": os.urandom(7)}
+    for name, data in blobs.items():
+        (src / "images" / name).write_bytes(data)
+    (src / "jobs" / "1-42" / "out").write_bytes(b"step 0\n")
+    files = stream.collect(str(src / "images"), str(src / "jobs"), "1-42", set())
+    a, b = socket.socketpair()
+    dst = tmp_path / "dst"
+    (dst / "images").mkdir(parents=True)
+    sent: dict[str, str] = {}
+    t = threading.Thread(target=lambda: sent.update(stream.send_files(a, files)))
+    t.start()
+    res = stream.receive_files(b, str(dst / "images"), str(dst), flip=flip)
+    t.join(10)
+    a.close()
+    b.close()
+    assert (dst / "1-42" / "out").read_bytes() == b"step 0\n"
+    diffs = {}
+    for name, data in blobs.items():
+        got = (dst / "images" / name).read_bytes()
+        assert len(got) == len(data)
+        diffs[name] = [i for i in range(len(data)) if got[i] != data[i]]
+    if flip is None:
+        assert res["ok"] and not res["problems"] and res["sums"] == sent
+        assert all(not d for d in diffs.values())
+        return
+    images = sorted((i, f.name) for i, f in enumerate(files) if f.dest == "img")
+    name = images[flip % 2][1]
+    offset = flip // 2 % len(blobs[name])
+    assert diffs[name] == [offset] and all(not d for n, d in diffs.items() if n != name)
+    assert not res["ok"] and res["problems"] == [f"{name} differs (sha256)"]

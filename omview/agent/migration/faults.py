@@ -51,6 +51,16 @@ class FaultHooks:
         value = self.value(name)
         return None if value is None else float(value or DEFAULT_SECONDS)
 
+    def number(self, name: str) -> int | None:
+        """A hook whose content is a whole number (empty or not a number: 0); None when off."""
+        value = self.value(name)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return 0
+
     def pause(self, name: str) -> None:
         """A pause point: sleep as long as the hook NAME says (at most MAX_PAUSE)."""
         secs = self.seconds(name)

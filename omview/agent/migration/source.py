@@ -300,10 +300,27 @@ class SourceSide:
                 continue
             if j.get("phase") not in ("done", "failed"):
                 self._recover_one(mig_id, path, j)
+            else:  # killed between deciding and freeing the images (bench/faults.py, kill-source)
+                remove_images(os.path.join(self.mig_dir, mig_id, "images"))
 
     def _recover_one(self, mig_id: str, path: str, j: dict[str, Any]) -> None:
         """Fence the target, then end the source copy (committed there) or resume it (anything else)."""
         job = self.store.get(j.get("job", ""))
+        if job is None:
+            self._decide(mig_id, path, j, None)
+            return
+        # the job watcher must not take the stopped copy that finish() kills for the job's end and
+        # report "signal 9" home (fault campaign, kill-source seeds 1324 and 1423: the deputy exited 137
+        # while the job ran on the target)
+        self.jobs.migrating.setdefault(job.id, [])
+        try:
+            self._decide(mig_id, path, j, job)
+        finally:
+            for sig in self.jobs.migrating.pop(job.id, []):  # signals queued meanwhile, as migrate() does
+                with contextlib.suppress(JobError):
+                    self.jobs.signal(job.id, sig)
+
+    def _decide(self, mig_id: str, path: str, j: dict[str, Any], job: Job | None) -> None:
         target = int(j.get("target", 0))
         log.warning("migration %s was interrupted in phase %s; deciding now", mig_id, j.get("phase"))
         outcome = "aborted"
@@ -629,8 +646,16 @@ class _Attempt:
     def _roll_back(self) -> None:
         """Abort the target, stop serving pages, resume the job here; keep CRIU's log, free the images."""
         if self.prepared:
-            with contextlib.suppress(PeerError, AgentFault):
+            try:
                 self.side.peers.call(self.target, "peer.mig.abort", purpose="mig", timeout=30, mig=self.mig_id)
+            except PeerError:
+                # the link broke (maybe that was the fault): the arrival must still go or its images stay
+                # on the target for good (bench/faults.py, cut-ssh); fence() retries over a new link, then
+                # plain SSH. Not waited for: nothing was restored there, the job resumes here meanwhile.
+                threading.Thread(target=self.side.fence, args=(self.target, self.mig_id), name="abort-arrival",
+                                 daemon=True).start()  # fmt: skip
+            except AgentFault:
+                pass
         dump = self.dump
         if dump is not None and dump.poll() is None:
             criumod.kill_tree(dump.pid)  # the target copy is fenced: stop serving pages

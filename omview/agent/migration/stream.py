@@ -163,13 +163,15 @@ def _safe_name(dest: str, name: str) -> bool:
 
 
 def receive_files(sock: socket.socket, images: str, job_root: str, *, damage_largest: bool = False,
-                  node: int = 0) -> dict[str, Any]:  # fmt: skip
+                  flip: int | None = None, node: int = 0) -> dict[str, Any]:  # fmt: skip
     """Counterpart of send_files. Writes images into IMAGES and job files below JOB_ROOT, hashing as
     they arrive, and compares with the sender's sums. A write error (disk full) does not stop the
     reading: the stream is drained so the sender gets a clear answer instead of a broken pipe.
 
     Returns {"ok", "error", "sums", "problems", "bytes"}. DAMAGE_LARGEST (fault hook corrupt-image)
-    keeps only the first half of the largest file, like a copy cut short.
+    keeps only the first half of the largest file, like a copy cut short. FLIP (fault hook
+    flip-image-byte) inverts one byte as it comes off the wire, before it is hashed, as a faulty link
+    would: image file FLIP % count, at offset FLIP // count % its size.
     """
     _big_buffers(sock)
     head = recv_line(sock)
@@ -177,6 +179,7 @@ def receive_files(sock: socket.socket, images: str, job_root: str, *, damage_lar
     if not isinstance(files, list):
         raise StreamError("the stream has no file list")
     largest = max(range(len(files)), key=lambda i: int(files[i].get("size", 0))) if files else -1
+    flip_at = _flip_target(files, flip)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     got: dict[str, str] = {}
@@ -202,6 +205,8 @@ def receive_files(sock: socket.socket, images: str, job_root: str, *, damage_lar
             while left > 0:
                 n = min(CHUNK, left)
                 _recv_exact_into(sock, view[:n])
+                if flip_at is not None and flip_at[0] == i and 0 <= flip_at[1] - (size - left) < n:
+                    view[flip_at[1] - (size - left)] ^= 0xFF
                 left -= n
                 if written < keep:
                     part = view[: min(n, keep - written)]
@@ -230,6 +235,17 @@ def receive_files(sock: socket.socket, images: str, job_root: str, *, damage_lar
     problems = [f"{k.split(':', 1)[1]} missing" for k in sorted(set(sums) - set(got))]
     problems += [f"{k.split(':', 1)[1]} differs (sha256)" for k in sorted(got) if k in sums and sums[k] != got[k]]
     return {"ok": not error and not problems, "error": error, "problems": problems, "sums": got, "bytes": total}
+
+
+def _flip_target(files: list[Any], flip: int | None) -> tuple[int, int] | None:
+    """(file index, offset) of the byte the flip-image-byte hook inverts: among the non-empty images."""
+    if flip is None:
+        return None
+    images = [i for i, f in enumerate(files) if f.get("dest") == "img" and int(f.get("size", 0)) > 0]
+    if not images:
+        return None
+    i = images[flip % len(images)]
+    return i, flip // len(images) % int(files[i]["size"])
 
 
 def _write_all(fd: int, data: memoryview) -> None:

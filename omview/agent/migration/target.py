@@ -109,8 +109,39 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
         moved = inc.read_pid("moved")  # not a pid: presence means the job dir was moved in
         if moved is not None and jobs_dir:
             _move_job_dir_back(inc, jobs_dir)
-        drop_images(inc.images, inc.dir)
+        drop_arrival(inc)
     return "aborted"
+
+
+def recover_arrivals(state_dir: str, jobs_dir: str) -> list[str]:
+    """At agent start: abort every arrival a previous incarnation left neither committed nor cleaned up.
+    Its stream died with that agent; a source still waiting fences it and resumes its own copy. Left,
+    its images (tmpfs memory) and the job's files would stay for good (found by bench/faults.py: the
+    target agent killed mid-transfer). Returns the migration ids aborted."""
+    done: list[str] = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(os.path.join(state_dir, INCOMING_DIR)), key=lambda e: e.name):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            inc = Incoming(state_dir, entry.name)
+            if inc.marker("committed"):
+                continue
+            if not inc.marker("aborted") or any(e.is_dir() for e in os.scandir(inc.dir)):
+                log.warning("arrival %s was left unfinished by a previous agent: aborting it", entry.name)
+                abort_incoming(state_dir, entry.name, jobs_dir)
+                done.append(entry.name)
+    return done
+
+
+def drop_arrival(inc: Incoming) -> None:
+    """A failed or aborted arrival: free its images (CRIU's logs stay) and drop the copy of the job's
+    files it brought, which the job no longer needs (its own stay with the copy that runs on): left
+    there, every failed migration would keep a copy of the job's whole output (bench/faults.py)."""
+    drop_images(inc.images, inc.dir)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(inc.dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _move_job_dir_back(inc: Incoming, jobs_dir: str) -> None:
@@ -139,6 +170,7 @@ class TargetSide:
         self._page_socks: dict[str, socket.socket] = {}
         self._arrivals: dict[str, tuple[float, str]] = {}  # prepared here: mig id -> (when, job id)
         self.listener: migstream.Listener | None = None
+        recover_arrivals(env.state_dir, store.jobs_dir)
         try:
             self.listener = migstream.Listener(os.path.join(sock_dir, STREAM_SOCKET), self._on_stream)
         except OSError as exc:
@@ -174,8 +206,9 @@ class TargetSide:
             return False
         conn.settimeout(TRANSFER_TIMEOUT)
         damage = self.env.faults.on("corrupt-image")
+        flip = self.env.faults.number("flip-image-byte")
         try:
-            res = migstream.receive_files(conn, inc.images, inc.dir, damage_largest=damage, node=me)
+            res = migstream.receive_files(conn, inc.images, inc.dir, damage_largest=damage, flip=flip, node=me)
         except (OSError, migstream.StreamError) as exc:
             log.warning("migration %s: image stream broke: %s", head.get("mig"), exc)
             return False
@@ -247,7 +280,7 @@ class TargetSide:
             return self._restore(mig, inc, job, t_call, lazy, pages)
         except MigrationError:
             if os.path.isdir(inc.dir):
-                drop_images(inc.images, inc.dir)
+                drop_arrival(inc)
             raise
         finally:
             if pages is not None:

@@ -1,0 +1,58 @@
+"""A failed or aborted arrival keeps CRIU's logs and its fence markers but no images and no copy of the
+job's files (found by bench/faults.py: every refused or rolled-back migration left the job's whole
+output behind on the target, as incoming/<id>/<job> or <job>.aborted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from omview.agent.migration.target import Incoming, abort_incoming
+
+
+def arrival(state: Path, mig: str, *, moved_in: bool) -> Incoming:
+    inc = Incoming(str(state), mig)
+    Path(inc.images).mkdir(parents=True)
+    (Path(inc.images) / "pages-1.img").write_bytes(b"\0" * 4096)
+    (Path(inc.images) / "restore.log").write_text("criu restore log\n")
+    job = (state / "jobs" / "1-42") if moved_in else Path(inc.dir) / "1-42"
+    job.mkdir(parents=True)
+    (job / "out").write_text("step 0\n" * 1000)
+    if moved_in:
+        inc.mark("jobdir", "1-42")
+        inc.mark("moved", "1")
+    return inc
+
+
+@pytest.mark.parametrize("moved_in", [False, True])
+def test_an_aborted_arrival_leaves_logs_and_markers_only(tmp_path: Path, moved_in: bool) -> None:
+    inc = arrival(tmp_path, "1-2-1000-42", moved_in=moved_in)
+    assert abort_incoming(str(tmp_path), "1-2-1000-42", str(tmp_path / "jobs")) == "aborted"
+    left = sorted(p.name for p in Path(inc.dir).iterdir())
+    assert left == sorted(["aborted", "lock", "restore.log"] + (["jobdir"] if moved_in else []))
+    assert not (tmp_path / "jobs" / "1-42").exists()
+    assert (Path(inc.dir) / "restore.log").read_text() == "criu restore log\n"
+    # a second fence finds it aborted and changes nothing
+    assert abort_incoming(str(tmp_path), "1-2-1000-42", str(tmp_path / "jobs")) == "aborted"
+
+
+def test_a_committed_arrival_is_not_touched(tmp_path: Path) -> None:
+    inc = arrival(tmp_path, "1-2-1000-43", moved_in=True)
+    inc.mark("committed")
+    assert abort_incoming(str(tmp_path), "1-2-1000-43", str(tmp_path / "jobs")) == "committed"
+    assert (tmp_path / "jobs" / "1-42" / "out").exists()
+
+
+def test_an_agent_start_aborts_what_a_killed_agent_left(tmp_path: Path) -> None:
+    """The target agent killed mid-transfer: its successor aborts the arrival (images, job copy) but
+    leaves committed arrivals and already cleaned-up ones alone."""
+    from omview.agent.migration.target import recover_arrivals
+
+    half = arrival(tmp_path, "1-2-1000-50", moved_in=False)
+    done = arrival(tmp_path, "1-2-1000-51", moved_in=True)
+    done.mark("committed")
+    assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == ["1-2-1000-50"]
+    assert sorted(p.name for p in Path(half.dir).iterdir()) == ["aborted", "lock", "restore.log"]
+    assert (tmp_path / "jobs" / "1-42" / "out").exists() and Path(done.images).exists()
+    assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == []
