@@ -99,7 +99,7 @@ def run_window(directory: Path) -> dict[str, float]:
     first = 0.0
     while not win.loaded:
         app.processEvents()
-        if not first and win.curves:
+        if not first and win.data is not None and win.data.loaded():
             win.load_plot.repaint()
             first = time.perf_counter() - t0
     win.load_plot.repaint()
@@ -118,7 +118,7 @@ def run_window(directory: Path) -> dict[str, float]:
         frames.append((time.perf_counter() - f0) * 1000)
     return {"first_paint_s": first, "all_drawn_s": all_drawn, "peak_mb": _peak_mb(),
             "frame_median_ms": statistics.median(frames), "frame_max_ms": max(frames),
-            "nodes": len(win.curves)}  # fmt: skip
+            "nodes": len(win.data.loaded())}  # fmt: skip
 
 
 def verdict(ok: bool) -> str:

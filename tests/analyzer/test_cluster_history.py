@@ -92,7 +92,7 @@ def test_windows_on_a_cluster_history_with_a_migration(
     win = AnalyzerWindow(str(logdir))
     qtbot.addWidget(win)
     assert win.wait_loaded(30)
-    assert sorted(win.curves) == [1, 2]
+    assert sorted(win.rows) == [1, 2]
     assert len(win.checkpoint_lines) == 4  # two checkpoints, in both overviews
     # find-out equals the CSV export of the same history
     out = subprocess.run([sys.executable, "-m", "omview.collector", "--export", "csv", "--history", str(logdir)],
