@@ -48,7 +48,7 @@ from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, live_di
 from omview.analyzer.find_out_dialog import FindOutDialog
 from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
-from omview.analyzer.overview import Pyramid, split_at, view_points
+from omview.analyzer.overview import Pyramid, as_connected, split_at, view_points
 from omview.gui.actions import action
 from omview.gui.assets import app_icon
 from omview.gui.lifecycle import SignalQuitter, application
@@ -75,7 +75,7 @@ QUANTITIES = {"load": ("load", 1.0), "mem": ("mem", 1024.0), "rmem": ("rmem", 10
 
 def add_curve(plot: pg.PlotWidget, pen: Any, z: float = 0.0) -> pg.PlotCurveItem:
     """One curve item of a colour: all shown nodes, NaN-separated, set again on every view change."""
-    item = pg.PlotCurveItem(pen=pen, connect="finite")
+    item = pg.PlotCurveItem(pen=pen, skipFiniteCheck=True)
     item.setZValue(z)
     plot.addItem(item)
     return item
@@ -330,8 +330,12 @@ class AnalyzerWindow(QMainWindow):
             if name == "load":
                 # black up to 75, red above: split, not overlaid, so the two paths paint as one
                 x, y, rx, ry = split_at(x, y, RED_LOAD)
-                self.items["red"].setData(rx, ry, connect="finite")
-            self.items[name].setData(x, y, connect="finite")
+                self._set_item("red", rx, ry)
+            self._set_item(name, x, y)
+
+    def _set_item(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        x, y, connect = as_connected(x, y)
+        self.items[name].setData(x, y, connect=connect, skipFiniteCheck=True)
 
     def _add_checkpoints(self, checkpoints: list[records.Checkpoint]) -> None:
         for cp in checkpoints:

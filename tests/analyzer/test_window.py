@@ -33,8 +33,14 @@ def _only(win: AnalyzerWindow, nid: int) -> None:
 
 
 def _points(item: pg.PlotCurveItem) -> tuple[np.ndarray, np.ndarray]:
+    """The item's points with NaN where its connect array breaks the line."""
     x, y = item.getData()
-    return (np.empty(0), np.empty(0)) if x is None else (np.asarray(x), np.asarray(y))
+    if x is None or not len(x):
+        return np.empty(0), np.empty(0)
+    connect = item.opts["connect"]
+    assert isinstance(connect, np.ndarray) and len(connect) == len(x)
+    breaks = np.flatnonzero(~connect[:-1]) + 1
+    return np.insert(np.asarray(x), breaks, np.nan), np.insert(np.asarray(y, dtype=float), breaks, np.nan)
 
 
 def test_load_curves_red_above_75(qtbot: Any, make_history: HistoryFactory) -> None:
