@@ -342,7 +342,9 @@ class AnalyzerWindow(QMainWindow):
             label = (cp.label or "checkpoint").replace("{", "{{").replace("}", "}}")
             for plot in (self.load_plot, self.mem_plot):
                 line = pg.InfiniteLine(pos=cp.time, angle=90, pen=CHECKPOINT_PEN, label=label,
-                                       labelOpts={"position": 0.92, "color": (0, 0, 255), "movable": False})  # fmt: skip
+                                       labelOpts={"position": 0.92, "color": (0, 0, 255), "movable": False,
+                                                  "fill": (255, 255, 255, 210)})  # fmt: skip
+                line.setZValue(10)  # over the curves: 256 busy nodes paint the plot red
                 plot.addItem(line)
                 self.checkpoint_lines.append(line)
 
