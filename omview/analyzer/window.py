@@ -69,6 +69,9 @@ MEM_PENS = {
 _FIRST_STEP_SECONDS = 0.03
 _STEP_SECONDS = 0.4
 REFRESH_MS = 1000
+#: Points per overview frame (a (min, max) pair per column and node) before columns get wider
+#: than a pixel: painting, not computing, is what a frame costs (bench/analyzer.py).
+POINT_BUDGET = 150_000
 #: The quantities with a pyramid, the plot showing them, and the KiB -> bytes factor.
 QUANTITIES = {"load": ("load", 1.0), "mem": ("mem", 1024.0), "rmem": ("rmem", 1024.0), "tmem": ("mem", 1024.0)}
 
@@ -322,6 +325,9 @@ class AnalyzerWindow(QMainWindow):
         vb = plot.getViewBox()
         (x0, x1), width = vb.viewRange()[0], max(1, int(vb.width()))
         rows = self._shown_rows()
+        # a pixel column per (min, max) pair while the points fit the budget; beyond it (many
+        # nodes) wider columns: 256 overlapping lines show no more at 1 px than at 4 px
+        width = max(min(width, 200), min(width, POINT_BUDGET // max(1, 2 * len(rows))))
         times = self.data.clock.times
         for name, (where, scale) in QUANTITIES.items():
             if (where == "load") != (plot is self.load_plot):

@@ -10,6 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 
+from omview.analyzer import window as window_module
 from omview.analyzer.data import RED_LOAD, find_out, list_entries
 from omview.analyzer.window import AnalyzerWindow
 from omview.model import records
@@ -84,7 +85,8 @@ def x_dtype_ok(win: AnalyzerWindow) -> bool:
     return x.dtype == np.float64 and len(x) > 0
 
 
-def test_overview_keeps_peaks_at_any_zoom(qtbot: Any, make_history: HistoryFactory) -> None:
+def test_overview_keeps_peaks_at_any_zoom(qtbot: Any, make_history: HistoryFactory,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Zoomed out (many samples per pixel column) each node's extremes and every stretch above
     75 are still drawn: one (min, max) pair per column, from the pyramid."""
     logdir = make_history(nodes=3, ticks=3000, checkpoints=())
@@ -101,6 +103,14 @@ def test_overview_keeps_peaks_at_any_zoom(qtbot: Any, make_history: HistoryFacto
         assert np.nanmax(np.concatenate((by, ry))) == load.max()
         assert np.nanmin(np.concatenate((by, ry))) == load.min()
         assert bool(len(rx)) == bool((load > RED_LOAD).any())
+    # many nodes: beyond the point budget the columns get wider, the extremes stay
+    monkeypatch.setattr(window_module, "POINT_BUDGET", 600)
+    win.nodes.set_all(True)
+    bx, by = _points(win.items["load"])
+    rx, ry = _points(win.items["red"])
+    assert np.isfinite(by).sum() + np.isfinite(ry).sum() <= 3 * (2 * 200 + 4) * 2  # 200 columns, split at 75
+    top = max(int(np.frombuffer(h.series(n).load, dtype=np.int64).max()) for n in h.node_ids())
+    assert np.nanmax(np.concatenate((by, ry))) == top
 
 
 def test_checkpoints_drawn_in_both_overviews(qtbot: Any, make_history: HistoryFactory) -> None:
