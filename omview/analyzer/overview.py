@@ -54,16 +54,25 @@ class Pyramid:
                 grown[: old.shape[0], : old.shape[1]] = old
                 arrs[k] = grown
 
-    def update(self, row: int, tix: np.ndarray, values: np.ndarray, first: int = 0) -> None:
+    @staticmethod
+    def start_of(tix: np.ndarray, first: int) -> int:
+        """The first sample ``update(..., first)`` reads: the start of sample first's block."""
+        if first >= len(tix):
+            return len(tix)
+        return int(np.searchsorted(tix, int(tix[first]) // LEVELS[0] * LEVELS[0]))
+
+    def update(self, row: int, tix: np.ndarray, values: np.ndarray, first: int = 0, offset: int = 0) -> None:
         """Recompute the node's blocks from its sample ``first`` on (all of them: 0).
 
-        ``tix`` are the samples' tick indices (increasing), ``values`` their values.
+        ``tix`` are the samples' tick indices (increasing), ``values[i - offset]`` the value of
+        sample i (a refresh passes only the samples from ``start_of(tix, first)`` on).
         """
         if first >= len(tix):
             return
         k0 = int(tix[first]) // LEVELS[0]
-        j = int(np.searchsorted(tix, k0 * LEVELS[0]))
-        t, v = tix[j:], values[j:].astype(np.float32)
+        j = self.start_of(tix, first)
+        assert offset <= j
+        t, v = tix[j:], values[j - offset :].astype(np.float32)
         blk = t // LEVELS[0]
         pos = np.concatenate(([0], np.flatnonzero(blk[1:] != blk[:-1]) + 1))
         lo, hi = self.mins[0][row], self.maxs[0][row]

@@ -289,8 +289,9 @@ class AnalyzerWindow(QMainWindow):
     def _set_node(self, nid: int, a: NodeArrays, first: int = 0) -> None:
         """Enter the node's samples from ``first`` on into the pyramids (on load and on refresh)."""
         row = self.rows[nid]
+        j = Pyramid.start_of(a.tix, first)  # a refresh reads only the last block's samples on
         for name, pyr in self.pyramids.items():
-            pyr.update(row, a.tix, a.kib(name), first)
+            pyr.update(row, a.tix, a.kib(name, j), first, offset=j)
         if len(a) > first:
             self._y_max["load"] = max(self._y_max["load"], float(a.load[first:].max()))
             self._y_max["mem"] = max(self._y_max["mem"], float(a.kib("tmem", first).max()) * 1024,

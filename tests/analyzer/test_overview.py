@@ -32,7 +32,9 @@ def test_pyramid_levels_equal_brute_force_and_grow_incrementally() -> None:
         full.update(r, tix, v)
         for cut in (len(tix) // 3, 2 * len(tix) // 3, len(tix)):
             grown.reserve(r + 1, int(tix[cut - 1]) + 1)
-            grown.update(r, tix[:cut], v[:cut], first=max(0, cut - len(tix) // 3))
+            first = max(0, cut - len(tix) // 3)
+            j = Pyramid.start_of(tix[:cut], first)  # as a refresh: only the samples it needs
+            grown.update(r, tix[:cut], v[j:cut], first=first, offset=j)
     for k, b in enumerate(LEVELS):
         for r, (tix, v) in enumerate(nodes):
             blk = tix // b
