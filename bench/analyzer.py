@@ -99,7 +99,7 @@ def run_window(directory: Path) -> dict[str, float]:
     first = 0.0
     while not win.loaded:
         app.processEvents()
-        if not first and win.curves:
+        if not first and win.data is not None and win.data.loaded():
             win.load_plot.repaint()
             first = time.perf_counter() - t0
     win.load_plot.repaint()
@@ -107,18 +107,21 @@ def run_window(directory: Path) -> dict[str, float]:
     assert win.data is not None
     lo, hi = win.data.start, win.data.end
     frames: list[float] = []
+    cpu: list[float] = []  # this process's CPU time: what a frame costs without the other sessions' load
     span = hi - lo
     views = [(lo + k * span / 40, lo + k * span / 40 + span / 2) for k in range(20)]  # pans
     views += [(lo + span / 2 - span / 2 ** (k / 4 + 1), lo + span / 2 + span / 2 ** (k / 4 + 1)) for k in range(20)]  # zooms
     for a, b in views:
-        f0 = time.perf_counter()
+        f0, c0 = time.perf_counter(), time.process_time()
         win.load_plot.setXRange(a, b, padding=0)
         app.processEvents()
         win.load_plot.repaint()
         frames.append((time.perf_counter() - f0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
     return {"first_paint_s": first, "all_drawn_s": all_drawn, "peak_mb": _peak_mb(),
             "frame_median_ms": statistics.median(frames), "frame_max_ms": max(frames),
-            "nodes": len(win.curves)}  # fmt: skip
+            "cpu_median_ms": statistics.median(cpu), "cpu_max_ms": max(cpu),
+            "nodes": len(win.data.loaded())}  # fmt: skip
 
 
 def verdict(ok: bool) -> str:
@@ -153,7 +156,8 @@ def main() -> int:
     print(f"peak memory   : {w['peak_mb']:.0f} MB (target <= {TARGET_MB:g} MB) {verdict(w['peak_mb'] <= TARGET_MB)}")
     print(f"pan/zoom      : median {w['frame_median_ms']:.1f} ms (target <= {TARGET_MEDIAN_MS:g}) "
           f"{verdict(w['frame_median_ms'] <= TARGET_MEDIAN_MS)}, max {w['frame_max_ms']:.1f} ms "
-          f"(target <= {TARGET_MAX_MS:g}) {verdict(w['frame_max_ms'] <= TARGET_MAX_MS)}")
+          f"(target <= {TARGET_MAX_MS:g}) {verdict(w['frame_max_ms'] <= TARGET_MAX_MS)}; "
+          f"CPU time median {w['cpu_median_ms']:.1f} ms, max {w['cpu_max_ms']:.1f} ms")
     return 0
 
 

@@ -1,8 +1,8 @@
 """L5 analyzer, Qt-free: a history as numpy arrays, the find-out statistics and time parsing.
 
-``HistoryData`` wraps ``records.History`` and keeps one float64 time array and int64 value
-arrays per node: for the live history copies (a numpy view would stop the reader's ``array``
-from growing; a refresh copies only the new samples), for a dated backup zero-copy views. ``find_out`` computes the statistics of the issue's JSON
+``HistoryData`` wraps ``records.History`` and keeps every node's samples as compact numpy
+arrays (``NodeArrays``: ~16 bytes a sample), converted from the reader's samples node by node
+as they are decoded. ``find_out`` computes the statistics of the issue's JSON
 shape over exactly the samples ``openmosixcollector --export csv`` prints whose epoch lies in
 [from, to].
 """
@@ -55,59 +55,171 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(round(t * 1000)) % 1000:03d}Z"
 
 
-@dataclass
-class NodeArrays:
-    """One node's samples as numpy arrays (memory in bytes, times in epoch seconds)."""
+class Clock:
+    """The history's tick axis shared by every node: tick numbers and their wall times (float64)."""
 
-    node_id: int
-    times: np.ndarray
-    load: np.ndarray
-    mem: np.ndarray
-    rmem: np.ndarray
-    tmem: np.ndarray
-    speed: np.ndarray
-    cpus: np.ndarray
+    def __init__(self) -> None:
+        self.ticks = np.empty(0, np.int64)
+        self.times = np.empty(0, np.float64)
+
+    def update(self, h: records.History) -> None:
+        # copies: numpy views would stop the reader's arrays from growing on refresh (BufferError)
+        if len(h.ticks) != len(self.ticks):
+            self.ticks = np.array(h.ticks, dtype=np.int64)
+            self.times = np.array(h.times, dtype=np.float64)
+
+
+class _Column:
+    """A growable numpy column of a small integer type, widened to int64 if a value needs it."""
+
+    def __init__(self, dtype: type) -> None:
+        self.buf: np.ndarray = np.empty(0, dtype)
+        self.n = 0
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.buf[: self.n]
+
+    def extend(self, v: np.ndarray, exact: bool) -> None:
+        if not len(v):
+            return
+        info = np.iinfo(self.buf.dtype)
+        if int(v.min()) < info.min or int(v.max()) > info.max:
+            self.buf = self.buf.astype(np.int64)
+        need = self.n + len(v)
+        if need > len(self.buf):
+            # a live history grows by a second's samples at a time: amortised growth, not a copy each time
+            grown = np.empty(need if exact else max(need, len(self.buf) * 3 // 2 + 1024), self.buf.dtype)
+            grown[: self.n] = self.buf[: self.n]
+            self.buf = grown
+        self.buf[self.n : need] = v
+        self.n = need
+
+
+class _Runs:
+    """A column that rarely changes (tmem, speed, cpus) as runs: first sample index and value of each."""
+
+    def __init__(self) -> None:
+        self.starts = np.empty(0, np.int64)
+        self.vals = np.empty(0, np.int64)
+        self.n = 0
+
+    def extend(self, v: np.ndarray) -> None:
+        if not len(v):
+            return
+        st = np.flatnonzero(v[1:] != v[:-1]) + 1
+        st = np.concatenate(([0], st))
+        vals = v[st].astype(np.int64)
+        if len(self.vals) and vals[0] == self.vals[-1]:
+            st, vals = st[1:], vals[1:]
+        self.starts = np.concatenate((self.starts, st + self.n))
+        self.vals = np.concatenate((self.vals, vals))
+        self.n += len(v)
+
+    def expand(self, j0: int = 0, j1: int | None = None) -> np.ndarray:
+        """The values of samples j0..j1 (default: all) as int64."""
+        j1 = self.n if j1 is None else j1
+        if j1 <= j0:
+            return np.empty(0, np.int64)
+        a = int(np.searchsorted(self.starts, j0, "right")) - 1
+        b = int(np.searchsorted(self.starts, j1, "left"))
+        bounds = np.clip(np.append(self.starts[a + 1 : b], j1), j0, j1)
+        lengths = np.diff(np.concatenate(([j0], bounds)))
+        return np.repeat(self.vals[a:b], lengths)
+
+
+class NodeArrays:
+    """One node's samples as compact numpy arrays (~16 bytes a sample instead of ~80).
+
+    Stored: the index of each sample's tick in the shared ``Clock`` (uint32), load (int32),
+    mem and rmem in KiB (uint32; widened if a value needs it) and tmem/speed/cpus as runs.
+    The properties give the familiar form: ``times`` float64 epoch seconds, memory in bytes as
+    int64, every column as long as the node's sample count.
+    """
+
+    def __init__(self, node_id: int, clock: Clock) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self._tix = _Column(np.uint32)
+        self._load = _Column(np.int32)
+        self._mem = _Column(np.uint32)
+        self._rmem = _Column(np.uint32)
+        self._tmem = _Runs()
+        self._speed = _Runs()
+        self._cpus = _Runs()
 
     def __len__(self) -> int:
-        return len(self.times)
+        return self._tix.n
 
+    def extend(self, s: records.NodeSeries, *, exact: bool) -> None:
+        """Append a NodeSeries (the reader's samples, taken from it); ``exact``: no room to grow."""
+        if not len(s):
+            return
+        ticks = np.frombuffer(s.ticks, dtype=np.int64)
+        # every sample's tick has a time record: the reader drops samples without one
+        self._tix.extend(np.searchsorted(self.clock.ticks, ticks), exact)
+        self._load.extend(np.frombuffer(s.load, dtype=np.int64), exact)
+        self._mem.extend(np.frombuffer(s.mem, dtype=np.int64) >> 10, exact)
+        self._rmem.extend(np.frombuffer(s.rmem, dtype=np.int64) >> 10, exact)
+        self._tmem.extend(np.frombuffer(s.tmem, dtype=np.int64) >> 10)
+        self._speed.extend(np.frombuffer(s.speed, dtype=np.int64))
+        self._cpus.extend(np.frombuffer(s.cpus, dtype=np.int64))
 
-def _tail(a: Any, start: int, dtype: type) -> np.ndarray:
-    # a copy: numpy views would pin the reader's array, which must grow on refresh (BufferError)
-    with memoryview(a) as mv:
-        return np.frombuffer(mv[start:], dtype=dtype).copy() if len(a) > start else np.empty(0, dtype=dtype)
+    @property
+    def tix(self) -> np.ndarray:
+        """Index of each sample's tick in the clock (increasing)."""
+        return self._tix.values
 
+    @property
+    def times(self) -> np.ndarray:
+        return self.clock.times[self.tix]
 
-_COLS = (("load", np.int64), ("mem", np.int64), ("rmem", np.int64), ("tmem", np.int64),
-         ("speed", np.int64), ("cpus", np.int64))  # fmt: skip
+    @property
+    def load(self) -> np.ndarray:
+        return self._load.values
 
+    @property
+    def mem(self) -> np.ndarray:
+        return self._mem.values.astype(np.int64) << 10
 
-def _view(a: Any, dtype: type) -> np.ndarray:
-    return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
+    @property
+    def rmem(self) -> np.ndarray:
+        return self._rmem.values.astype(np.int64) << 10
 
+    @property
+    def tmem(self) -> np.ndarray:
+        return self._tmem.expand() << 10
 
-def node_arrays(s: records.NodeSeries, old: NodeArrays | None = None, *, frozen: bool = False) -> NodeArrays:
-    """numpy arrays of a NodeSeries: views when the history cannot grow (``frozen``), else copies;
-    with ``old``, only the samples after old's are copied and appended."""
-    if frozen:
-        return NodeArrays(s.node_id, _view(s.times, np.float64), **{n: _view(getattr(s, n), dt) for n, dt in _COLS})
-    start = len(old) if old is not None else 0
-    times = _tail(s.times, start, np.float64)
-    cols = {name: _tail(getattr(s, name), start, dt) for name, dt in _COLS}
-    if old is not None:
-        times = np.concatenate((old.times, times))
-        cols = {name: np.concatenate((getattr(old, name), c)) for name, c in cols.items()}
-    return NodeArrays(s.node_id, times, **cols)
+    @property
+    def speed(self) -> np.ndarray:
+        return self._speed.expand()
+
+    @property
+    def cpus(self) -> np.ndarray:
+        return self._cpus.expand()
+
+    def kib(self, name: str, j0: int = 0, j1: int | None = None) -> np.ndarray:
+        """Samples j0..j1 of load or of mem/rmem/tmem in KiB (the overviews' source)."""
+        if name == "tmem":
+            return self._tmem.expand(j0, j1)
+        col = {"load": self._load, "mem": self._mem, "rmem": self._rmem}[name]
+        return col.values[j0:j1]
 
 
 class HistoryData:
-    """One opened history (live or backup) as numpy arrays per node."""
+    """One opened history (live or backup) as compact numpy arrays per node.
+
+    Node samples are taken from the reader node by node (``records.History.take_series``) and
+    converted at once, so the reader's Python arrays of all nodes never exist at the same time.
+    """
 
     def __init__(self, path: str) -> None:
         self.history = records.History.open(path)
         self.directory = self.history.directory
-        #: a dated backup never grows: its arrays are zero-copy views of the reader's (half the memory)
+        #: a dated backup never grows: its arrays are allocated to size
         self.frozen = live_dir_of(self.directory) != self.directory.rstrip("/")
+        self.clock = Clock()
+        self.clock.update(self.history)
         self._arrays: dict[int, NodeArrays] = {}
 
     @property
@@ -121,7 +233,8 @@ class HistoryData:
         """Decode (first call) and return the node's arrays."""
         a = self._arrays.get(node_id)
         if a is None:
-            a = self._arrays[node_id] = node_arrays(self.history.series(node_id), frozen=self.frozen)
+            a = self._arrays[node_id] = NodeArrays(node_id, self.clock)
+            a.extend(self.history.take_series(node_id), exact=self.frozen)
         return a
 
     def arrays(self) -> dict[int, NodeArrays]:
@@ -130,20 +243,22 @@ class HistoryData:
     def loaded(self) -> dict[int, NodeArrays]:
         return dict(self._arrays)
 
-    def refresh(self) -> list[int]:
-        """Read what the collector appended; returns the loaded nodes whose arrays grew.
+    def refresh(self) -> dict[int, int]:
+        """Read what the collector appended; returns {loaded node: its sample count before} for
+        the nodes that grew.
 
         Raises records.HistoryRotated when the live files were moved to a backup.
         """
         if self.frozen:
-            return []  # a backup's files are complete (and a view must not see its array grow)
+            return {}  # a backup's files are complete
         self.history.refresh()
-        grown: list[int] = []
-        for nid, old in list(self._arrays.items()):
-            s = self.history.series(nid)
-            if len(s) != len(old):
-                grown.append(nid)
-                self._arrays[nid] = node_arrays(s, old)
+        self.clock.update(self.history)
+        grown: dict[int, int] = {}
+        for nid, a in self._arrays.items():
+            s = self.history.take_series(nid)
+            if len(s):
+                grown[nid] = len(a)
+                a.extend(s, exact=False)
         return grown
 
     @property

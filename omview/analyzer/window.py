@@ -1,12 +1,11 @@
 """L5 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
 
-Plots (pyqtgraph, as docs/analyzer.md explains): one persistent PlotDataItem per node and
-quantity, updated with ``setData``; x is float64 epoch seconds on a ``DateAxisItem``; every item
-has ``clipToView`` and automatic ``peak`` downsampling, so a pan only re-slices what is shown.
-Load above 75 is drawn red by a second item per node that ever exceeds 75 (created only for
-those): the load clamped at 75 from below with a ``connect`` array that joins two samples only
-when one of them is above 75 - pyqtgraph clips and peak-downsamples that array with the data,
-so a short peak stays red at any zoom.
+Plots (pyqtgraph, as docs/analyzer.md explains): one curve item per colour - black load,
+red load above 75, green mem, blue rmem, grey tmem - holding all shown nodes at once (NaN
+between nodes), recomputed at the view's resolution whenever the view changes: at most a
+(min, max) pair per pixel column and node, from a min/max pyramid per quantity built once as
+the nodes load (``omview.analyzer.overview``). So a pan costs the same at 4 nodes x 10 minutes
+and at 256 nodes x 12 hours; x is float64 epoch seconds on a ``DateAxisItem``.
 
 Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
 thread a few at a time from a zero-delay timer (``_load_step``: 30 ms, then 0.4 s steps), so the window
@@ -49,6 +48,7 @@ from omview.analyzer.data import RED_LOAD, HistoryData, NodeArrays, iso, live_di
 from omview.analyzer.find_out_dialog import FindOutDialog
 from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
+from omview.analyzer.overview import Pyramid, as_connected, split_at, view_points
 from omview.gui.actions import action
 from omview.gui.assets import app_icon
 from omview.gui.lifecycle import SignalQuitter, application
@@ -64,41 +64,23 @@ MEM_PENS = {
     "rmem": pg.mkPen((0, 90, 200), width=1),
     "tmem": pg.mkPen((120, 120, 120), width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
 }
-#: Downsampled points per pixel (pyqtgraph's default 5): 1 halves a 64-node frame (bench/analyzer.py).
-AUTO_DOWNSAMPLE_FACTOR = 1.0
 #: Decoding time per load step: short for the first paint, then longer, because every step ends
-#: in a repaint of all curves loaded so far (at 256 nodes that repaint costs more than the step).
+#: in a redraw of the overview shown.
 _FIRST_STEP_SECONDS = 0.03
 _STEP_SECONDS = 0.4
 REFRESH_MS = 1000
+#: Points per overview frame (a (min, max) pair per column and node) before columns get wider
+#: than a pixel: painting, not computing, is what a frame costs (bench/analyzer.py).
+POINT_BUDGET = 150_000
+#: The quantities with a pyramid, the plot showing them, and the KiB -> bytes factor.
+QUANTITIES = {"load": ("load", 1.0), "mem": ("mem", 1024.0), "rmem": ("rmem", 1024.0), "tmem": ("mem", 1024.0)}
 
 
-def red_part(a: NodeArrays) -> tuple[np.ndarray, np.ndarray] | None:
-    """(y, connect) of the red overlay of a node's load, or None if it never exceeds 75.
-
-    y is the load clamped below at 75, connect[i] joins sample i to i+1 when either is above
-    75, so exactly the stretches above 75 are drawn over the black line.
-    """
-    above = a.load > RED_LOAD
-    if not above.any():
-        return None
-    y = np.maximum(a.load, RED_LOAD).astype(np.float64)
-    connect = np.zeros(len(y), dtype=bool)
-    connect[:-1] = above[:-1] | above[1:]
-    return y, connect
-
-
-def add_curve(plot: pg.PlotWidget, x: np.ndarray, y: np.ndarray, pen: Any, **kw: Any) -> pg.PlotDataItem:
-    """One persistent curve: clip to the view, automatic peak downsampling, no NaN scan (anchors.md 5.1).
-
-    Clipping is switched on after the item is in the plot: pyqtgraph 0.14 asks the item's view
-    for its auto-range while the scene adopts it, before the ViewBox is its parent.
-    """
-    # one sample block per pixel column: peak downsampling draws its min and max, so no peak is lost
-    item = pg.PlotDataItem(x, y, pen=pen, skipFiniteCheck=True, autoDownsampleFactor=AUTO_DOWNSAMPLE_FACTOR, **kw)
+def add_curve(plot: pg.PlotWidget, pen: Any, z: float = 0.0) -> pg.PlotCurveItem:
+    """One curve item of a colour: all shown nodes, NaN-separated, set again on every view change."""
+    item = pg.PlotCurveItem(pen=pen, skipFiniteCheck=True)
+    item.setZValue(z)
     plot.addItem(item)
-    item.setDownsampling(auto=True, method="peak")
-    item.setClipToView(True)
     return item
 
 
@@ -130,7 +112,11 @@ class AnalyzerWindow(QMainWindow):
         self.logdir = live_dir_of(path or records.default_logdir())
         self.data: HistoryData | None = None
         self.loaded = False
-        self.curves: dict[int, dict[str, pg.PlotDataItem]] = {}
+        #: the curve items: "load", "red" in the load overview, "mem", "rmem", "tmem" in the memory one
+        self.items: dict[str, pg.PlotCurveItem] = {}
+        self.pyramids: dict[str, Pyramid] = {}
+        #: node id -> its row in the pyramids (the order of the node list)
+        self.rows: dict[int, int] = {}
         self.checkpoint_lines: list[pg.InfiniteLine] = []
         self._queue: list[int] = []
         self._y_max = {"load": 100.0, "mem": 1.0}
@@ -149,6 +135,10 @@ class AnalyzerWindow(QMainWindow):
         self.tabs.addTab(self.load_plot, "Load overview")
         self.tabs.addTab(self.mem_plot, "Memory overview")
         self.tabs.currentChanged.connect(self._on_tab_changed)
+        for plot in (self.load_plot, self.mem_plot):
+            vb = plot.getViewBox()
+            vb.sigXRangeChanged.connect(lambda *_a, p=plot: self._redraw(p))
+            vb.sigResized.connect(lambda *_a, p=plot: self._redraw(p))
         self.nodes = NodeList(self)
         self.nodes.sig_shown_changed.connect(self._apply_shown)
         self.nodes.sig_find_out.connect(self._on_find_out)
@@ -216,7 +206,13 @@ class AnalyzerWindow(QMainWindow):
         self._load_timer.stop()
         for plot in (self.load_plot, self.mem_plot):
             plot.clear()
-        self.curves.clear()
+        self.items = {
+            "load": add_curve(self.load_plot, LOAD_PEN),
+            "red": add_curve(self.load_plot, RED_PEN, 1.0),
+            **{name: add_curve(self.mem_plot, pen) for name, pen in MEM_PENS.items()},
+        }
+        self.pyramids = {}
+        self.rows = {}
         self.checkpoint_lines.clear()
         self.nodes.clear()
         self._queue = []
@@ -238,13 +234,22 @@ class AnalyzerWindow(QMainWindow):
             f" &nbsp; ({os.path.basename(d.directory.rstrip('/'))}, every {d.history.interval:g} s)"
         )
         self.setWindowTitle(f"openMosixanalyzer - {d.directory}")
-        for nid in d.node_ids():
-            self.nodes.add_node(nid, self._node_label(nid))
-        self._queue = d.node_ids()
+        ids = d.node_ids()
+        self.pyramids = {name: Pyramid(len(ids), len(d.clock.times), exact=d.frozen) for name in QUANTITIES}
+        for nid in ids:
+            self._add_row(nid)
+        self._queue = ids
         self._add_checkpoints(d.history.checkpoints)
         self.show_whole()
         self._show_problems(d.problems)
         self._load_timer.start()
+
+    def _add_row(self, nid: int) -> None:
+        assert self.data is not None
+        self.rows[nid] = len(self.rows)
+        for pyr in self.pyramids.values():
+            pyr.reserve(len(self.rows), len(self.data.clock.times))
+        self.nodes.add_node(nid, self._node_label(nid))
 
     def _node_label(self, nid: int) -> str:
         assert self.data is not None
@@ -259,11 +264,12 @@ class AnalyzerWindow(QMainWindow):
         if self.data is None:
             return
         t0 = time.monotonic()
-        budget = _STEP_SECONDS if self.curves else _FIRST_STEP_SECONDS
+        budget = _STEP_SECONDS if self.data.loaded() else _FIRST_STEP_SECONDS
         while self._queue and time.monotonic() - t0 < budget:
             nid = self._queue.pop(0)
             self._set_node(nid, self.data.load_node(nid))
         self._fit_y()
+        self._redraw(self.current_plot())
         if self._queue:
             self._load_timer.start()
             return
@@ -280,59 +286,72 @@ class AnalyzerWindow(QMainWindow):
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         return self.loaded
 
-    def _set_node(self, nid: int, a: NodeArrays) -> None:
-        """Create or update (refresh) the node's curves from its arrays: the one place for both.
-
-        After a backwards clock jump the times step back: the lines are broken there and the
-        node is drawn without clipping (pyqtgraph's clipping bisects x, which must increase).
-        """
-        steps = a.times[1:] >= a.times[:-1]
-        monotonic = bool(steps.all())
-        joins = None if monotonic else np.append(steps, False)
-        spec: dict[str, tuple[pg.PlotWidget, np.ndarray, Any, np.ndarray | None]] = {
-            "load": (self.load_plot, a.load, LOAD_PEN, joins),
-        }
-        for name, pen in MEM_PENS.items():
-            spec[name] = (self.mem_plot, getattr(a, name), pen, joins)
-        red = red_part(a)
-        if red is not None:
-            y, red_connect = red
-            red_joins = red_connect if joins is None else red_connect & joins
-            spec["red"] = (self.load_plot, y, RED_PEN, red_joins)
-        items = self.curves.setdefault(nid, {})
-        shown = nid in self.nodes.shown()
-        for key, (plot, y, pen, connect) in spec.items():
-            how: Any = "all" if connect is None else connect
-            it = items.get(key)
-            if it is None:
-                it = items[key] = add_curve(plot, a.times, y, pen, connect=how)
-                if key == "red":
-                    it.setZValue(1)  # over every black line
-                it.setVisible(shown)
-            else:
-                it.setData(a.times, y, connect=how)
-            if it.opts["clipToView"] != monotonic:
-                it.setClipToView(monotonic)
-        if red is None and "red" in items:
-            items["red"].setData([], [])
-        self._note_y(a)
-
-    def _note_y(self, a: NodeArrays) -> None:
-        if len(a):
-            self._y_max["load"] = max(self._y_max["load"], float(a.load.max()))
-            self._y_max["mem"] = max(self._y_max["mem"], float(a.tmem.max()), float(a.mem.max()))
+    def _set_node(self, nid: int, a: NodeArrays, first: int = 0) -> None:
+        """Enter the node's samples from ``first`` on into the pyramids (on load and on refresh)."""
+        row = self.rows[nid]
+        j = Pyramid.start_of(a.tix, first)  # a refresh reads only the last block's samples on
+        for name, pyr in self.pyramids.items():
+            pyr.update(row, a.tix, a.kib(name, j), first, offset=j)
+        if len(a) > first:
+            self._y_max["load"] = max(self._y_max["load"], float(a.load[first:].max()))
+            self._y_max["mem"] = max(self._y_max["mem"], float(a.kib("tmem", first).max()) * 1024,
+                                     float(a.kib("mem", first).max()) * 1024)  # fmt: skip
 
     def _fit_y(self) -> None:
-        # fixed y ranges: a pan never triggers an auto-range over 256 curves
+        # fixed y ranges: a pan never triggers an auto-range
         self.load_plot.setYRange(0, self._y_max["load"] * 1.05, padding=0)
         self.mem_plot.setYRange(0, self._y_max["mem"] * 1.05, padding=0)
+
+    def _shown_rows(self) -> np.ndarray:
+        if self.data is None:
+            return np.empty(0, np.intp)
+        shown = self.nodes.shown()
+        loaded = self.data.loaded()
+        return np.array(sorted(r for nid, r in self.rows.items() if nid in shown and nid in loaded), np.intp)
+
+    def _raw(self, name: str) -> Any:
+        assert self.data is not None
+        by_row = {self.rows[nid]: a for nid, a in self.data.loaded().items()}
+
+        def source(row: int) -> tuple[np.ndarray, Any]:
+            a = by_row[row]
+            return a.tix, lambda j0, j1: a.kib(name, j0, j1)
+
+        return source
+
+    def _redraw(self, plot: pg.PlotWidget) -> None:
+        """Recompute the plot's curves for its view (only the overview shown; the other on a switch)."""
+        if self.data is None or not self.items or plot is not self.current_plot():
+            return
+        vb = plot.getViewBox()
+        (x0, x1), width = vb.viewRange()[0], max(1, int(vb.width()))
+        rows = self._shown_rows()
+        # a pixel column per (min, max) pair while the points fit the budget; beyond it (many
+        # nodes) wider columns: 256 overlapping lines show no more at 1 px than at 4 px
+        width = max(min(width, 200), min(width, POINT_BUDGET // max(1, 2 * len(rows))))
+        times = self.data.clock.times
+        for name, (where, scale) in QUANTITIES.items():
+            if (where == "load") != (plot is self.load_plot):
+                continue
+            x, y = view_points(self.pyramids[name], self._raw(name), rows, times, x0, x1, width, scale)
+            if name == "load":
+                # black up to 75, red above: split, not overlaid, so the two paths paint as one
+                x, y, rx, ry = split_at(x, y, RED_LOAD)
+                self._set_item("red", rx, ry)
+            self._set_item(name, x, y)
+
+    def _set_item(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        x, y, connect = as_connected(x, y)
+        self.items[name].setData(x, y, connect=connect, skipFiniteCheck=True)
 
     def _add_checkpoints(self, checkpoints: list[records.Checkpoint]) -> None:
         for cp in checkpoints:
             label = (cp.label or "checkpoint").replace("{", "{{").replace("}", "}}")
             for plot in (self.load_plot, self.mem_plot):
                 line = pg.InfiniteLine(pos=cp.time, angle=90, pen=CHECKPOINT_PEN, label=label,
-                                       labelOpts={"position": 0.92, "color": (0, 0, 255), "movable": False})  # fmt: skip
+                                       labelOpts={"position": 0.92, "color": (0, 0, 255), "movable": False,
+                                                  "fill": (255, 255, 255, 210)})  # fmt: skip
+                line.setZValue(10)  # over the curves: 256 busy nodes paint the plot red
                 plot.addItem(line)
                 self.checkpoint_lines.append(line)
 
@@ -366,10 +385,7 @@ class AnalyzerWindow(QMainWindow):
 
     @Slot()
     def _apply_shown(self) -> None:
-        shown = self.nodes.shown()
-        for nid, items in self.curves.items():
-            for it in items.values():
-                it.setVisible(nid in shown)
+        self._redraw(self.current_plot())
 
     @Slot(int)
     def _on_tab_changed(self, index: int) -> None:
@@ -379,6 +395,7 @@ class AnalyzerWindow(QMainWindow):
         if self.data is not None:
             lo, hi = hidden.viewRange()[0]
             shown.setXRange(lo, hi, padding=0)
+            self._redraw(shown)  # also when the range did not change
         what = "load" if index == 0 else "memory"
         self.statusBar().showMessage(f"displaying the {what} overview now")
 
@@ -412,14 +429,17 @@ class AnalyzerWindow(QMainWindow):
         except (records.HistoryFormatError, OSError) as exc:
             self._show_problems([*d.problems, str(exc)])
             return
-        for nid in grown:
-            self._set_node(nid, d.load_node(nid))
+        for pyr in self.pyramids.values():
+            pyr.reserve(len(self.rows), len(d.clock.times))
+        for nid, before in grown.items():
+            self._set_node(nid, d.load_node(nid), before)
         for nid in d.node_ids():
-            if nid not in self.curves:
-                self.nodes.add_node(nid, self._node_label(nid))
+            if nid not in self.rows:
+                self._add_row(nid)
                 self._set_node(nid, d.load_node(nid))
         self._add_checkpoints(d.history.checkpoints[n_cp:])
         self._fit_y()
+        self._redraw(self.current_plot())
         self._show_problems(d.problems)
         if d.end != old_end:
             lo, hi = self.x_range()

@@ -694,6 +694,10 @@ class Links:
         node = self._nodes.get(address)
         return node.link if node else LinkState(LinkStatus.UNKNOWN)
 
+    def over_ssh(self, address: str) -> bool:
+        """The node is reached over SSH (its files are not this machine's)."""
+        return isinstance(self.node(address).endpoint, _SshEndpoint)
+
     def add_listener(self, deliver: Deliver) -> None:
         """``deliver`` gets a TaskDone of kind "link" whenever a node's connection state changes."""
         self._listeners.append(deliver)

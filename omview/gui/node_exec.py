@@ -59,6 +59,9 @@ class CommandRunner(Protocol):
     def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
         """Exit status, stdout and stderr; ``idempotent`` commands may be retried once."""
 
+    def run_bytes(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, str]:
+        """Exit status, stdout as bytes (a file's content) and stderr; retried once on a stale connection."""
+
     def start(self, argv: Sequence[str]) -> RunningCommand:
         """Start a long-running command whose PID on the node is reported (``RunningCommand.pid``)."""
 
@@ -144,8 +147,12 @@ class LocalRunner:
         return argv
 
     def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
-        cp = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return cp.returncode, cp.stdout, cp.stderr
+        status, out, err = self.run_bytes(argv, timeout)
+        return status, out.decode(errors="replace"), err
+
+    def run_bytes(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, str]:
+        cp = subprocess.run(list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return cp.returncode, cp.stdout, cp.stderr.decode(errors="replace")
 
     def start(self, argv: Sequence[str]) -> RunningCommand:
         env = dict(os.environ)
@@ -179,16 +186,23 @@ class SshRunner:
         return shlex.split(command)
 
     def run(self, argv: Sequence[str], timeout: float, *, idempotent: bool = False) -> tuple[int, str, str]:
+        status, out, err = self._exec(argv, timeout, idempotent)
+        return status, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def run_bytes(self, argv: Sequence[str], timeout: float) -> tuple[int, bytes, str]:
+        status, out, err = self._exec(argv, timeout, True)  # reading only: safe to retry
+        return status, out, err.decode(errors="replace")
+
+    def _exec(self, argv: Sequence[str], timeout: float, idempotent: bool) -> tuple[int, bytes, bytes]:
         conn = self._connection()
         try:
-            status, out, err = conn.exec(argv, timeout=timeout)
+            return conn.exec(argv, timeout=timeout)
         except ConnectionLost:
             if not idempotent or conn.alive:
                 # never run a command that changes something twice: the first one may have done its work
                 raise
             # the kept connection went stale (node rebooted, sshd restarted): one fresh try
-            status, out, err = self._connection(fresh=True).exec(argv, timeout=timeout)
-        return status, out.decode(errors="replace"), err.decode(errors="replace")
+            return self._connection(fresh=True).exec(argv, timeout=timeout)
 
     def _channel(self, fn: Callable[[SshConnection], Any]) -> Any:
         """FN on the node's connection; once more on a new one when it had died."""

@@ -1399,6 +1399,18 @@ class History:
             self._read_node(node_id)
         return s
 
+    def take_series(self, node_id: int) -> NodeSeries:
+        """The node's samples decoded since the last take (all of them the first time).
+
+        The History keeps its decoding state but lets go of the samples, so a reader that
+        converts them into a store of its own (the analyzer's compact numpy arrays) never holds
+        every node's samples twice; ``refresh()`` then decodes only what was appended. After a
+        take, ``series(node_id)`` holds only the samples decoded since.
+        """
+        s = self.series(node_id)
+        self._series[node_id] = NodeSeries(node_id)
+        return s
+
     def all_series(self) -> dict[int, NodeSeries]:
         return {nid: self.series(nid) for nid in self.node_ids()}
 

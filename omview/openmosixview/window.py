@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
@@ -32,8 +33,9 @@ from omview.gui import errors
 from omview.gui.actions import action
 from omview.gui.connect import HostKeyOffer
 from omview.gui.connection_dialog import ConnectionDialog
+from omview.gui.history_fetch import cache_dir, fetch_history
 from omview.gui.launch import ProgramLauncher, launch
-from omview.gui.links import ConnectionReport, Lane, LinkState, LinkStatus, TaskDone, deliverer
+from omview.gui.links import ConnectionReport, Lane, LaneContext, LinkState, LinkStatus, TaskDone, deliverer
 from omview.gui.procdrag import DraggedProcs, migrate_task
 from omview.gui.session import ClusterSession, SpeedReport
 from omview.gui.settings import GuiSettings
@@ -76,6 +78,7 @@ class MainWindow(QMainWindow):
     """openmosixview: one row per node plus the cluster totals."""
 
     _sig_migrated = Signal(object)  # TaskDone of a drop's migration, queued from the ACTION lane
+    _sig_history = Signal(object)  # TaskDone of a remote history's copy (ACTION lane)
 
     def __init__(
         self,
@@ -112,6 +115,8 @@ class MainWindow(QMainWindow):
         self.migrations: list[str] = []
         self._deliver_migrated = deliverer(self, "_sig_migrated")
         self._sig_migrated.connect(self._on_migrated, Qt.ConnectionType.QueuedConnection)
+        self._deliver_history = deliverer(self, "_sig_history")
+        self._sig_history.connect(self._on_history_fetched, Qt.ConnectionType.QueuedConnection)
         self.header = ClusterHeader(self)
         central = QWidget(self)
         layout = QVBoxLayout(central)
@@ -297,12 +302,33 @@ class MainWindow(QMainWindow):
     def open_history_program(self, name: str) -> None:
         """Start the analyzer or history browser on the collector's history directory.
 
-        They read the files where this GUI runs: the collector's node must be this machine, or
-        its history directory mounted here under the same path (Collector > Settings).
+        The programs read files here. A collector on a node reached over SSH: its history is
+        first copied into a local cache by one ``tar`` on the node link's connection (ACTION
+        lane, ``omview.gui.history_fetch``), then the program opens the copy.
         """
         logdir = self.collector.config.logdir or records.default_logdir()
-        error = launch(name, [logdir])
-        self.statusBar().showMessage(error or f"started {name} on {logdir}", 15000)
+        node = self.collector.node
+        if not self.session.links.over_ssh(node):
+            error = launch(name, [logdir])
+            self.statusBar().showMessage(error or f"started {name} on {logdir}", 15000)
+            return
+        dest = cache_dir(node, logdir)
+        self.statusBar().showMessage(f"copying the history {logdir} from {node}…")
+
+        def fetch(ctx: LaneContext) -> tuple[str, Path, int]:
+            return name, dest, fetch_history(ctx.runner(), logdir, dest)
+
+        self.session.links.submit(node, Lane.ACTION, "history", fetch, self._deliver_history, urgent=True)
+
+    @Slot(object)
+    def _on_history_fetched(self, done: TaskDone) -> None:
+        if done.error is not None:
+            self.statusBar().showMessage(f"history from {done.address}: {done.error.describe()}", 15000)
+            return
+        name, dest, count = done.value
+        error = launch(name, [str(dest)])
+        self.statusBar().showMessage(error or f"started {name} on {dest} ({count} files copied from {done.address})",
+                                     15000)  # fmt: skip
 
     @Slot(int, object)
     def _on_procs_dropped(self, row: int, drag: DraggedProcs) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 
+from omview.analyzer import window as window_module
 from omview.analyzer.data import RED_LOAD, find_out, list_entries
 from omview.analyzer.window import AnalyzerWindow
 from omview.model import records
@@ -23,34 +24,93 @@ def _window(qtbot: Any, path: Path | str) -> AnalyzerWindow:
     return win
 
 
+def _only(win: AnalyzerWindow, nid: int) -> None:
+    """Show node nid alone over the whole history."""
+    win.nodes.set_all(False)
+    item = win.nodes.find(nid)
+    assert item is not None
+    item.setCheckState(pg.QtCore.Qt.CheckState.Checked)
+    win.show_whole()
+
+
+def _points(item: pg.PlotCurveItem) -> tuple[np.ndarray, np.ndarray]:
+    """The item's points with NaN where its connect array breaks the line."""
+    x, y = item.getData()
+    if x is None or not len(x):
+        return np.empty(0), np.empty(0)
+    connect = item.opts["connect"]
+    assert isinstance(connect, np.ndarray) and len(connect) == len(x)
+    breaks = np.flatnonzero(~connect[:-1]) + 1
+    return np.insert(np.asarray(x), breaks, np.nan), np.insert(np.asarray(y, dtype=float), breaks, np.nan)
+
+
 def test_load_curves_red_above_75(qtbot: Any, make_history: HistoryFactory) -> None:
     logdir = make_history(nodes=5, ticks=240)
     win = _window(qtbot, logdir)
+    win.resize(1200, 700)
+    win.show()
     h = records.History.open(str(logdir))
-    assert sorted(win.curves) == h.node_ids()
+    assert sorted(win.rows) == h.node_ids()
+    assert x_dtype_ok(win)
     busy = idle = 0
-    for nid, items in win.curves.items():
-        load = np.frombuffer(h.series(nid).load, dtype=np.int64)
-        x, y = items["load"].getOriginalDataset()
-        assert x.dtype == np.float64 and np.array_equal(y, load)
-        assert items["load"].opts["clipToView"] and items["load"].opts["autoDownsample"]
-        assert items["load"].opts["downsampleMethod"] == "peak"
+    for nid in h.node_ids():
+        _only(win, nid)  # 240 samples in ~1000 pixel columns: every sample is a point
+        s = h.series(nid)
+        load = np.frombuffer(s.load, dtype=np.int64)
+        times = np.frombuffer(s.times, dtype=np.float64)
+        bx, by = _points(win.items["load"])
+        rx, ry = _points(win.items["red"])
+        bf, rf = np.isfinite(by), np.isfinite(ry)
+        # black runs through the samples at or below 75, red through those above (points inside
+        # a flat stretch are left out, so compare with the drawn line, not with its points)
+        low, high = load < RED_LOAD, load > RED_LOAD
+        assert np.array_equal(np.interp(times[low], bx[bf], by[bf]), load[low])
+        if high.any():
+            assert np.array_equal(np.interp(times[high], rx[rf], ry[rf]), load[high])
+        assert (by[np.isfinite(by)] <= RED_LOAD).all() and (ry[np.isfinite(ry)] >= RED_LOAD).all()
         if (load > RED_LOAD).any():
             busy += 1
-            red = items["red"]
-            _, ry = red.getOriginalDataset()
-            connect = red.opts["connect"]
-            # the red line joins exactly the stretches that touch a sample above 75
-            above = load > RED_LOAD
-            assert np.array_equal(connect[:-1], above[:-1] | above[1:])
-            assert np.array_equal(ry[above], load[above]) and (ry[~above] == RED_LOAD).all()
-            assert red.opts["pen"].color().red() > 200 and red.opts["pen"].color().blue() == 0
         else:
             idle += 1
-            assert "red" not in items
+            assert not len(rx)
     assert busy and idle, "the fixture should have busy and idle nodes"
+    pen = win.items["red"].opts["pen"].color()
+    assert pen.red() > 200 and pen.blue() == 0
     assert win.statusBar().currentMessage() == "displaying the load overview now"
     assert isinstance(win.load_plot.getAxis("bottom"), pg.DateAxisItem)
+
+
+def x_dtype_ok(win: AnalyzerWindow) -> bool:
+    x, _ = _points(win.items["load"])
+    return x.dtype == np.float64 and len(x) > 0
+
+
+def test_overview_keeps_peaks_at_any_zoom(qtbot: Any, make_history: HistoryFactory,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Zoomed out (many samples per pixel column) each node's extremes and every stretch above
+    75 are still drawn: one (min, max) pair per column, from the pyramid."""
+    logdir = make_history(nodes=3, ticks=3000, checkpoints=())
+    win = _window(qtbot, logdir)
+    win.resize(500, 400)  # ~400 columns for 3000 samples: the pyramid's blocks are used
+    win.show()
+    h = records.History.open(str(logdir))
+    for nid in h.node_ids():
+        _only(win, nid)
+        load = np.frombuffer(h.series(nid).load, dtype=np.int64)
+        bx, by = _points(win.items["load"])
+        rx, ry = _points(win.items["red"])
+        assert len(bx) + len(rx) < len(load)  # decimated
+        assert np.nanmax(np.concatenate((by, ry))) == load.max()
+        assert np.nanmin(np.concatenate((by, ry))) == load.min()
+        assert bool(len(rx)) == bool((load > RED_LOAD).any())
+    # many nodes: beyond the point budget the columns get wider, the extremes stay
+    monkeypatch.setattr(window_module, "POINT_BUDGET", 600)
+    win.nodes.set_all(True)
+    bx, by = _points(win.items["load"])
+    rx, ry = _points(win.items["red"])
+    assert np.isfinite(by).sum() + np.isfinite(ry).sum() <= 3 * (2 * 200 + 4) * 2  # 200 columns, split at 75
+    top = max(int(np.frombuffer(h.series(n).load, dtype=np.int64).max()) for n in h.node_ids())
+    assert np.nanmax(np.concatenate((by, ry))) == top
 
 
 def test_checkpoints_drawn_in_both_overviews(qtbot: Any, make_history: HistoryFactory) -> None:
@@ -65,18 +125,23 @@ def test_checkpoints_drawn_in_both_overviews(qtbot: Any, make_history: HistoryFa
         assert all(line.pen.color().blue() == 255 and line.pen.color().red() == 0 for line in lines)
     win.tabs.setCurrentIndex(1)
     assert win.statusBar().currentMessage() == "displaying the memory overview now"
-    assert set(win.curves[1]) >= {"mem", "rmem", "tmem"}
+    for name in ("mem", "rmem", "tmem"):
+        x, y = _points(win.items[name])
+        assert len(x) and np.nanmax(y) > 0
 
 
 def test_node_list_search_all_none(qtbot: Any, make_history: HistoryFactory) -> None:
     win = _window(qtbot, make_history(nodes=12, ticks=30))
     assert win.nodes.shown() == set(range(1, 13))
     win.nodes.set_all(False)
-    assert win.nodes.shown() == set() and not any(i.isVisible() for it in win.curves.values() for i in it.values())
+    assert win.nodes.shown() == set() and not len(_points(win.items["load"])[0]) and not len(_points(win.items["red"])[0])
     win.nodes.search.setText("node01")  # node010, node011, node012 by hostname
     win.nodes.set_all(True)
     assert win.nodes.shown() == {10, 11, 12}
-    assert win.curves[11]["load"].isVisible() and not win.curves[3]["load"].isVisible()
+    assert sorted(win._shown_rows().tolist()) == sorted(win.rows[n] for n in (10, 11, 12))
+    x, y = _points(win.items["load"])
+    rx, ry = _points(win.items["red"])
+    assert len(x) + len(rx) > 0
 
 
 def test_find_out_dialog_matches_command(qtbot: Any, make_history: HistoryFactory) -> None:
@@ -111,8 +176,8 @@ def test_backup_opens_from_histories(qtbot: Any, tmp_path: Path) -> None:
     win.menu_histories.actions()[1].trigger()
     assert win.wait_loaded(30)
     assert win.data is not None and win.data.directory == backup.path
-    assert win.data.frozen and not win.data.load_node(1).load.flags.owndata  # a backup: zero-copy views
-    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == len(records.History.open(backup.path).series(1))
+    assert win.data.frozen  # a backup: arrays allocated to size, no refresh
+    assert len(win.data.load_node(1)) == len(records.History.open(backup.path).series(1)) > 0
 
 
 def test_damaged_and_foreign_files(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> None:
@@ -130,25 +195,29 @@ def test_damaged_and_foreign_files(qtbot: Any, make_history: HistoryFactory, tmp
     text = win.lbl_problems.text()
     assert win.lbl_problems.isVisibleTo(win)
     assert f"{node2}: damaged header" in text and f"{node3}: skipped" in text
-    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 700  # the intact node is all there
-    assert 300 <= len(win.curves[3]["load"].getOriginalDataset()[0]) < 700  # what is readable of node 3 is shown
-    assert win.curves[2]["load"].getOriginalDataset()[0] is None  # an empty curve: the node is listed, nothing drawn
+    assert win.data is not None
+    assert len(win.data.load_node(1)) == 700  # the intact node is all there
+    assert 300 <= len(win.data.load_node(3)) < 700  # what is readable of node 3 is shown
+    assert len(win.data.load_node(2)) == 0 and 2 in win.rows  # the node is listed, nothing drawn
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "cluster").write_text("id,load\n1,20\n")
     win.open_history(str(foreign))
     assert str(foreign / "cluster") in win.lbl_problems.text() and "not an omview collector history" in win.lbl_problems.text()
-    assert not win.curves
+    assert not win.rows
 
 
 def test_refresh_follows_the_live_history(qtbot: Any, make_history: HistoryFactory) -> None:
     logdir = make_history(nodes=2, ticks=60, checkpoints=())
     win = _window(qtbot, logdir)
     assert win.data is not None and not win.data.frozen  # the live history: copies that can grow
-    before = len(win.curves[1]["load"].getOriginalDataset()[0])
+    before = len(win.data.load_node(1))
+    end_before = np.nanmax(_points(win.items["load"])[0])
     write_history(logdir, nodes=2, ticks=30, start=START + 61, checkpoints=((10, "later"),))
     win.chk_refresh.setChecked(True)  # refreshes at once, then every second
-    assert len(win.curves[1]["load"].getOriginalDataset()[0]) > before
+    assert len(win.data.load_node(1)) > before
+    drawn = np.concatenate((_points(win.items["load"])[0], _points(win.items["red"])[0]))
+    assert np.nanmax(drawn) > end_before  # the new samples are drawn
     assert any(line.label.textItem.toPlainText() == "later" for line in win.checkpoint_lines)
     assert win.x_range()[1] >= win.data.end - 1  # type: ignore[union-attr]
     win.chk_refresh.setChecked(False)
@@ -189,8 +258,8 @@ def test_refresh_after_rotation_opens_the_new_history(qtbot: Any, tmp_path: Path
     assert win.wait_loaded(30)
     assert win.data is not None and win.data.history.history_id != old
     assert "new history" in win.statusBar().currentMessage()
-    assert sorted(win.curves) == [1, 2, 3]
-    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 10
+    assert sorted(win.rows) == [1, 2, 3]
+    assert len(win.data.load_node(3)) == 10
 
 
 def test_truncated_compressed_backup(qtbot: Any, tmp_path: Path) -> None:
@@ -201,8 +270,9 @@ def test_truncated_compressed_backup(qtbot: Any, tmp_path: Path) -> None:
     node2.write_bytes(node2.read_bytes()[: node2.stat().st_size // 2])  # cut short (a full disk, a copy stopped)
     win = _window(qtbot, backup)
     assert f"{node2}: damaged compressed file" in win.lbl_problems.text()
-    assert len(win.curves[1]["load"].getOriginalDataset()[0]) == 60
-    assert len(win.curves[3]["load"].getOriginalDataset()[0]) == 60
+    assert win.data is not None
+    assert len(win.data.load_node(1)) == 60
+    assert len(win.data.load_node(3)) == 60
 
 
 def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryFactory) -> None:
@@ -210,11 +280,20 @@ def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryF
     h = records.History.open(str(logdir))
     assert h.clock_jumps and h.clock_jumps[0].jump < 0
     win = _window(qtbot, logdir)
-    item = win.curves[1]["load"]
-    x, _ = item.getOriginalDataset()
-    back = np.flatnonzero(x[1:] < x[:-1])
-    assert len(back) == 1
-    connect = item.opts["connect"]
-    assert not connect[back[0]] and connect[: back[0]].all()  # broken exactly at the jump
-    assert not item.opts["clipToView"]  # clipping needs increasing x
-    assert win.curves[1]["mem"].opts["clipToView"] is False
+    win.resize(1200, 700)
+    win.show()
+    _only(win, 1)
+    assert win.data is not None
+    times = win.data.load_node(1).times
+    assert (times[1:] < times[:-1]).sum() == 1  # the node's samples step back once
+    for name in ("load", "red"):
+        x, y = _points(win.items[name])
+        fin = np.isfinite(x) & np.isfinite(y)
+        drawn = fin[:-1] & fin[1:]
+        # no segment is drawn backwards in time: the line is broken at the jump
+        assert (x[1:][drawn] >= x[:-1][drawn]).all()
+    xs = np.concatenate([_points(win.items[n])[0] for n in ("load", "red")])
+    xs = set(xs[np.isfinite(xs)].tolist())
+    jump = int(np.flatnonzero(times[1:] < times[:-1])[0])
+    # both sides are drawn, each from its first to its last sample
+    assert {times[0], times[jump], times[jump + 1], times[-1]} <= xs
