@@ -304,6 +304,10 @@ class VmCluster:
                 _run(["ip", "tuntap", "add", "dev", n.tap, "mode", "tap"])
                 _run(["ip", "link", "set", n.tap, "master", self.bridge, "up"])
         write_client_files(st, [(n.name, n.address) for n in self.nodes])
+        with open(self.ssh_config_path, "a") as f:
+            # an ssh login costs seconds of emulated key exchange: one master connection per VM,
+            # shared by every exec (`down` ends them with `ssh -O exit`)
+            f.write(f"Host *\n  ControlMaster auto\n  ControlPath {st}/ctl-%C\n  ControlPersist 600\n")
         for n in self.nodes:
             self._write_node_files(n, count)
         t0 = time.monotonic()
@@ -537,6 +541,12 @@ def vm_teardown(state_dir: str | os.PathLike[str]) -> list[str]:
     names = Names.for_state(state)
     done: list[str] = []
     recorded = _recorded(state)
+    cfg = state / "ssh_config"
+    for n in recorded:  # the ssh master connections first (each is told to exit through its socket)
+        if cfg.exists() and any(state.glob("ctl-*")):
+            cp = _run(["ssh", "-F", str(cfg), "-O", "exit", n.name], check=False, timeout=15)
+            if cp.returncode == 0:
+                done.append(f"ssh master to {n.name}")
     for n in recorded:
         if n.qemu_alive():
             _stop(n.qemu_pid, n.qemu_start, grace=0)  # a VM keeps nothing we need: power off
