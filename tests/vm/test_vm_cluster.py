@@ -174,7 +174,7 @@ def test_bc_moved_twice_prints_exactly_what_an_unmoved_run_prints(vms: VmCluster
     assert job.out == reference, "bc's digits after two migrations differ from an unmoved run"
 
 
-def test_a_job_holding_a_file_missing_on_the_target_is_refused_naming_it(vms: VmCluster) -> None:
+def test_a_job_holding_a_file_missing_or_different_on_the_target_is_refused_naming_it(vms: VmCluster) -> None:
     path = "/root/omview-held-file"  # on node1's own root file system only
     assert run(vms, 1, ["sh", "-c", f"echo held >{path}"]).returncode == 0
     assert run(vms, 2, ["test", "-e", path]).returncode != 0
@@ -185,10 +185,16 @@ def test_a_job_holding_a_file_missing_on_the_target_is_refused_naming_it(vms: Vm
         cp = run(vms, 1, ["migrate", str(job.pid), "2"], timeout=300)
         assert cp.returncode == 3, (cp.stdout, cp.stderr)
         assert path in cp.stderr and "does not exist on node 2" in cp.stderr, cp.stderr
+        # the same path on node 2 with other contents (another size): refused too, naming both sizes
+        assert run(vms, 2, ["sh", "-c", f"echo different >{path}"]).returncode == 0
+        cp = run(vms, 1, ["migrate", str(job.pid), "2"], timeout=300)
+        assert cp.returncode == 3, (cp.stdout, cp.stderr)
+        assert f"{path} has 10 bytes on node 2, 5 on node 1" in cp.stderr, cp.stderr
         assert job_tasks(vms, 1, home_job) and not job_tasks(vms, 2, home_job), "it keeps running at home"
     finally:
         run(vms, 1, ["kill", str(job.pid)])
         job.finish(120)
         run(vms, 1, ["rm", "-f", path])
+        run(vms, 2, ["rm", "-f", path])
     counts = [int(ln.split()[1]) for ln in job.out.decode().splitlines() if ln.startswith("count ")]
     assert counts == list(range(len(counts))) and counts
