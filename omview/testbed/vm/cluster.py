@@ -304,10 +304,10 @@ class VmCluster:
                 _run(["ip", "tuntap", "add", "dev", n.tap, "mode", "tap"])
                 _run(["ip", "link", "set", n.tap, "master", self.bridge, "up"])
         write_client_files(st, [(n.name, n.address) for n in self.nodes])
-        with open(self.ssh_config_path, "a") as f:
+        with open(self.ssh_config_path, "a") as cfg:
             # an ssh login costs seconds of emulated key exchange: one master connection per VM,
             # shared by every exec (`down` ends them with `ssh -O exit`)
-            f.write(f"Host *\n  ControlMaster auto\n  ControlPath {st}/ctl-%C\n  ControlPersist 600\n")
+            cfg.write(f"Host *\n  ControlMaster auto\n  ControlPath {st}/ctl-%C\n  ControlPersist 600\n")
         for n in self.nodes:
             self._write_node_files(n, count)
         t0 = time.monotonic()
