@@ -8,6 +8,7 @@ as it found it.
 from __future__ import annotations
 
 import json
+import select
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,10 @@ class Job:
         self.proc = vms.popen(node, ["sh", "-c", 'echo "$$"; exec "$@"', "sh", "mosrun", *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
         assert self.proc.stdout is not None
+        if not select.select([self.proc.stdout], [], [], 120)[0]:  # bounded: a VM that does not answer
+            self.proc.kill()
+            self.proc.communicate(timeout=30)
+            raise AssertionError(f"node{node} did not start the job within 120 s")
         first = self.proc.stdout.readline().decode().strip()
         assert first.isdigit(), f"no PID from the VM: {first!r}"
         self.pid = int(first)
