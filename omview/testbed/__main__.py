@@ -7,16 +7,24 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 from omview.model.pipes import quiet_pipe
 from omview.testbed.api import DEFAULT_STATE_DIR, Cluster, ClusterError, parse_size, teardown
+from omview.testbed.vm import VmCluster, is_vm_state, vm_teardown
 
 
 def _state(args: argparse.Namespace) -> str:
     return args.state or args.global_state or os.environ.get("OMVIEW_CLUSTER_STATE") or DEFAULT_STATE_DIR
 
 
+def _load(state: str) -> Cluster | VmCluster:
+    return VmCluster.load(state) if is_vm_state(state) else Cluster.load(state)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
+    if args.vm:
+        return _up_vm(args)
     cluster = Cluster.up(
         _state(args), args.nodes, cpus_per_node=args.cpus_per_node, mem_per_node=args.mem_per_node,
         discovery=args.discovery, agent=not args.no_agent, agent_timeout=args.agent_timeout,
@@ -30,17 +38,36 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up_vm(args: argparse.Namespace) -> int:
+    if args.discovery or args.pid_ns:
+        raise ClusterError("--discovery and --pid-ns are namespace cluster options (every VM has its own PIDs)")
+    vm = VmCluster.up(
+        _state(args), args.nodes, cpus_per_node=args.cpus_per_node, mem_per_node=args.mem_per_node,
+        vm_memory_mb=args.vm_memory, agent=not args.no_agent, boot_timeout=args.boot_timeout, accel=args.accel,
+    )  # fmt: skip
+    built = f"image built in {vm.build_s:.0f} s, " if vm.build_s else ""
+    print(f"cluster up: {len(vm.nodes)} VMs ({vm.accel}: {vm.accel_reason}) on {vm.bridge} {vm.subnet}, "
+          f"{built}booted in {vm.boot_s:.1f} s, state {vm.state_dir}")  # fmt: skip
+    for n in vm.nodes:
+        print(f"  {n.name:8} {n.address:15} tap {n.tap}  QEMU {n.qemu_pid}")
+    print(f"ssh: ssh -F {vm.ssh_config_path} node1 hostname")
+    return 0
+
+
 def _cmd_down(args: argparse.Namespace) -> int:
-    done = teardown(_state(args))
+    state = _state(args)
+    done = vm_teardown(state) if is_vm_state(state) else teardown(state)
     print(f"cluster down ({_state(args)}): " + (", ".join(done) if done else "nothing was left"))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    status = Cluster.load(_state(args)).status()
+    status = _load(_state(args)).status()
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    if status.get("kind") == "vm":
+        return _print_vm_status(status)
     print(f"state {status['state_dir']}  bridge {status['bridge']}  subnet {status['subnet']}")
     print(f"{'node':8} {'address':15} {'netns':16} {'holder':>14} {'sshd':>14} {'agent':>14}")
 
@@ -53,14 +80,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_vm_status(status: dict[str, Any]) -> int:
+    print(f"state {status['state_dir']}  VMs ({status['accel']}: {status['accel_reason']})  "
+          f"bridge {status['bridge']}  subnet {status['subnet']}")  # fmt: skip
+    print(f"{'node':8} {'address':15} {'tap':14} {'QEMU':>14} {'sshd':>6} {'agent (in VM)':>14}")
+    for n in status["nodes"]:
+        qemu = f"{n['qemu_pid']}{'' if n['qemu_alive'] else ' (dead)'}"
+        agent = str(n["agent_pid"]) if n["agent_alive"] else "-"
+        print(f"{n['name']:8} {n['address']:15} {n['tap']:14} {qemu:>14} {'up' if n['sshd_alive'] else 'down':>6} "
+              f"{agent:>14}")  # fmt: skip
+    return 0
+
+
 def _cmd_exec(args: argparse.Namespace) -> int:
     argv = list(args.command)
     if argv and argv[0] == "--":
         argv.pop(0)
     if not argv:
         argv = ["/bin/bash", "-i"]
-    cluster = Cluster.load(_state(args))
-    proc = cluster.popen(args.node, argv)
+    cluster = _load(_state(args))
+    proc = cluster.popen(args.node, [] if isinstance(cluster, VmCluster) and not args.command else argv)
     while True:
         try:
             rc = proc.wait()
@@ -71,7 +110,7 @@ def _cmd_exec(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    cluster = Cluster.load(_state(args))
+    cluster = _load(_state(args))
     node = cluster.node(args.node)
     if args.action == "start":
         print(f"agent on {node.name} started, PID {cluster.agent_start(node.id)}")
@@ -109,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-agent", action="store_true", help="do not start agents (sshd only)")
     up.add_argument("--agent-timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for each agent's socket (30)")
+    up.add_argument("--vm", action="store_true",
+                    help="QEMU virtual machines instead of namespaces: own kernel, root, PIDs (docs/cluster.md)")
+    up.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+                    help="with --vm: KVM, software emulation, or KVM only if it boots (auto)")
+    up.add_argument("--vm-memory", type=int, default=384, metavar="MB", help="with --vm: memory of each VM (384)")
+    up.add_argument("--boot-timeout", type=float, default=240.0, metavar="S",
+                    help="with --vm: seconds to wait for every VM's sshd and agent (240)")
     up.set_defaults(func=_cmd_up)
 
     down = sub.add_parser("down", parents=[state], help="remove everything `up` made (also after a crash)")

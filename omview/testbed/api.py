@@ -655,20 +655,7 @@ class Cluster:
         _run(["ip", "-n", ns, "route", "add", "default", "via", self.bridge_address])
 
     def _write_client_files(self) -> None:
-        st = self.state_dir
-        lines = [f"# omview-cluster {st}: use with ssh -F {self.ssh_config_path}"]
-        for n in self.nodes:
-            lines += [f"Host {n.name}", f"  HostName {n.address}"]
-        lines += [
-            "Host *", "  User root", f"  IdentityFile {self.identity_path}", "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {self.known_hosts_path}", "  GlobalKnownHostsFile /dev/null",
-            "  StrictHostKeyChecking yes", "  BatchMode yes", "  CheckHostIP no", "  ConnectTimeout 10",
-            "  LogLevel ERROR",
-        ]
-        self.ssh_config_path.write_text("\n".join(lines) + "\n")
-        hosts = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
-        hosts += [f"{n.address} {n.name}" for n in self.nodes]
-        (st / "hosts").write_text("\n".join(hosts) + "\n")
+        write_client_files(self.state_dir, [(n.name, n.address) for n in self.nodes])
 
     def _write_node_files(self, n: Node, count: int) -> None:
         d = Path(n.dir)
@@ -809,6 +796,24 @@ def _prepare_state_dir(state_dir: str | os.PathLike[str]) -> Path:
     if st.st_uid != 0:
         raise ClusterError(f"state dir {state} is owned by uid {st.st_uid}, not root; use a root-owned directory")
     return state
+
+
+def write_client_files(state: Path, nodes: Sequence[tuple[str, str]]) -> None:
+    """STATE/ssh_config (strict: the cluster's key and known_hosts only) and STATE/hosts for NODES,
+    a list of (name, address); shared by the namespace and the VM cluster."""
+    lines = [f"# omview-cluster {state}: use with ssh -F {state / 'ssh_config'}"]
+    for name, address in nodes:
+        lines += [f"Host {name}", f"  HostName {address}"]
+    lines += [
+        "Host *", "  User root", f"  IdentityFile {state / 'id_ed25519'}", "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {state / 'known_hosts'}", "  GlobalKnownHostsFile /dev/null",
+        "  StrictHostKeyChecking yes", "  BatchMode yes", "  CheckHostIP no", "  ConnectTimeout 10",
+        "  LogLevel ERROR",
+    ]
+    (state / "ssh_config").write_text("\n".join(lines) + "\n")
+    hosts = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+    hosts += [f"{address} {name}" for name, address in nodes]
+    (state / "hosts").write_text("\n".join(hosts) + "\n")
 
 
 def _write_private(path: Path, text: str) -> None:
