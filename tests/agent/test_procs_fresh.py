@@ -460,6 +460,6 @@ def test_steady_listing_reads_status_and_cmdline_once_per_turn(
 
     monkeypatch.setattr(procs_mod, "read_static", counted)
     for _ in range(2 * RESCAN_EVERY):
-        assert reasons(lister)[c.pid] == ""
+        assert reasons(lister)[c.pid] == idle(c.pid)
     assert len(read) == 2, read
     assert all((c.pid + n) % RESCAN_EVERY == 0 for n in read), read

@@ -27,7 +27,7 @@ def _window(qtbot: Any, path: Path | str) -> AnalyzerWindow:
 def _only(win: AnalyzerWindow, nid: int) -> None:
     """Show node nid alone over the whole history."""
     win.nodes.set_all(False)
-    item = win.nodes.find(nid)
+    item = win.nodes.item_for(nid)
     assert item is not None
     item.setCheckState(pg.QtCore.Qt.CheckState.Checked)
     win.show_whole()
