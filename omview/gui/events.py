@@ -45,9 +45,11 @@ class EventBatch:
 
 
 def event_stream(topics: Sequence[str], deliver: Deliver, stop: threading.Event,
-                 snapshot: Callable[[AgentClient], Any] | None = None) -> Callable[[LaneContext], Iterator[float | None]]:  # fmt: skip
+                 snapshot: Callable[[AgentClient], Any] | None = None, *,
+                 urgent: bool = False) -> Callable[[LaneContext], Iterator[float | None]]:  # fmt: skip
     """A STREAM-lane task (``Links.stream``): the node's events on ``topics`` (names or prefixes)
-    until ``stop`` is set or the receiver is gone."""
+    until ``stop`` is set or the receiver is gone (``deliver(None)`` is asked between steps).
+    ``urgent``: connect even while the node's link backs off (a user's action waits on it)."""
 
     def run(ctx: LaneContext) -> Iterator[float | None]:
         client: AgentClient | None = None
@@ -56,7 +58,7 @@ def event_stream(topics: Sequence[str], deliver: Deliver, stop: threading.Event,
             while not stop.is_set() and deliver(None):
                 if client is None:
                     try:
-                        channel = ctx.node.connect(False, open_channel=True)
+                        channel = ctx.node.connect(urgent, open_channel=True)
                         assert channel is not None
                         client = AgentClient(channel, client_name="omview events", timeout=ctx.node.call_timeout)
                         client.call("events.subscribe", topics=list(topics))

@@ -1,11 +1,11 @@
 """L4 GUI layer: a running migration's events (docs/agent.md, "Migration events") from the node it
 leaves, for any window that shows migrations (the process box's migrator; migmon may use it too).
 
-``watch_migration`` is a STREAM-lane task of omview/gui/links.py: on a bridge channel of its own over
-the node's one connection it subscribes to the ``migration`` events, says ``subscribed`` (so the
+``watch_migration`` is a STREAM-lane task of omview/gui/links.py built on the node's event stream
+(omview/gui/events.py): it subscribes to the ``migration`` events, says ``subscribed`` (so the
 caller can start the migration knowing no phase is missed), then hands each event of the watched
 migration to ``deliver`` as a frozen ``MigrationEvent`` until that migration ends, ``stop`` is set or
-``timeout`` passes. ``describe`` words an event for a status line.
+``timeout`` passes; a broken stream is reported once as ``lost`` and ends the watch. ``describe`` words an event for a status line.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from omview.gui.links import EXPECTED, LaneContext
-from omview.model.client import AgentClient
+from omview.gui.events import EventBatch, event_stream
+from omview.gui.links import LaneContext
 
 #: what the stream itself says (not agent events): it listens now / it could not or no longer can
 SUBSCRIBED = "subscribed"
@@ -63,46 +63,32 @@ def describe(ev: MigrationEvent) -> str:
 def watch_migration(match: Callable[[Mapping[str, Any]], bool], deliver: Callable[[Any], bool],
                     stop: threading.Event, *, timeout: float = 600.0,
                     ) -> Callable[[LaneContext], Iterator[float | None]]:  # fmt: skip
-    """The STREAM-lane task: the events of the migration MATCH picks (by job or PID), to DELIVER."""
+    """The STREAM-lane task: the events of the migration MATCH picks (by job or PID), to DELIVER; the
+    node's event stream (omview/gui/events.py) filtered to that one migration, ended with it."""
+    deadline = time.monotonic() + timeout
+    mine: str | None = None  # the watched migration's id, once its first event came
 
-    def run(ctx: LaneContext) -> Iterator[float | None]:
-        client: AgentClient | None = None
-        try:
-            channel = ctx.node.connect(True, open_channel=True)
-            assert channel is not None
-            client = AgentClient(channel, client_name="openmosixprocs-events", timeout=ctx.node.call_timeout)
-            client.call("events.subscribe", topics=["migration"])
-        except EXPECTED as exc:
-            deliver(MigrationEvent(LOST, MappingProxyType({"error": str(exc)})))
-            if client is not None:
-                client.close()
-            return
-        deliver(MigrationEvent(SUBSCRIBED))
-        mine: str | None = None  # the watched migration's id, once its first event came
-        deadline = time.monotonic() + timeout
-        try:
-            while not stop.is_set() and time.monotonic() < deadline:
-                try:
-                    name, data = client.next_event(0.02)  # short: the lane steps other streams too
-                except TimeoutError:
-                    yield 0.1
+    def on_batch(batch: EventBatch | None) -> bool:
+        nonlocal mine
+        if batch is None:  # asked between steps: go on until the deadline
+            return time.monotonic() < deadline
+        if batch.error is not None:  # no retry: the caller reports a lost watch and ends it
+            stop.set()
+            return deliver(MigrationEvent(LOST, MappingProxyType({"error": batch.error.describe()})))
+        if batch.subscribed and not deliver(MigrationEvent(SUBSCRIBED)):
+            return False
+        for name, data in batch.events:
+            if not isinstance(data, dict) or not (data.get("id") == mine or (mine is None and match(data))):
+                continue
+            mine = data.get("id")
+            if not deliver(MigrationEvent(name, MappingProxyType(dict(data)))):
+                return False  # the window is gone
+            if name in ENDED:
+                if name == "migration.failed" and data.get("result") == "fell back":
+                    mine = None  # the image copy that follows is a migration of its own
                     continue
-                if not isinstance(data, dict) or not (data.get("id") == mine or (mine is None and match(data))):
-                    yield None
-                    continue
-                mine = data.get("id")
-                if not deliver(MigrationEvent(name, MappingProxyType(dict(data)))):
-                    return  # the window is gone
-                if name in ENDED:
-                    if name == "migration.failed" and data.get("result") == "fell back":
-                        mine = None  # the image copy that follows is a migration of its own
-                        yield None
-                        continue
-                    return
-                yield None
-        except EXPECTED as exc:
-            deliver(MigrationEvent(LOST, MappingProxyType({"error": str(exc)})))
-        finally:
-            client.close()
+                stop.set()
+                return True
+        return True
 
-    return run
+    return event_stream(["migration"], on_batch, stop, urgent=True)
