@@ -341,24 +341,12 @@ class Node:
         return alive(self.agent_pid, self.agent_start)
 
 
-@dataclass
-class Cluster:
-    """A local netns cluster; create with Cluster.up(), reattach with Cluster.load()."""
+class ClientFiles:
+    """Where a cluster's state directory keeps what a client needs: ssh config, known hosts,
+    identity and cluster key (the same layout for the namespace and the VM cluster)."""
 
     state_dir: Path
-    tag: str
-    bridge: str
-    subnet: str
-    bridge_address: str
-    cpus_per_node: int
-    mem_per_node: int
-    discovery: bool
-    agent_command: str
-    nodes: list[Node] = field(default_factory=list)
-    created: float = 0.0
-    pid_ns: bool = False  # every node has a PID namespace of its own
 
-    # ---------------------------------------------------------------- paths
     @property
     def ssh_config_path(self) -> Path:
         return self.state_dir / "ssh_config"
@@ -376,6 +364,25 @@ class Cluster:
         """The shared cluster HMAC key (a copy is each node's /etc/omview/cluster.key)."""
         return self.state_dir / "cluster.key"
 
+
+@dataclass
+class Cluster(ClientFiles):
+    """A local netns cluster; create with Cluster.up(), reattach with Cluster.load()."""
+
+    state_dir: Path
+    tag: str
+    bridge: str
+    subnet: str
+    bridge_address: str
+    cpus_per_node: int
+    mem_per_node: int
+    discovery: bool
+    agent_command: str
+    nodes: list[Node] = field(default_factory=list)
+    created: float = 0.0
+    pid_ns: bool = False  # every node has a PID namespace of its own
+
+    # ---------------------------------------------------------------- paths
     @property
     def json_path(self) -> Path:
         return self.state_dir / "cluster.json"

@@ -32,6 +32,7 @@ from omview.model.procfs import alive, start_time
 from omview.testbed.api import (
     _REAPER,
     SYSTEM_PATH,
+    ClientFiles,
     ClusterError,
     Names,
     _global_lock,
@@ -91,7 +92,7 @@ class VmNode:
 
 
 @dataclass
-class VmCluster:
+class VmCluster(ClientFiles):
     """A local VM cluster; create with VmCluster.up(), reattach with VmCluster.load()."""
 
     state_dir: Path
@@ -115,22 +116,6 @@ class VmCluster:
     kind = "vm"
 
     # ---------------------------------------------------------------- paths
-    @property
-    def ssh_config_path(self) -> Path:
-        return self.state_dir / "ssh_config"
-
-    @property
-    def known_hosts_path(self) -> Path:
-        return self.state_dir / "known_hosts"
-
-    @property
-    def identity_path(self) -> Path:
-        return self.state_dir / "id_ed25519"
-
-    @property
-    def key_path(self) -> Path:
-        return self.state_dir / "cluster.key"
-
     @property
     def json_path(self) -> Path:
         return self.state_dir / STATE_FILE
