@@ -24,6 +24,7 @@ Exit status 1 when a GUI target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -45,6 +46,7 @@ if os.environ.get("OMVIEW_BENCH_TREE"):  # "box" mode for --baseline: the box of
 
 import gui as gui_bench  # noqa: E402 - bench/gui.py: its NDJSON server and stall probe settings
 
+from omview.model import cluster as model_cluster  # noqa: E402 - proc_table: only this tree's server uses it
 from omview.model import protocol  # noqa: E402
 from omview.model.cluster import ProcessInfo  # noqa: E402
 
@@ -99,7 +101,8 @@ class SyntheticNode(gui_bench.SyntheticCluster):
             while self.proc_generation < due:
                 self.proc_generation += 1
                 self._proc_step()
-            rows = [p.to_dict() for p in self.procs]
+            # as the agent answers: the compact table when asked for it (model/cluster.py proc_table)
+            rows = model_cluster.proc_table(self.procs) if req.args.get("table") else [p.to_dict() for p in self.procs]
         return protocol.ok(req.id, rows)
 
 
@@ -122,6 +125,10 @@ def run_box(sock: str, seconds: float) -> dict[str, Any]:
     box.resize(1100, 700)
     box.show()
     box.view.sortByColumn(CPU, Qt.SortOrder.DescendingOrder)
+    with contextlib.suppress(ImportError):  # as openmosixprocs does (not in trees before it did)
+        from omview.gui.lifecycle import freeze_startup_heap
+
+        freeze_startup_heap()
     box.start()
     deadline = time.monotonic() + 30
     while box.model.rowCount() < 1000 and time.monotonic() < deadline:

@@ -41,7 +41,7 @@ from omview.agent.peers.links import PeerLinks
 from omview.agent.peers.membership import Membership
 from omview.agent.server import Connection, Handler, OpFault, Server
 from omview.model import protocol
-from omview.model.cluster import Flags, NodeInfo, ProcessInfo
+from omview.model.cluster import Flags, NodeInfo, ProcessInfo, proc_table
 from omview.model.errors import ConfigError
 from omview.model.mapfile import MapEntry
 from omview.model.procfs import read_stat
@@ -609,6 +609,8 @@ class Agent:
         )
         if pid is not None and not procs:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
+        if args.get("table"):  # the compact form (model/cluster.py proc_table): what the GUI asks for
+            return proc_table(procs)
         return [process_row(p) for p in procs]
 
     def _pid_reasons(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
