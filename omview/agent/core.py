@@ -647,13 +647,14 @@ class Agent:
                 continue
             if job.home_pid in have or (pid is not None and pid != job.home_pid):
                 continue
-            st = self.jobs.away.fresh(job.id, job.where) or {}  # its program, as its host reported it
+            got = self.jobs.away.shown(job.id, job.where)  # its program, as its host reported it
+            st, age = got if got is not None else ({}, -1.0)
             procs.append(ProcessInfo(
                 pid=job.home_pid, ppid=0, uid=job.uid, user=self.lister.user(job.uid), state=st.get("state", "R"),
                 nice=st.get("nice", 0), cpu=st.get("cpu", 0.0), rss=st.get("rss", 0), threads=st.get("threads", 1),
                 name=os.path.basename(job.argv[0])[:15] if job.argv else "?",
                 cmdline=tuple(job.argv), home=me, where=job.where, lock=job.lock, nmigs=job.nmigs,
-                cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id,
+                cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id, stats_age=age,
             ))  # fmt: skip
         return procs
 
@@ -661,7 +662,7 @@ class Agent:
         """A mosrun job as one row, its plumbing marked (and left out unless asked): jobs/rows.py."""
         starters = {jid: p.pid for jid, p in list(self.jobs.procs.items())}
         return group_jobs(procs, self.jobstore.all(), starters, self.membership.node_id, helpers=helpers,
-                          away=self.jobs.away.fresh)  # fmt: skip
+                          away=self.jobs.away.shown)  # fmt: skip
 
     def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""

@@ -119,6 +119,11 @@ class ProcessInfo:
     #: for the plumbing of a mosrun job (unshare, jobinit, the program under its deputy): the PID of the
     #: row that stands for the job; 0 for every other process (procs.list omits helpers unless asked)
     helper_of: int = 0
+    #: a job whose program runs on another node shows the state, CPU, memory, threads and nice that
+    #: node reports: 0.0 while its reports are current (and for every process measured here), else
+    #: the age in seconds of the last report shown (the node is down or slow), or -1.0 when it has
+    #: not reported yet (the values are the home node's record's)
+    stats_age: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -23,7 +23,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
 )
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
 from omview.gui.procdrag import MIME_TYPE, DraggedProcs, to_mime
@@ -90,6 +90,17 @@ def human_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def stale_text(p: ProcessInfo) -> str:
+    """Why a row is dimmed: its program runs on another node whose reports are old or missing
+    (ProcessInfo.stats_age); "" when its values are current."""
+    if p.stats_age > 0:
+        return (f"state, CPU and memory as node {p.where} reported them {p.stats_age:.0f} s ago: "
+                f"node {p.where} has not reported since (down or slow)")  # fmt: skip
+    if p.stats_age < 0:
+        return f"node {p.where} has not reported this job's state, CPU and memory yet: not current"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -327,18 +338,24 @@ class ProcModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and col == PID:
             return self.icon_of(p)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if p.helper_of:
-                return f"runs the mosrun job of row {p.helper_of} (its plumbing: not moved by itself)"
-            if p.cantmove:
-                return f"cannot migrate: {p.cantmove}"
-            if p.lock:
-                return "locked to its node (migrate --lock off to free it)"
-            if migrated(p, self.node_id):
-                return f"migrated: home node {p.home}, runs on node {p.where}"
-            return None
+            return self._tooltip(p)
+        if role == Qt.ItemDataRole.ForegroundRole and p.stats_age:
+            return QBrush(QPalette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
         if role == Qt.ItemDataRole.TextAlignmentRole and col in _RIGHT:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def _tooltip(self, p: ProcessInfo) -> str | None:
+        if p.helper_of:
+            return f"runs the mosrun job of row {p.helper_of} (its plumbing: not moved by itself)"
+        lines = [stale_text(p)] if p.stats_age else []
+        if p.cantmove:
+            lines.append(f"cannot migrate: {p.cantmove}")
+        elif p.lock:
+            lines.append("locked to its node (migrate --lock off to free it)")
+        elif migrated(p, self.node_id):
+            lines.append(f"migrated: home node {p.home}, runs on node {p.where}")
+        return "\n".join(lines) or None
 
     def icon_of(self, p: ProcessInfo) -> QIcon | None:
         """The pid column's icon: a padlock (cannot move), a green dot (migrated) or none."""
@@ -391,6 +408,10 @@ class ProcDelegate(QStyledItemDelegate):
         option.features |= QStyleOptionViewItem.ViewItemFeature.HasDisplay
         option.displayAlignment = _RIGHT_ALIGN if col in _RIGHT else _LEFT_ALIGN
         option.textElideMode = Qt.TextElideMode.ElideRight
+        if p.stats_age:  # old numbers from a node that stopped reporting: dimmed, not shown as current
+            dim = option.palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+            option.palette.setColor(QPalette.ColorRole.Text, dim)
+            option.palette.setColor(QPalette.ColorRole.HighlightedText, dim.lighter(160))
         if col == PID:
             icon = self.model.icon_of(p)
             if icon is not None:

@@ -368,3 +368,41 @@ def test_an_update_signals_only_what_changed(qtbot: Any) -> None:
     seen.clear()
     model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(2, 1002)])  # same values: same order
     assert seen == ["dataChanged"]
+
+
+def test_a_stale_home_row_is_dimmed_with_its_age(qtbot: Any) -> None:
+    """A job running on node 3 whose reports stopped (stats_age from the agent): dimmed, and the
+    tooltip says how old its numbers are; a job node 3 has not reported yet likewise."""
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QStyleOptionViewItem, QTableView
+
+    from omview.procs.model import CPU, ProcDelegate
+
+    model = ProcModel(1)
+    model.set_processes([replace(_proc(1, where=3), cpu=97.0, state="R", stats_age=42.4),
+                         replace(_proc(2, where=3), stats_age=-1.0), _proc(3, where=3), _proc(4)])  # fmt: skip
+    old, never, current, local = (model.index(r, CPU) for r in range(4))
+    assert "reported them 42 s ago" in model.data(old, Qt.ItemDataRole.ToolTipRole)
+    assert "migrated: home node 1, runs on node 3" in model.data(old, Qt.ItemDataRole.ToolTipRole)
+    assert "has not reported this job's state" in model.data(never, Qt.ItemDataRole.ToolTipRole)
+    assert "reported" not in model.data(current, Qt.ItemDataRole.ToolTipRole)
+    assert model.data(old, Qt.ItemDataRole.DisplayRole) == "97.0"  # the old number, shown as old
+    assert model.data(old, Qt.ItemDataRole.ForegroundRole) is not None
+    assert model.data(current, Qt.ItemDataRole.ForegroundRole) is None
+    assert model.data(local, Qt.ItemDataRole.ForegroundRole) is None
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    delegate = ProcDelegate(model, view)
+
+    def text_colour(index: Any) -> str:
+        opt = QStyleOptionViewItem()
+        opt.palette = view.palette()
+        delegate.initStyleOption(opt, index)
+        return opt.palette.color(QPalette.ColorRole.Text).name()
+
+    dim = view.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text).name()
+    normal = view.palette().color(QPalette.ColorRole.Text).name()
+    assert dim != normal
+    assert text_colour(old) == dim and text_colour(never) == dim
+    assert text_colour(current) == normal and text_colour(local) == normal
