@@ -406,3 +406,72 @@ def test_a_stale_home_row_is_dimmed_with_its_age(qtbot: Any) -> None:
     assert dim != normal
     assert text_colour(old) == dim and text_colour(never) == dim
     assert text_colour(current) == normal and text_colour(local) == normal
+
+
+@pytest.mark.cluster
+def test_migrator_says_blocked_and_down_and_sends_to_the_best_node(qtbot: Any, make_cluster: Any) -> None:
+    """Three nodes: node 2 blocks arrivals, then its agent stops (down); the migrator says each
+    reason and the job stays; "send to the best node" takes it to node 3, the only candidate left
+    that is faster than node 1 (speeds set: node 1 slow, node 3 fast)."""
+    cluster = all_up(make_cluster(3))
+    entry = cluster.nodes[0].address
+    connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
+    session = ClusterSession(connector, entry, poll_interval=0.5, direct_poll=False, call_timeout=10.0)
+    dep = Deputy(cluster, 1, [PY, COUNTER, "4000", "0.05"])
+
+    def seen_by(node: int) -> dict[int, dict[str, Any]]:
+        return {n["id"]: n for n in call(cluster, node, "cluster.nodes")}
+
+    try:
+        call(cluster, 1, "flags.set", speed=2000)
+        call(cluster, 3, "flags.set", speed=50000)
+        call(cluster, 2, "flags.set", block=True)
+        qtbot.waitUntil(lambda: (s := seen_by(1))[2]["block"] and s[3]["speed"] == 50000, timeout=20000)
+        dep.wait_started()
+        box = ProcBox(session, 1)
+        qtbot.addWidget(box)
+        box.start()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 3, timeout=30000)
+
+        def where() -> int:
+            p = box.model.process(dep.pid)
+            assert p is not None
+            return p.where
+
+        dlg = box.open_migrator(box.model.process(dep.pid))
+        assert dlg is not None
+        qtbot.waitUntil(lambda: dlg.status is not None and dlg.nodes.rowCount() == 3, timeout=20000)
+        row2 = next(r for r in range(3) if dlg.nodes.node_at_row(r) == 2)
+
+        # a blocked target
+        dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: any("not migrated" in t for t in dlg.results), timeout=60000)
+        assert dlg.results[-1] == f"process {dep.pid} not migrated to 2: node 2 blocks arriving processes [BLOCKED]"
+        assert dlg.outcome.text() == dlg.results[-1]
+        assert where() == 1 and call(cluster, 1, "job.status", job=dep.job)["where"] == 1
+
+        # a node that is down (its agent stopped; node 1 marks it down after down_after)
+        cluster.agent_stop(2)
+        qtbot.waitUntil(lambda: seen_by(1)[2]["status"] == "down", timeout=30000)
+        qtbot.waitUntil(lambda: dlg.nodes.item(row2, 4) is not None and dlg.nodes.item(row2, 4).text() == "down",
+                        timeout=20000)  # fmt: skip
+        n = len(dlg.results)
+        dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: len(dlg.results) >= n + 2, timeout=60000)  # "migrating…", then the outcome
+        assert dlg.results[-1] == f"process {dep.pid} not migrated to 2: node 2 is down [NODE_DOWN]"
+        assert where() == 1 and call(cluster, 1, "job.status", job=dep.job)["where"] == 1
+
+        # the best node: node 3 (node 2 is down and blocked, node 1 is slow)
+        n = len(dlg.results)
+        dlg.best_button.click()
+        qtbot.waitUntil(lambda: len(dlg.results) >= n + 2, timeout=60000)
+        assert dlg.results[-1].startswith(f"process {dep.pid} migrated to node 3: frozen "), dlg.results
+        assert call(cluster, 1, "job.status", job=dep.job)["where"] == 3
+        qtbot.waitUntil(lambda: where() == 3, timeout=20000)
+        qtbot.waitUntil(lambda: "running on node 3" in dlg.where.text(), timeout=20000)
+        dlg.close()
+        box.close()
+    finally:
+        session.stop()
+        dep.proc.kill()
+        dep.proc.wait(10)
