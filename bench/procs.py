@@ -31,6 +31,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,7 @@ class _AgentUnderTest:
     def stop(self) -> None:
         self.client.close()
         self.cluster.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _median(xs: list[float]) -> float:
@@ -438,6 +440,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
+            shutil.rmtree(tmp, ignore_errors=True)
         names = list(boxes)
         runs = f"{args.box_rounds} turns of {args.seconds:.0f} s each" if args.baseline else f"{args.seconds:.0f} s"
         print(f"process box, {args.procs} processes changing every second, {runs} (offscreen):")
