@@ -45,7 +45,7 @@ for p in (str(ROOT), str(ROOT / "bench")):
 import gui as gui_bench  # noqa: E402 - bench/gui.py: the synthetic cluster table
 
 from omview.model import protocol  # noqa: E402
-from omview.model.cluster import ProcessInfo  # noqa: E402
+from omview.model.cluster import ProcessInfo, proc_table  # noqa: E402
 
 TARGET_FRAME_MS = 16.0
 TARGET_CPU = 10.0
@@ -81,8 +81,9 @@ class MigratingNode:
             return protocol.ok(req.id, {"node": 1, "protocol": protocol.PROTOCOL_VERSION, "uid": 0, "agent": "bench"})
         if req.op == "procs.list":
             with self.lock:
-                rows = [p.to_dict() for p in self.procs.values()]
-            return protocol.ok(req.id, rows)
+                procs = list(self.procs.values())
+            # as the agent answers: the compact table when asked for it (model/cluster.py proc_table)
+            return protocol.ok(req.id, proc_table(procs) if req.args.get("table") else [p.to_dict() for p in procs])
         if req.op == "events.subscribe":
             with self.lock:
                 self.subscribers.append((conn, wlock))

@@ -16,7 +16,9 @@ Run as root:  .venv/bin/python bench/procs.py [--procs 5000] [--seconds 20] [--a
    one ``procs.list``, the agent's CPU per listing (listed minus idle, so the sampler's own second is
    not counted) and its idle CPU; side by side with ``--baseline DIR``'s agent (another revision's
    source tree, e.g. ``git archive REV | tar -x -C DIR``) and with procps ``ps -e`` listing the same
-   processes with the same columns.
+   processes with the same columns. Both agents run at the same time and are listed in turns, ps
+   too, each in its own slice of every second, so that all three see the same machine load; then
+   the compact form (``table: true``, what the box asks for) where the tree has it.
 
 Exit status 1 when a GUI target is missed.
 """
@@ -24,9 +26,12 @@ Exit status 1 when a GUI target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +50,7 @@ if os.environ.get("OMVIEW_BENCH_TREE"):  # "box" mode for --baseline: the box of
 
 import gui as gui_bench  # noqa: E402 - bench/gui.py: its NDJSON server and stall probe settings
 
+from omview.model import cluster as model_cluster  # noqa: E402 - proc_table: only this tree's server uses it
 from omview.model import protocol  # noqa: E402
 from omview.model.cluster import ProcessInfo  # noqa: E402
 
@@ -99,7 +105,8 @@ class SyntheticNode(gui_bench.SyntheticCluster):
             while self.proc_generation < due:
                 self.proc_generation += 1
                 self._proc_step()
-            rows = [p.to_dict() for p in self.procs]
+            # as the agent answers: the compact table when asked for it (model/cluster.py proc_table)
+            rows = model_cluster.proc_table(self.procs) if req.args.get("table") else [p.to_dict() for p in self.procs]
         return protocol.ok(req.id, rows)
 
 
@@ -122,6 +129,10 @@ def run_box(sock: str, seconds: float) -> dict[str, Any]:
     box.resize(1100, 700)
     box.show()
     box.view.sortByColumn(CPU, Qt.SortOrder.DescendingOrder)
+    with contextlib.suppress(ImportError):  # as openmosixprocs does (not in trees before it did)
+        from omview.gui.lifecycle import freeze_startup_heap
+
+        freeze_startup_heap()
     box.start()
     deadline = time.monotonic() + 30
     while box.model.rowCount() < 1000 and time.monotonic() < deadline:
@@ -189,67 +200,134 @@ def boxes_side_by_side(sock: str, seconds: float, rounds: int, baseline: str) ->
                    "skipped_polls": sum(r["skipped_polls"] for r in rs)} for name, rs in runs.items()}  # fmt: skip
 
 
-def _agent_run(root: str, rounds: int) -> dict[str, float]:
-    """One loopback agent of the source tree ROOT (``process_scope = "all"``): its first listing (nothing
-    kept yet), its CPU idle (the sampler alone) over ROUNDS seconds, then over ROUNDS seconds listed
-    once a second; each listing's wall time as its client sees it."""
-    from omview.model.procfs import HZ, read_stat
-    from tests.support.agents import Cluster
+class _AgentUnderTest:
+    """One loopback agent of the source tree ROOT (``process_scope = "all"``), with a client."""
 
-    def cpu(pid: int) -> float:
-        st = read_stat(pid)
-        return 0.0 if st is None else (st.utime + st.stime) * 1000 / HZ
+    def __init__(self, root: str) -> None:
+        from tests.support.agents import Cluster
 
-    base = tempfile.mkdtemp(prefix="omview-bench-procs-")
-    cl = Cluster(base, 1)
-    agent = cl.agents[0]
-    agent.root = root
-    agent.env["PYTHONPATH"] = root
-    try:
+        self.base = tempfile.mkdtemp(prefix="omview-bench-procs-")
+        self.cluster = Cluster(self.base, 1)
+        agent = self.cluster.agents[0]
+        agent.root = root
+        agent.env["PYTHONPATH"] = root
         agent.start()
         assert agent.proc is not None
-        apid = agent.proc.pid
-        with agent.client(timeout=60) as c:
-            time.sleep(2.0)  # the first samples
-            t0 = time.perf_counter()
-            n = len(c.call("procs.list"))
-            first = (time.perf_counter() - t0) * 1000
-            time.sleep(1.0)
-            c0 = cpu(apid)
-            time.sleep(rounds)
-            idle = (cpu(apid) - c0) / rounds  # ms of CPU per second
-            walls = []
-            c0, w0 = cpu(apid), time.perf_counter()
-            next_at = time.monotonic()
-            for _ in range(rounds):
-                t0 = time.perf_counter()
-                n = max(n, len(c.call("procs.list")))
-                walls.append((time.perf_counter() - t0) * 1000)
-                next_at += 1.0
-                time.sleep(max(0.0, next_at - time.monotonic()))
-            used, elapsed = cpu(apid) - c0, time.perf_counter() - w0
-        return {"processes": n, "first_ms": first, "list_ms_median": sorted(walls)[len(walls) // 2],
-                "list_ms_max": max(walls), "idle_cpu_ms_per_s": idle,
-                "cpu_ms_per_list": (used - idle * elapsed) / rounds}  # fmt: skip
-    finally:
-        cl.stop()
+        self.pid = agent.proc.pid
+        self.client = agent.client(timeout=60)
+        self.processes = 0
+        self.walls: dict[str, list[float]] = {"dicts": [], "table": []}
+        self.table = True  # until the tree's agent refuses the compact form
 
+    def cpu_ms(self) -> float:
+        from omview.model.procfs import HZ, read_stat
 
-def _ps_run(rounds: int) -> dict[str, float]:
-    """The reference: procps ``ps`` listing the same processes with the same columns (it reads stat,
-    status and cmdline of every process each time)."""
-    walls, cpus = [], []
-    for _ in range(rounds):
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        st = read_stat(self.pid)
+        return 0.0 if st is None else (st.utime + st.stime) * 1000 / HZ
+
+    def list_once(self, form: str = "dicts") -> None:
+        """One procs.list (dicts, or the compact form: model/cluster.py proc_table), its wall time kept."""
+        from omview.model.errors import AgentFault
+
         t0 = time.perf_counter()
-        out = subprocess.run(["ps", "-e", "-o", "pid,ppid,uid,user,stat,ni,pcpu,rss,nlwp,comm,args"],
-                             capture_output=True, check=True).stdout  # fmt: skip
-        walls.append((time.perf_counter() - t0) * 1000)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
-        time.sleep(0.2)
-    return {"processes": out.count(b"\n") - 1, "list_ms_median": sorted(walls)[len(walls) // 2],
-            "list_ms_max": max(walls), "cpu_ms_per_list": sorted(cpus)[len(cpus) // 2]}  # fmt: skip
+        if form == "dicts":
+            self.processes = max(self.processes, len(self.client.call("procs.list")))
+        elif not self.table:
+            return
+        else:
+            try:
+                self.client.call("procs.list", table=True)
+            except AgentFault:
+                self.table = False
+                return
+        self.walls[form].append((time.perf_counter() - t0) * 1000)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.cluster.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def _ps_once() -> tuple[float, float, int]:
+    """The reference: procps ``ps`` listing the same processes with the same columns (it reads stat,
+    status and cmdline of every process each time): wall ms, CPU ms, processes."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(["ps", "-e", "-o", "pid,ppid,uid,user,stat,ni,pcpu,rss,nlwp,comm,args"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    wall = (time.perf_counter() - t0) * 1000
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000, out.count(b"\n") - 1
+
+
+def _agents_in_turns(roots: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
+    """The agents of ROOTS (name -> source tree) running at the same time, listed in turns, each in
+    its own slice of every second (the list of dicts), procps ps
+    taking its turn too: all see the same machine load. An agent's CPU per listing is its CPU while
+    listed minus its idle CPU (the sampler alone, measured over ROUNDS seconds before). Then each
+    agent alone, its two forms in turns (the tree without the compact form: skipped)."""
+    agents: dict[str, _AgentUnderTest] = {}
+    # the calls at random moments: at a fixed one each agent's sampler (once a second, on the thread
+    # that lists) would always be running, or never, depending on when that agent happened to start
+    rng = random.Random(9)
+    try:
+        for name, root in roots.items():
+            agents[name] = _AgentUnderTest(root)
+        time.sleep(2.0)  # the first samples
+        first = {}
+        for name, a in agents.items():
+            t0 = time.perf_counter()
+            a.list_once()
+            first[name] = (time.perf_counter() - t0) * 1000
+            a.walls["dicts"].clear()
+        a0 = {name: a.cpu_ms() for name, a in agents.items()}
+        time.sleep(rounds)
+        idle = {name: (a.cpu_ms() - a0[name]) / rounds for name, a in agents.items()}  # ms of CPU per second
+        ps_walls, ps_cpus, ps_n = [], [], 0
+        c0 = {name: a.cpu_ms() for name, a in agents.items()}
+        w0 = time.perf_counter()
+        step = 1.0 / (len(agents) + 1)
+        next_at = time.monotonic()
+        for _ in range(rounds):  # each agent (and ps) in its own slice of every second
+            for a in agents.values():
+                a.list_once()
+                next_at += step * rng.uniform(0.5, 1.5)
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            wall, cpu, ps_n = _ps_once()
+            ps_walls.append(wall)
+            ps_cpus.append(cpu)
+            next_at += step * rng.uniform(0.5, 1.5)
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        elapsed = time.perf_counter() - w0
+        used = {name: a.cpu_ms() - c0[name] for name, a in agents.items()}
+        out: dict[str, dict[str, float]] = {}
+        for name, a in agents.items():
+            out[name] = {"processes": a.processes, "first_ms": first[name], "list_ms_median": _median(a.walls["dicts"]),
+                         "list_ms_max": max(a.walls["dicts"]), "idle_cpu_ms_per_s": idle[name],
+                         "cpu_ms_per_list": (used[name] - idle[name] * elapsed) / rounds}  # fmt: skip
+        # the compact form (what the box asks for), in turns with the list of dicts, where the tree has it
+        for name, a in agents.items():
+            a.walls["dicts"].clear()
+            for _ in range(rounds):
+                for form in ("dicts", "table"):
+                    a.list_once(form)
+                    next_at += 0.5 * rng.uniform(0.5, 1.5)
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                if not a.table:
+                    break
+            if a.walls["table"]:
+                out[name]["table_ms_median"] = _median(a.walls["table"])
+                out[name]["dicts_ms_median_then"] = _median(a.walls["dicts"])
+        out["ps -e (procps)"] = {"processes": ps_n, "list_ms_median": _median(ps_walls),
+                                 "list_ms_max": max(ps_walls), "cpu_ms_per_list": _median(ps_cpus)}  # fmt: skip
+        return out
+    finally:
+        for a in agents.values():
+            a.stop()
 
 
 def lister_run(rounds: int) -> dict[str, float]:
@@ -280,19 +358,19 @@ def _lister_in(tree: str, rounds: int) -> dict[str, float]:
 
 def agent_cost(extra: int, rounds: int, baseline: str | None) -> dict[str, dict[str, float]]:
     """This checkout's agent, BASELINE's (another source tree, e.g. ``git archive REV | tar -x -C DIR``)
-    and ps, one after the other on this machine's processes plus EXTRA sleepers."""
+    and ps, in turns on this machine's processes plus EXTRA sleepers; then the listers alone."""
     sleepers: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(extra):
             sleepers.append(subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL))
-        out = {"this checkout": _agent_run(str(ROOT), rounds)}
+        roots = {"this checkout": str(ROOT)}
         if baseline:
-            out[f"baseline {baseline}"] = _agent_run(os.path.abspath(baseline), rounds)
+            roots[f"baseline {baseline}"] = os.path.abspath(baseline)
+        out = _agents_in_turns(roots, rounds)
         for _ in range(2):  # the listers alone, taking turns: the least disturbed of two runs each
-            for name, tree in zip(out, (str(ROOT), os.path.abspath(baseline or str(ROOT))), strict=False):
+            for name, tree in roots.items():
                 got = _lister_in(tree, rounds)["lister_cpu_ms"]
                 out[name]["lister_cpu_ms"] = min(got, out[name].get("lister_cpu_ms", got))
-        out["ps -e (procps)"] = _ps_run(rounds)
         return out
     finally:
         for s in sleepers:
@@ -307,6 +385,8 @@ def print_agent_cost(cost: dict[str, dict[str, float]], extra: int, rounds: int)
     print(f"  {'':<34}" + "".join(f"{n[:30]:>32}" for n in names))
     for key, label in (("processes", "processes listed"), ("first_ms", "first procs.list, nothing kept (ms)"),
                        ("list_ms_median", "procs.list wall, median (ms)"), ("list_ms_max", "procs.list wall, max (ms)"),
+                       ("table_ms_median", "table: true, median (ms)"),
+                       ("dicts_ms_median_then", "  in turns with dicts, median (ms)"),
                        ("cpu_ms_per_list", "CPU per listing (ms)"),
                        ("lister_cpu_ms", "lister alone, CPU per listing (ms)"),
                        ("idle_cpu_ms_per_s", "agent CPU idle, sampler (ms/s)")):  # fmt: skip
@@ -360,6 +440,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
+            shutil.rmtree(tmp, ignore_errors=True)
         names = list(boxes)
         runs = f"{args.box_rounds} turns of {args.seconds:.0f} s each" if args.baseline else f"{args.seconds:.0f} s"
         print(f"process box, {args.procs} processes changing every second, {runs} (offscreen):")

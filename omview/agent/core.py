@@ -35,13 +35,13 @@ from omview.agent.node import calibrate, movable
 from omview.agent.node.procs import CriuProbe, ProcessLister, process_row, real_uid
 from omview.agent.node.sampler import Sample, Sampler, Scope
 from omview.agent.node.state import FlagError, StateStore, validate_flag
-from omview.agent.peers import membership
+from omview.agent.peers import membership, pidcheck
 from omview.agent.peers.gossip import Codec, Gossip, load_key
 from omview.agent.peers.links import PeerLinks
 from omview.agent.peers.membership import Membership
 from omview.agent.server import Connection, Handler, OpFault, Server
 from omview.model import protocol
-from omview.model.cluster import Flags, NodeInfo, ProcessInfo
+from omview.model.cluster import Flags, NodeInfo, ProcessInfo, proc_table
 from omview.model.errors import ConfigError
 from omview.model.mapfile import MapEntry
 from omview.model.procfs import read_stat
@@ -59,7 +59,6 @@ EVENTS = (
 #: cluster.map, job.list, migration.history)
 OWNER_ONLY_EVENTS = frozenset({"job.output"})
 LOCK_PRUNE_EVERY = 10  # ticks
-PID_CHECK_TTL = 10.0  # seconds a peer's answer about PIDs in use is reused by procs.list
 JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
 #: a graceful stop waits this long for its guests to leave before it stops anyway
 EXPEL_ON_STOP_TIMEOUT = 120.0
@@ -95,8 +94,6 @@ class Agent:
         self.sampler = Sampler(self.scope, cpus=cfg.cpus, memory=cfg.memory)
         self.criu = CriuProbe(cfg.criu)
         self.lister = ProcessLister(self.scope, self.criu)
-        self._pid_check_backoff = 0.0
-        self._pid_check_cache: tuple[float, int, set[int], set[int]] = (0.0, 0, set(), set())
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="omview-sampler")
         self.server = Server(
             cfg.socket, self.dispatch, request_timeout=cfg.request_timeout, max_clients=cfg.max_clients,
@@ -135,6 +132,8 @@ class Agent:
         self.target_side = TargetSide(env, self.jobstore, self.peers.sock_dir)
         self.source_side = SourceSide(env, self.jobstore, self.jobs, self.peers, expecting=self.target_side.expecting)
         self.job_pool = ThreadPoolExecutor(8, thread_name_prefix="omview-jobs")
+        # procs.list's "pid N in use on node M": the peer's last answer, asked again on the job pool
+        self.pid_check = pidcheck.PidCheck(self.peers.call, self.job_pool, lambda: self.membership.node_id)
         self.watch_pool = ThreadPoolExecutor(1, thread_name_prefix="omview-jobwatch")
         self.balancer = Balancer(
             enabled=cfg.balance, node=self, store=self.jobstore, jobs=self.jobs, source=self.source_side,
@@ -601,23 +600,29 @@ class Agent:
     async def op_procs_list(self, conn: Connection, args: dict[str, Any]) -> Any:
         pid = args.get("pid")
         cpu = self.sample.cpu if self.sample else {}
-        procs = await self._in_worker(
-            lambda: self._grouped(self._away_rows(self._with_jobs(self._pid_reasons(
-                self.lister.list(
-                    node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid
-                )
-            )), pid), helpers=pid is not None or bool(args.get("helpers")))
-        )
-        if pid is not None and not procs:
+        table = bool(args.get("table"))
+
+        def listing() -> tuple[int, Any]:
+            procs = self._grouped(self._away_rows(self._with_jobs(self._pid_reasons(self.lister.list(
+                node_id=self.membership.node_id, cpu=cpu, locks=frozenset(self.locks), pid=pid,
+            ))), pid), helpers=pid is not None or bool(args.get("helpers")))  # fmt: skip
+            # the rows too in the worker, not on the event loop (5,000 rows: 10-25 ms of Python)
+            # table: the compact form (model/cluster.py proc_table), what the GUI asks for
+            return len(procs), proc_table(procs) if table else [process_row(p) for p in procs]
+
+        count, rows = await self._in_worker(listing)
+        if pid is not None and not count:
             raise OpFault(FaultCode.NO_SUCH_PROCESS, f"no process {pid} on node {self.membership.node_id}")
-        return [process_row(p) for p in procs]
+        return rows
 
     def _pid_reasons(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
-        """A process outside a PID namespace of its own moves only where all its PIDs are free: ask the
-        next node up after this one (one batched peer.proc.check), and say which PID is taken there."""
+        """A process outside a PID namespace of its own moves only where all its PIDs are free: say
+        which PID is taken on the next node up after this one, from that node's last answer to one
+        batched peer.proc.check (peers/pidcheck.py: never waited for here, refreshed in the background;
+        the migration itself checks the target afresh, so a late or stale reason costs nothing)."""
         checks = dict(self.lister.pid_checks)
         me = self.membership.node_id
-        if not checks or time.monotonic() < self._pid_check_backoff:
+        if not checks:
             return procs
         others = sorted(n for n, info in self.fresh_nodes().items() if n != me and info.up and not info.block)
         if not others:
@@ -625,24 +630,14 @@ class Agent:
         # the next ID up, wrapping: each node is asked by one other, not all by the lowest (every SSH
         # session and bridge of the cluster would land on that one node)
         node = next((n for n in others if n > me), others[0])
-        wanted = sorted({p for pids in checks.values() for p in pids})
-        at, asked_node, asked, used = self._pid_check_cache
-        # a collector lists processes every second: reuse a recent answer instead of a peer round trip
-        # each time (the migration itself checks the target afresh, so a stale reason costs nothing)
-        if not (asked_node == node and set(wanted) <= asked and time.monotonic() - at < PID_CHECK_TTL):
-            try:
-                taken = self.peers.call(node, "peer.proc.check", timeout=5, pids=wanted, files=[], source=me)
-            except Exception as exc:  # noqa: BLE001 - a list must not fail because a peer does not answer
-                log.info("cannot ask node %d which PIDs are in use (%s)", node, exc)
-                self._pid_check_backoff = time.monotonic() + 10.0
-                return procs
-            used = {int(x.split()[1]) for x in taken.get("problems", []) if x.startswith("pid ")}
-            self._pid_check_cache = (time.monotonic(), node, set(wanted), used)
+        answer = self.pid_check.answer(node, frozenset(p for pids in checks.values() for p in pids))
+        if answer is None:
+            return procs
+        now = time.monotonic()
         out = []
         for p in procs:
-            clash = [x for x in checks.get(p.pid, []) if x in used]
-            out.append(replace(p, cantmove=f"pid {clash[0]} in use on node {node}") if clash and not p.cantmove
-                       else p)  # fmt: skip
+            why = "" if p.cantmove or p.pid not in checks else pidcheck.reason(answer, checks[p.pid], now)
+            out.append(replace(p, cantmove=why) if why else p)
         return out
 
     def _away_rows(self, procs: list[ProcessInfo], pid: int | None) -> list[ProcessInfo]:
@@ -654,13 +649,14 @@ class Agent:
                 continue
             if job.home_pid in have or (pid is not None and pid != job.home_pid):
                 continue
-            st = self.jobs.away.fresh(job.id, job.where) or {}  # its program, as its host reported it
+            got = self.jobs.away.shown(job.id, job.where)  # its program, as its host reported it
+            st, age = got if got is not None else ({}, -1.0)
             procs.append(ProcessInfo(
                 pid=job.home_pid, ppid=0, uid=job.uid, user=self.lister.user(job.uid), state=st.get("state", "R"),
                 nice=st.get("nice", 0), cpu=st.get("cpu", 0.0), rss=st.get("rss", 0), threads=st.get("threads", 1),
                 name=os.path.basename(job.argv[0])[:15] if job.argv else "?",
                 cmdline=tuple(job.argv), home=me, where=job.where, lock=job.lock, nmigs=job.nmigs,
-                cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id,
+                cantmove="" if not job.lock else f"locked to node {job.where}", job=job.id, stats_age=age,
             ))  # fmt: skip
         return procs
 
@@ -668,7 +664,7 @@ class Agent:
         """A mosrun job as one row, its plumbing marked (and left out unless asked): jobs/rows.py."""
         starters = {jid: p.pid for jid, p in list(self.jobs.procs.items())}
         return group_jobs(procs, self.jobstore.all(), starters, self.membership.node_id, helpers=helpers,
-                          away=self.jobs.away.fresh)  # fmt: skip
+                          away=self.jobs.away.shown)  # fmt: skip
 
     def _with_jobs(self, procs: list[ProcessInfo]) -> list[ProcessInfo]:
         """Job fields for job tasks and deputies: home, where (N#), lock, nmigs, the job id."""

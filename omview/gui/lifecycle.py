@@ -12,6 +12,7 @@ makes the same signals raise ``Interrupted`` instead, so that half-done work is 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,16 @@ def application(name: str, *, organisation: str = "", offscreen: bool = False) -
     app.setStyle("Fusion")
     app.setWindowIcon(app_icon())
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Call once the program's windows are built, before its event loop: the objects made so far
+    (Qt wrappers, modules, classes: ~50,000 in openmosixprocs) are moved out of the garbage
+    collector's reach. They never become garbage, yet every full collection walked all of them,
+    holding the GIL for 25-45 ms; a lane thread decoding a process list allocates enough to start
+    one, and the GUI thread stood still meanwhile (the box's longest stalls, bench/procs.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 def wait_until(app: QApplication, condition: Callable[[], bool], timeout: float) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from omview import __version__
 from omview.model import protocol
 from omview.model.channel import Channel, UnixChannel
-from omview.model.cluster import Flags, NodeInfo, ProcessInfo
+from omview.model.cluster import Flags, NodeInfo, ProcessInfo, procs_from_table
 from omview.model.errors import AgentFault, ConnectionLost, OmviewError
 
 DEFAULT_TIMEOUT = 10.0
@@ -31,6 +31,7 @@ class AgentClient:
         self._ids = itertools.count(1)
         self._events: deque[tuple[str, Any]] = deque(maxlen=10000)
         self._lock = threading.Lock()
+        self._tables = True  # procs.list in its compact form, until an older agent refuses it
         try:
             self.hello: dict[str, Any] = self.call(
                 "hello", protocol=protocol.PROTOCOL_VERSION, client=f"{client_name} {__version__}"
@@ -127,6 +128,13 @@ class AgentClient:
         args: dict[str, Any] = {} if pid is None else {"pid": pid}
         if helpers:
             args["helpers"] = True
+        if self._tables:
+            try:
+                return procs_from_table(self.call("procs.list", table=True, **args))
+            except AgentFault as exc:  # an agent older than the compact form: rows as dicts from now on
+                if exc.code != protocol.FaultCode.BAD_ARGUMENT or "'table'" not in exc.message:
+                    raise
+                self._tables = False
         return [ProcessInfo.from_dict(d) for d in self.call("procs.list", **args)]
 
 

@@ -111,7 +111,7 @@ OPS: dict[str, OpSpec] = {
     ),
     "admin.expel": OpSpec(access="root"),
     "admin.bring": OpSpec(access="root"),
-    "procs.list": OpSpec({"pid": Arg(_INT), "helpers": Arg(_BOOL)}),
+    "procs.list": OpSpec({"pid": Arg(_INT), "helpers": Arg(_BOOL), "table": Arg(_BOOL)}),
     "proc.lock": OpSpec({"pid": Arg(_INT, True), "lock": Arg(_BOOL, True)}, access="own"),
     "proc.signal": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "signal": Arg(_INT, True)}, access="own"),
     "proc.renice": OpSpec({"pid": Arg(_INT), "job": Arg(_STR), "nice": Arg(_INT, True)}, access="own"),

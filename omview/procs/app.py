@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QApplication
 from omview import __version__
 from omview.gui import errors
 from omview.gui.launch import add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import SignalQuitter, application, log_to_stderr, wait_until
+from omview.gui.lifecycle import SignalQuitter, application, freeze_startup_heap, log_to_stderr, wait_until
 from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION
 from omview.model.errors import OmviewError
@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quitter = SignalQuitter(app)
     quitter.sig_quit.connect(lambda _sig: box.close())
     box.show()
+    freeze_startup_heap()
     QTimer.singleShot(0, box.start)
     try:
         return app.exec()

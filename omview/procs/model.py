@@ -23,7 +23,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
 )
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
 from omview.gui.procdrag import MIME_TYPE, DraggedProcs, to_mime
@@ -52,6 +52,7 @@ SORT_ROLE = Qt.ItemDataRole.UserRole
 #: the row's ProcessInfo
 PROC_ROLE = Qt.ItemDataRole.UserRole + 1
 Index = QModelIndex | QPersistentModelIndex
+_pid = attrgetter("pid")
 
 
 def node_column(p: ProcessInfo, node_id: int) -> int:
@@ -89,6 +90,17 @@ def human_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def stale_text(p: ProcessInfo) -> str:
+    """Why a row is dimmed: its program runs on another node whose reports are old or missing
+    (ProcessInfo.stats_age); "" when its values are current."""
+    if p.stats_age > 0:
+        return (f"state, CPU and memory as node {p.where} reported them {p.stats_age:.0f} s ago: "
+                f"node {p.where} has not reported since (down or slow)")  # fmt: skip
+    if p.stats_age < 0:
+        return f"node {p.where} has not reported this job's state, CPU and memory yet: not current"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -149,15 +161,24 @@ class ProcModel(QAbstractTableModel):
         """The node's processes now: values in place, ended ones removed, new ones appended and the
         rows re-sorted (the last three wait while the model is held)."""
         self._all = list(procs)
-        if self._rows:
-            fresh = {p.pid: p for p in self._all}
-            # every row's values at once: the view repaints only what it shows
-            self._rows = [fresh.get(p.pid, p) for p in self._rows]
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(COLUMNS) - 1))
         if self._held:
+            if self._rows:
+                fresh = {p.pid: p for p in self._all}
+                self._rows = [fresh.get(p.pid, p) for p in self._rows]
+                self._changed()
             self._waiting = True
             return
+        # not held: _apply() puts the new values in place while it orders the rows (a separate pass
+        # over 5,000 rows first was a third of the GUI thread's time per update)
+        had = bool(self._rows)
         self._apply()
+        if had:
+            self._changed()
+
+    def _changed(self) -> None:
+        """Every row's values at once: the view repaints only what it shows."""
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(COLUMNS) - 1))
 
     def _target(self) -> list[ProcessInfo]:
         """The rows to show, in order: the last answer filtered and sorted."""
@@ -182,16 +203,17 @@ class ProcModel(QAbstractTableModel):
         table sorted by cpu% were 50 removals, each re-laid out by the view."""
         self._waiting = False
         target = self._target()
-        have = {p.pid for p in self._rows}
+        have = self._where  # the pids of _rows
+        # map(_pid, ...) and the set/dict/zip builders run in C: per row this is the update's cost
         new_rows = [p for p in target if p.pid not in have]
         if new_rows:
             self.beginInsertRows(QModelIndex(), len(self._rows), len(self._rows) + len(new_rows) - 1)
             self._rows.extend(new_rows)
             self.endInsertRows()
-        want = {p.pid for p in target}
-        gone = [p for p in self._rows if p.pid not in want]
+        want = set(map(_pid, target))
+        gone = [p for p in self._rows if p.pid not in want] if len(want) < len(self._rows) else []
         order = target + gone if gone else target
-        if [p.pid for p in self._rows] != [p.pid for p in order]:
+        if list(map(_pid, self._rows)) != list(map(_pid, order)):
             self._relayout(order)
         else:
             self._rows = order
@@ -199,7 +221,7 @@ class ProcModel(QAbstractTableModel):
             self.beginRemoveRows(QModelIndex(), len(target), len(order) - 1)
             del self._rows[len(target) :]
             self.endRemoveRows()
-        self._where = {p.pid: i for i, p in enumerate(self._rows)}
+        self._where = dict(zip(map(_pid, self._rows), range(len(self._rows)), strict=True))
 
     def _relayout(self, rows: list[ProcessInfo]) -> None:
         """The same rows in another order (the view's persistent indexes follow their process)."""
@@ -316,18 +338,24 @@ class ProcModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and col == PID:
             return self.icon_of(p)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if p.helper_of:
-                return f"runs the mosrun job of row {p.helper_of} (its plumbing: not moved by itself)"
-            if p.cantmove:
-                return f"cannot migrate: {p.cantmove}"
-            if p.lock:
-                return "locked to its node (migrate --lock off to free it)"
-            if migrated(p, self.node_id):
-                return f"migrated: home node {p.home}, runs on node {p.where}"
-            return None
+            return self._tooltip(p)
+        if role == Qt.ItemDataRole.ForegroundRole and p.stats_age:
+            return QBrush(QPalette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
         if role == Qt.ItemDataRole.TextAlignmentRole and col in _RIGHT:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def _tooltip(self, p: ProcessInfo) -> str | None:
+        if p.helper_of:
+            return f"runs the mosrun job of row {p.helper_of} (its plumbing: not moved by itself)"
+        lines = [stale_text(p)] if p.stats_age else []
+        if p.cantmove:
+            lines.append(f"cannot migrate: {p.cantmove}")
+        elif p.lock:
+            lines.append("locked to its node (migrate --lock off to free it)")
+        elif migrated(p, self.node_id):
+            lines.append(f"migrated: home node {p.home}, runs on node {p.where}")
+        return "\n".join(lines) or None
 
     def icon_of(self, p: ProcessInfo) -> QIcon | None:
         """The pid column's icon: a padlock (cannot move), a green dot (migrated) or none."""
@@ -380,6 +408,10 @@ class ProcDelegate(QStyledItemDelegate):
         option.features |= QStyleOptionViewItem.ViewItemFeature.HasDisplay
         option.displayAlignment = _RIGHT_ALIGN if col in _RIGHT else _LEFT_ALIGN
         option.textElideMode = Qt.TextElideMode.ElideRight
+        if p.stats_age:  # old numbers from a node that stopped reporting: dimmed, not shown as current
+            dim = option.palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+            option.palette.setColor(QPalette.ColorRole.Text, dim)
+            option.palette.setColor(QPalette.ColorRole.HighlightedText, dim.lighter(160))
         if col == PID:
             icon = self.model.icon_of(p)
             if icon is not None:

@@ -359,7 +359,8 @@ def test_an_update_signals_only_what_changed(qtbot: Any) -> None:
     assert seen == ["dataChanged"]
     seen.clear()
     model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(2, 1002)])  # 1 ended, 1001 new
-    assert seen == ["dataChanged", "rowsInserted", "layoutChanged", "rowsRemoved"]  # 1 moved to the end, removed
+    # 1 moved to the end, removed; then the new values (put in place while ordering)
+    assert seen == ["rowsInserted", "layoutChanged", "rowsRemoved", "dataChanged"]
     assert [p.pid for p in model.processes()] == list(range(2, 1002))
     seen.clear()
     model.sort(CPU, Qt.SortOrder.DescendingOrder)
@@ -367,3 +368,110 @@ def test_an_update_signals_only_what_changed(qtbot: Any) -> None:
     seen.clear()
     model.set_processes([replace(_proc(p), cpu=float(p % 7)) for p in range(2, 1002)])  # same values: same order
     assert seen == ["dataChanged"]
+
+
+def test_a_stale_home_row_is_dimmed_with_its_age(qtbot: Any) -> None:
+    """A job running on node 3 whose reports stopped (stats_age from the agent): dimmed, and the
+    tooltip says how old its numbers are; a job node 3 has not reported yet likewise."""
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QStyleOptionViewItem, QTableView
+
+    from omview.procs.model import CPU, ProcDelegate
+
+    model = ProcModel(1)
+    model.set_processes([replace(_proc(1, where=3), cpu=97.0, state="R", stats_age=42.4),
+                         replace(_proc(2, where=3), stats_age=-1.0), _proc(3, where=3), _proc(4)])  # fmt: skip
+    old, never, current, local = (model.index(r, CPU) for r in range(4))
+    assert "reported them 42 s ago" in model.data(old, Qt.ItemDataRole.ToolTipRole)
+    assert "migrated: home node 1, runs on node 3" in model.data(old, Qt.ItemDataRole.ToolTipRole)
+    assert "has not reported this job's state" in model.data(never, Qt.ItemDataRole.ToolTipRole)
+    assert "reported" not in model.data(current, Qt.ItemDataRole.ToolTipRole)
+    assert model.data(old, Qt.ItemDataRole.DisplayRole) == "97.0"  # the old number, shown as old
+    assert model.data(old, Qt.ItemDataRole.ForegroundRole) is not None
+    assert model.data(current, Qt.ItemDataRole.ForegroundRole) is None
+    assert model.data(local, Qt.ItemDataRole.ForegroundRole) is None
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    delegate = ProcDelegate(model, view)
+
+    def text_colour(index: Any) -> str:
+        opt = QStyleOptionViewItem()
+        opt.palette = view.palette()
+        delegate.initStyleOption(opt, index)
+        return opt.palette.color(QPalette.ColorRole.Text).name()
+
+    dim = view.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text).name()
+    normal = view.palette().color(QPalette.ColorRole.Text).name()
+    assert dim != normal
+    assert text_colour(old) == dim and text_colour(never) == dim
+    assert text_colour(current) == normal and text_colour(local) == normal
+
+
+@pytest.mark.cluster
+def test_migrator_says_blocked_and_down_and_sends_to_the_best_node(qtbot: Any, make_cluster: Any) -> None:
+    """Three nodes: node 2 blocks arrivals, then its agent stops (down); the migrator says each
+    reason and the job stays; "send to the best node" takes it to node 3, the only candidate left
+    that is faster than node 1 (speeds set: node 1 slow, node 3 fast)."""
+    cluster = all_up(make_cluster(3))
+    entry = cluster.nodes[0].address
+    connector = SshConnector(SshSettings(ssh_config=str(cluster.ssh_config_path), agent_command=cluster.agent_command))
+    session = ClusterSession(connector, entry, poll_interval=0.5, direct_poll=False, call_timeout=10.0)
+    dep = Deputy(cluster, 1, [PY, COUNTER, "4000", "0.05"])
+
+    def seen_by(node: int) -> dict[int, dict[str, Any]]:
+        return {n["id"]: n for n in call(cluster, node, "cluster.nodes")}
+
+    try:
+        call(cluster, 1, "flags.set", speed=2000)
+        call(cluster, 3, "flags.set", speed=50000)
+        call(cluster, 2, "flags.set", block=True)
+        qtbot.waitUntil(lambda: (s := seen_by(1))[2]["block"] and s[3]["speed"] == 50000, timeout=20000)
+        dep.wait_started()
+        box = ProcBox(session, 1)
+        qtbot.addWidget(box)
+        box.start()
+        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 3, timeout=30000)
+
+        def where() -> int:
+            p = box.model.process(dep.pid)
+            assert p is not None
+            return p.where
+
+        dlg = box.open_migrator(box.model.process(dep.pid))
+        assert dlg is not None
+        qtbot.waitUntil(lambda: dlg.status is not None and dlg.nodes.rowCount() == 3, timeout=20000)
+        row2 = next(r for r in range(3) if dlg.nodes.node_at_row(r) == 2)
+
+        # a blocked target
+        dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: any("not migrated" in t for t in dlg.results), timeout=60000)
+        assert dlg.results[-1] == f"process {dep.pid} not migrated to 2: node 2 blocks arriving processes [BLOCKED]"
+        assert dlg.outcome.text() == dlg.results[-1]
+        assert where() == 1 and call(cluster, 1, "job.status", job=dep.job)["where"] == 1
+
+        # a node that is down (its agent stopped; node 1 marks it down after down_after)
+        cluster.agent_stop(2)
+        qtbot.waitUntil(lambda: seen_by(1)[2]["status"] == "down", timeout=30000)
+        qtbot.waitUntil(lambda: dlg.nodes.item(row2, 4) is not None and dlg.nodes.item(row2, 4).text() == "down",
+                        timeout=20000)  # fmt: skip
+        n = len(dlg.results)
+        dlg.nodes.cellDoubleClicked.emit(row2, 0)
+        qtbot.waitUntil(lambda: len(dlg.results) >= n + 2, timeout=60000)  # "migrating…", then the outcome
+        assert dlg.results[-1] == f"process {dep.pid} not migrated to 2: node 2 is down [NODE_DOWN]"
+        assert where() == 1 and call(cluster, 1, "job.status", job=dep.job)["where"] == 1
+
+        # the best node: node 3 (node 2 is down and blocked, node 1 is slow)
+        n = len(dlg.results)
+        dlg.best_button.click()
+        qtbot.waitUntil(lambda: len(dlg.results) >= n + 2, timeout=60000)
+        assert dlg.results[-1].startswith(f"process {dep.pid} migrated to node 3: frozen "), dlg.results
+        assert call(cluster, 1, "job.status", job=dep.job)["where"] == 3
+        qtbot.waitUntil(lambda: where() == 3, timeout=20000)
+        qtbot.waitUntil(lambda: "running on node 3" in dlg.where.text(), timeout=20000)
+        dlg.close()
+        box.close()
+    finally:
+        session.stop()
+        dep.proc.kill()
+        dep.proc.wait(10)

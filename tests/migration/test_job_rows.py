@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
 from typing import Any
 
 from omview.testbed import Cluster
@@ -117,5 +119,42 @@ def test_home_node_shows_the_programs_state_and_cpu_from_where_it_runs(make_clus
         wait(lambda: _rows(cluster, 1, dep.job)[0]["state"] == "T", 20, "node 1 to show the stopped program")
         call(cluster, 1, "proc.signal", pid=dep.pid, signal=signal.SIGCONT)
     finally:
+        dep.proc.kill()
+        dep.proc.wait(10)
+
+
+def test_home_row_goes_stale_while_the_host_does_not_report(make_cluster: ClusterFactory) -> None:
+    """Node 2 (hosting node 1's job) stops reporting (its agent SIGSTOPped, by PID): node 1's row keeps
+    the last numbers with their age (stats_age > 5 s: the box dims it), and is current again once
+    node 2 reports."""
+    cluster = all_up(make_cluster(2))
+    dep = Deputy(cluster, 1, BURNER)
+    host = cluster.node(2).agent_pid
+    assert host is not None
+    stopped = False
+    try:
+        dep.wait_started()
+        call(cluster, 1, "proc.migrate", pid=dep.pid, target="2")
+        row = wait(lambda: (r := _rows(cluster, 1, dep.job)[0])["where"] == 2 and r["state"] == "R"
+                   and r["cpu"] > 0 and r, 20, "node 1 to show the program's stats from node 2")  # fmt: skip
+        assert row["stats_age"] == 0.0
+        os.kill(host, signal.SIGSTOP)
+        stopped = True
+        t0 = time.monotonic()
+        row = wait(lambda: (r := _rows(cluster, 1, dep.job)[0])["stats_age"] > 0 and r, 30, "a stale row on node 1")
+        # not before the reports are overdue (FRESH_FOR = 5 s; one was sent at most ~1 s before the stop)
+        assert time.monotonic() - t0 > 3.5 and row["stats_age"] >= 5.0
+        # the last numbers node 2 sent, with their age, not the deputy's own (S, no CPU)
+        assert row["state"] == "R" and row["cpu"] > 0 and row["where"] == 2
+        later = wait(lambda: (r := _rows(cluster, 1, dep.job)[0])["stats_age"] >= row["stats_age"] + 2 and r, 10,
+                     "the age to grow")  # fmt: skip
+        assert later["cpu"] == row["cpu"]  # nothing new came
+        os.kill(host, signal.SIGCONT)
+        stopped = False
+        wait(lambda: (r := _rows(cluster, 1, dep.job)[0])["stats_age"] == 0.0 and r["state"] == "R", 30,
+             "node 1's row to be current again")  # fmt: skip
+    finally:
+        if stopped:
+            os.kill(host, signal.SIGCONT)
         dep.proc.kill()
         dep.proc.wait(10)

@@ -18,8 +18,8 @@ from omview.model.procfs import PAGE_SIZE, read_stat, task_children
 
 #: unchanged stats are sent again after this many seconds (so the home node knows they are current)
 RESEND_AFTER = 3.0
-#: the home node uses stats younger than this; older ones (the host stopped sending: down, or the
-#: job moved on) give way to the job record's values until new ones come
+#: the home node shows stats younger than this as current; older ones (the host stopped sending: down
+#: or slow) are shown with their age (ProcessInfo.stats_age: the box dims the row)
 FRESH_FOR = 5.0
 
 
@@ -93,13 +93,16 @@ class AwayStats:
         with self._lock:
             self._got[job_id] = (dict(data), time.monotonic(), where)
 
-    def fresh(self, job_id: str, where: int) -> dict[str, Any] | None:
-        """The stats of JOB_ID from node WHERE, if younger than FRESH_FOR s (and from where it runs now)."""
+    def shown(self, job_id: str, where: int) -> tuple[dict[str, Any], float] | None:
+        """The last stats of JOB_ID from node WHERE (where it runs now) and how old they are as a row's
+        ProcessInfo.stats_age: 0.0 while younger than FRESH_FOR s, else their age; None when WHERE has
+        not reported them (yet)."""
         with self._lock:
             got = self._got.get(job_id)
-            if got is None or got[2] != where or time.monotonic() - got[1] > FRESH_FOR:
+            if got is None or got[2] != where:
                 return None
-            return got[0]
+            age = time.monotonic() - got[1]
+            return got[0], 0.0 if age <= FRESH_FOR else round(age, 1)
 
     def forget(self, job_id: str) -> None:
         with self._lock:

@@ -27,13 +27,14 @@ def is_jobinit(p: ProcessInfo) -> bool:
 
 def group_jobs(
     procs: list[ProcessInfo], jobs: Iterable[Job], starters: dict[str, int], me: int, *, helpers: bool,
-    away: Callable[[str, int], dict[str, Any] | None] | None = None,
+    away: Callable[[str, int], tuple[dict[str, Any], float] | None] | None = None,
 ) -> list[ProcessInfo]:
     """PROCS (job fields already set) with every running job folded into one row.
 
     ``starters`` maps a job id to the PID of the ``unshare`` that launched it here. Helpers are left
     out unless ``helpers``; the order of the rows is kept. ``away(job id, node)``: the stats of a job's
-    program running on that other node as its host last reported them (jobs/awaystats.py), or None."""
+    program running on that other node as its host last reported them and their stats_age
+    (AwayStats.shown), or None."""
     by_pid = {p.pid: p for p in procs}
     job_kids: dict[int, list[ProcessInfo]] = {}  # parent PID -> its children that are job tasks
     for p in procs:
@@ -65,10 +66,13 @@ def group_jobs(
             # the program runs on another node: its command line from the record, its state, CPU and
             # memory as that node reports them (the deputy's own are not the program's)
             row = replace(row, cmdline=tuple(job.argv), name=(job.argv[0].rsplit("/", 1)[-1][:15] if job.argv else "?"))
-            st = away(job.id, job.where) if away is not None and job.where != me else None
-            if st is not None:
+            got = away(job.id, job.where) if away is not None and job.where != me else None
+            if got is not None:
+                st, age = got
                 row = replace(row, state=st["state"], cpu=st["cpu"], rss=st["rss"], threads=st["threads"],
-                              nice=st["nice"])  # fmt: skip
+                              nice=st["nice"], stats_age=age)  # fmt: skip
+            else:  # the deputy's values until the host reports: not the program's, and said so
+                row = replace(row, stats_age=-1.0)
         heads[head.pid] = row
         plumbing = [starters.get(job.id, 0), root.pid if root is not None and root is not program else 0,
                     program.pid if program is not None and program is not head else 0]  # fmt: skip
