@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -150,17 +151,21 @@ class SyntheticCluster:
         return protocol.ok(req.id, result)
 
 
-def serve(path: str, nodes: int) -> int:
-    cluster = SyntheticCluster(nodes)
+def serve_lines(path: str, answer: Callable[[bytes, socket.socket, threading.Lock], bytes],
+                tick: Callable[[], None] | None = None, tick_s: float = 0.2) -> None:  # fmt: skip
+    """A synthetic agent on the Unix socket PATH until SIGTERM: each request line is answered with
+    ANSWER(line, connection, its write lock) (subscribers keep the connection and lock to push
+    events); TICK runs every TICK_S seconds (the synthetic cluster's clock)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lst.bind(path)
-    lst.listen(8)
+    lst.listen(16)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def handle(conn: socket.socket) -> None:
+        wlock = threading.Lock()
         buf = b""
         with conn:
             while True:
@@ -173,8 +178,10 @@ def serve(path: str, nodes: int) -> int:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
+                    reply = answer(line, conn, wlock)
                     try:
-                        conn.sendall(cluster.answer(line))
+                        with wlock:
+                            conn.sendall(reply)
                     except OSError:
                         return
 
@@ -188,17 +195,20 @@ def serve(path: str, nodes: int) -> int:
 
     threading.Thread(target=accept, daemon=True).start()
     print("ready", flush=True)
-    while not stop.wait(0.2):
-        pass
+    while not stop.wait(tick_s):
+        if tick is not None:
+            tick()
     lst.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def serve(path: str, nodes: int) -> int:
+    cluster = SyntheticCluster(nodes)
+    serve_lines(path, lambda line, _conn, _lock: cluster.answer(line))
     changed = cluster.changed_rows[1:] or [0]
     print(json.dumps({"generations": cluster.generation, "rows_changed_median": statistics.median(changed)}), flush=True)
     return 0
-
-
-# ---- 1b. the window (runs in its own process: `gui.py window SOCKET`) --------------------------
 
 
 def _percentile(values: list[float], q: float) -> float:

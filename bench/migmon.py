@@ -130,52 +130,7 @@ class MigratingNode:
 
 def serve(path: str, nodes: int, procs: int, moves: float) -> int:
     node = MigratingNode(nodes, procs, moves)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(path)
-    lst.listen(16)
-    stop = threading.Event()
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-
-    def handle(conn: socket.socket) -> None:
-        wlock = threading.Lock()
-        buf = b""
-        with conn:
-            while True:
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    reply = node.answer(line, conn, wlock)
-                    try:
-                        with wlock:
-                            conn.sendall(reply)
-                    except OSError:
-                        return
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = lst.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    print("ready", flush=True)
-    while not stop.wait(1.0):
-        node.step()
-    lst.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    gui_bench.serve_lines(path, node.answer, tick=node.step, tick_s=1.0)
     return 0
 
 

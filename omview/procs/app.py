@@ -13,16 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from omview import __version__
-from omview.gui import errors
-from omview.gui.launch import add_connection_args, make_connector, make_settings
-from omview.gui.lifecycle import SignalQuitter, application, freeze_startup_heap, log_to_stderr, wait_until
+from omview.gui.lifecycle import wait_until
+from omview.gui.program import add_program_args, start_program
 from omview.gui.session import ClusterSession
-from omview.gui.settings import APPLICATION, ORGANISATION
-from omview.model.errors import OmviewError
 from omview.procs.window import ProcBox
 
 log = logging.getLogger(__name__)
@@ -34,12 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The process box: one node's processes with the openMosix columns; migrate them.",
     )
     p.add_argument("--node", type=int, help="node ID whose processes to show (default: the entry node)")
-    add_connection_args(p)
-    p.add_argument("--screenshot", metavar="DIR", help="save PNGs of the windows to DIR and exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    p.add_argument("--version", action="version", version=f"openmosixprocs {__version__}")
+    add_program_args(p, "openmosixprocs", "save PNGs of the windows to DIR and exit")
     return p
-
 
 
 def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
@@ -75,39 +66,22 @@ def render_screenshots(directory: Path, box: ProcBox) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log_to_stderr(args.verbose)
-    app = application(APPLICATION, organisation=ORGANISATION, offscreen=bool(args.screenshot))
-    store = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else QSettings()
-    try:
-        settings = make_settings(args, store)
-        connector = make_connector(settings, args.local_socket)
-    except OmviewError as exc:
-        log.error("%s", exc)
-        errors.show_error(None, "openmosixprocs", f"Cannot start: {exc}")
-        return 2
+    started = start_program("openmosixprocs", args)
+    if isinstance(started, int):
+        return started
+    settings = started.settings
     # the cluster table only (to find node N and, in the migrator, every node's load): no direct polls
-    session = ClusterSession(connector, settings.entry, poll_interval=settings.poll_interval, direct_poll=False,
-                             call_timeout=settings.call_timeout)  # fmt: skip
+    session = ClusterSession(started.connector, settings.entry, poll_interval=settings.poll_interval,
+                             direct_poll=False, call_timeout=settings.call_timeout)  # fmt: skip
     box = ProcBox(session, args.node)
-    if args.screenshot:
-        try:
-            shots = render_screenshots(Path(args.screenshot), box)
-        finally:
-            box.close()
-            session.stop(timeout=5.0)
-        for shot in shots:
-            log.info("wrote %s", shot)
-        return 0 if shots else 1
-    errors.install_excepthook()
-    quitter = SignalQuitter(app)
-    quitter.sig_quit.connect(lambda _sig: box.close())
-    box.show()
-    freeze_startup_heap()
-    QTimer.singleShot(0, box.start)
-    try:
-        return app.exec()
-    finally:
+
+    def clean_up() -> None:
+        box.close()
         session.stop(timeout=5.0)
+
+    if args.screenshot:
+        return started.screenshots(lambda: render_screenshots(Path(args.screenshot), box), clean_up)
+    return started.run(box, box.start, lambda _sig: box.close(), lambda: session.stop(timeout=5.0))
 
 
 if __name__ == "__main__":

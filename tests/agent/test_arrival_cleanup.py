@@ -4,11 +4,15 @@ output behind on the target, as incoming/<id>/<job> or <job>.aborted)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from omview.agent.migration.target import Incoming, abort_incoming
+from omview.model.procfs import start_time
 
 
 def arrival(state: Path, mig: str, *, moved_in: bool) -> Incoming:
@@ -56,3 +60,52 @@ def test_an_agent_start_aborts_what_a_killed_agent_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in Path(half.dir).iterdir()) == ["aborted", "lock", "restore.log"]
     assert (tmp_path / "jobs" / "1-42" / "out").exists() and Path(done.images).exists()
     assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == []
+
+
+def _namespace_init(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A process that is the init of a PID namespace of its own, as a restored job's is."""
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "60"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if kids:
+            return proc, int(kids[0])
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("unshare did not start its namespace init")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a PID namespace needs root (CI runs as root)")
+def test_a_fence_kills_the_copy_criu_restored_when_the_agent_died_before_recording_it(tmp_path: Path) -> None:
+    """bench/faults.py, kill-target (seeds 5355, 5445, 5700): the target agent was killed after
+    `criu restore -d` had finished but before it copied criu's pidfile to restored.pid; the fence
+    (and the restarted agent) found no restored copy, and the source resumed its own: two copies."""
+    criu_stand_in = subprocess.Popen(["true"])  # criu restore: started first, exited since
+    criu_stand_in.wait()
+    inc = arrival(tmp_path, "1-2-1000-60", moved_in=True)
+    inc.mark("criu.pid", f"{criu_stand_in.pid} {start_time(os.getpid())}")
+    holder, init = _namespace_init(tmp_path)
+    try:
+        inc.mark("restored.pid.criu", f"{init}\n")
+        # a PID of this namespace (ours) or a process older than the restore is never taken for it
+        other = arrival(tmp_path, "1-2-1000-61", moved_in=False)
+        other.mark("criu.pid", f"1 {start_time(init) + 100}")  # type: ignore[operator]
+        other.mark("restored.pid.criu", f"{init}\n")
+        assert abort_incoming(str(tmp_path), "1-2-1000-61", str(tmp_path / "jobs")) == "aborted"
+        assert start_time(init) is not None
+        assert abort_incoming(str(tmp_path), "1-2-1000-60", str(tmp_path / "jobs")) == "aborted"
+        holder.wait(timeout=10)
+        assert start_time(init) is None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_marker_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """bench/faults.py, fill-target (seeds 5696, 5763): received.json.tmp stayed on a full disk."""
+    from omview.agent.migration.common import mark
+
+    (tmp_path / "received.json").mkdir()  # the rename fails as a write to a full disk does
+    with pytest.raises(OSError):
+        mark(str(tmp_path / "received.json"), "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["received.json"]

@@ -54,9 +54,15 @@ def mark(path: str, text: str) -> None:
     crashed host takes the stopped or restored job down with it anyway, and fsyncs cost milliseconds
     while the job is frozen."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        # a full disk (the target's image space filled, bench/faults.py): no half-written leftover
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _mem_available() -> int:

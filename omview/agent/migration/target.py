@@ -103,7 +103,7 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
             crit = inc.read_pid(name)
             if crit and start_time(crit[0]) == crit[1]:
                 criumod.kill_tree(crit[0])
-        restored = inc.read_pid("restored.pid")
+        restored = inc.read_pid("restored.pid") or _restored_by_criu(inc)
         if restored and start_time(restored[0]) is not None:
             criumod.kill_tree(restored[0])
         moved = inc.read_pid("moved")  # not a pid: presence means the job dir was moved in
@@ -111,6 +111,22 @@ def abort_incoming(state_dir: str, mig_id: str, jobs_dir: str | None = None) -> 
             _move_job_dir_back(inc, jobs_dir)
         drop_arrival(inc)
     return "aborted"
+
+
+def _restored_by_criu(inc: Incoming) -> tuple[int, int] | None:
+    """The copy CRIU restored when the agent died before recording it (between criu's exit and
+    ``restored.pid``; bench/faults.py, kill-target: the copy ran on next to the source's resumed one).
+    CRIU's own pidfile names it; it counts only if that process is a PID-namespace init other than
+    ours that started no earlier than the restore (a reused PID is neither)."""
+    found = inc.read_pid("restored.pid.criu")
+    crit = inc.read_pid("criu.pid")
+    if found is None or crit is None:
+        return None
+    pid = found[0]
+    started = start_time(pid)
+    if started is None or started < crit[1] or criumod.pidns_of(pid) in (None, criumod.own_pidns()):
+        return None
+    return pid, started
 
 
 def recover_arrivals(state_dir: str, jobs_dir: str) -> list[str]:
