@@ -486,7 +486,8 @@ class JobOps:
         problems = await self._run(movable.check_here, self.me, pids, files, args.get("source", 0))
         if self.node.flags.block:
             problems.insert(0, f"node {self.me} blocks arriving processes")
-        return {"node": self.me, "problems": problems}
+        # pids_used: the same PIDs as data, for callers that act on them (procs.list's reasons)
+        return {"node": self.me, "problems": problems, "pids_used": movable.pids_in_use(pids)}
 
     async def peer_mig_abort(self, conn: Connection, args: dict[str, Any]) -> Any:
         return await self._run(self.target.abort, wire.mig_id("peer.mig.abort", args["mig"]))

@@ -27,7 +27,7 @@ def test_answer_never_waits_for_the_question() -> None:
     def ask(node: int, op: str, **args: Any) -> dict[str, Any]:
         asked.append({"node": node, "op": op, **args})
         release.wait(10)
-        return {"problems": ["pid 11 in use", "pid 12 in use", "file /x missing"]}
+        return {"problems": ["pid 11 in use", "pid 12 in use", "file /x missing"], "pids_used": [11, 12]}
 
     with ThreadPoolExecutor(2) as pool:
         check = PidCheck(ask, pool, lambda: 1)
@@ -51,3 +51,9 @@ def test_answer_never_waits_for_the_question() -> None:
         assert asked[1]["pids"] == [10, 13]
         # another node to ask (the cluster changed): node 2's answer is not its answer
         assert check.answer(3, frozenset({10})) is None
+
+
+def test_an_agent_without_pids_used_is_read_from_its_problems() -> None:
+    """A peer of the previous release answers only the text; a mixed cluster keeps its reasons."""
+    got = {"problems": ["node 2 blocks arriving processes", "pid 11 in use on node 2", "/x does not exist"]}
+    assert pidcheck._used_from_text(got) == frozenset({11})

@@ -491,13 +491,18 @@ def _groups(uid: int, gid: int) -> set[int]:
         return {gid}
 
 
+def pids_in_use(pids: list[int]) -> list[int]:
+    """Those of PIDS that a process or thread of this node has."""
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+
 def check_here(node: int, pids: list[int], files: list[dict[str, Any]], source: int,
                owner: tuple[int, int] | None = None) -> list[str]:  # fmt: skip
     """The target's check (`peer.proc.check` before the freeze, the restore again just before CRIU
     reopens the files as root): PIDs taken here, files missing or different - another type or size,
     a path that is now a symbolic link or lies under one, another owner or mode, or (OWNER = the job's
     uid and gid) a file that user could not open here."""
-    problems = [f"pid {pid} in use on node {node}" for pid in pids if os.path.exists(f"/proc/{pid}")]
+    problems = [f"pid {pid} in use on node {node}" for pid in pids_in_use(pids)]
     gids = _groups(*owner) if owner is not None and owner[0] != 0 else set()
     for item in files:
         path = str(item.get("path", ""))

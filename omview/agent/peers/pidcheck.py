@@ -67,7 +67,7 @@ class PidCheck:
         try:
             got = self._ask(node, "peer.proc.check", timeout=ASK_TIMEOUT, pids=sorted(wanted), files=[],
                             source=self._source())  # fmt: skip
-            used = frozenset(int(x.split()[1]) for x in got.get("problems", []) if x.startswith("pid "))
+            used = frozenset(int(x) for x in got["pids_used"]) if "pids_used" in got else _used_from_text(got)
         except Exception as exc:  # noqa: BLE001 - a peer that does not answer: keep the old answer, retry later
             log.info("cannot ask node %d which PIDs are in use (%s)", node, exc)
             with self._lock:
@@ -77,6 +77,11 @@ class PidCheck:
         with self._lock:
             self._answer = Answer(time.monotonic(), node, wanted, used)
             self._asking = False
+
+
+def _used_from_text(got: dict[str, Any]) -> frozenset[int]:
+    """PIDs in use from an agent before pids_used (its problems' text, "pid N in use on node M")."""
+    return frozenset(int(x.split()[1]) for x in got.get("problems", []) if x.startswith("pid "))
 
 
 def reason(answer: Answer, pid_list: list[int], now: float) -> str:
