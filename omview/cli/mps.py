@@ -64,7 +64,7 @@ def format_table(procs: list[ProcessInfo], my_id: int, *, cantmove: bool, width:
     lines = [header + " COMMAND"]
     for proc, reason in zip(procs, reasons, strict=True):
         row = (
-            f"{proc.pid:>7} {proc.user[:10]:<10} {node_column(proc, my_id):>5} {proc.state:<4} {proc.nice:>3} "
+            f"{proc.pid:>7} {proc.user[:10]:<10} {node_column(proc, my_id):>5} {stat_text(proc):<4} {proc.nice:>3} "
             f"{proc.cpu:>5.1f} {proc.rss // 1024:>9} {'yes' if proc.lock else 'no':<4} {proc.nmigs:>5}"
         )
         if cantmove:
@@ -73,6 +73,12 @@ def format_table(procs: list[ProcessInfo], my_id: int, *, cantmove: bool, width:
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines
+
+
+def stat_text(proc: ProcessInfo) -> str:
+    """STAT, with ``~`` when the numbers are the hosting node's last report, not a current one
+    (that node is down or slow; ``--json`` gives the age as stats_age)."""
+    return f"{proc.state}~" if proc.stats_age != 0 else proc.state
 
 
 def command_text(proc: ProcessInfo) -> str:

@@ -263,6 +263,13 @@ def _proc(pid: int, where: int, **kw: object) -> ProcessInfo:
     return ProcessInfo(pid=pid, **base)  # type: ignore[arg-type]
 
 
+def test_mps_marks_numbers_from_an_old_report() -> None:
+    """A job on a node that stopped reporting: its row says so (STAT R~), as the box dims it."""
+    lines = mps.format_table([_proc(10, 3, stats_age=42.0), _proc(11, 3, stats_age=-1.0), _proc(12, 3)], 1,
+                             cantmove=False, width=None)  # fmt: skip
+    assert [line.split()[3] for line in lines[1:]] == ["R~", "R~", "R"]
+
+
 def test_mps_table_node_column_and_cantmove() -> None:
     procs = [
         _proc(10, 1),
