@@ -25,8 +25,16 @@ import numpy as np
 
 from omview.analyzer.overview import LEVELS, Pyramid, RawSource, segments
 
-#: Up to this many samples per pixel column the spans come from the samples themselves.
+#: Up to this many samples per pixel column the spans come from the samples themselves...
 DENSE_SAMPLES = 4.0
+#: ... as long as that reads at most this many samples per column (all shown nodes); beyond,
+#: the pyramid's finest blocks (8 ticks) are used even if they are wider than a column: then a
+#: column shows the range of the blocks it touches (a superset of its samples' range). With
+#: 256 nodes shown that is the case from 1.6 to 8 samples per column, where 256 overlapping
+#: lines hide the difference; reading 1.3 M samples would take ~25 ms of a frame. (Per column,
+#: not per view, and from the stretch's mean interval: a strip of new columns after a pan is
+#: computed the same way as the whole view.)
+DENSE_PER_COLUMN = 400
 
 #: One picture's spans: (lo, hi), each (nodes, columns) float32, NaN where a node draws nothing.
 Spans = tuple[np.ndarray, np.ndarray]
@@ -37,7 +45,7 @@ def dense(raw: RawSource, rows: np.ndarray, i0: int, i1: int) -> np.ndarray:
     out = np.full((len(rows), i1 - i0), np.nan, np.float32)
     for r, row in enumerate(rows.tolist()):
         tix, values = raw(row)
-        j0, j1 = (int(j) for j in np.searchsorted(tix, (i0, i1)))
+        j0, j1 = (int(j) for j in np.searchsorted(tix, np.array((i0, i1), tix.dtype)))
         if j1 <= j0:
             continue
         if int(tix[j1 - 1]) - int(tix[j0]) == j1 - j0 - 1:  # no tick missing: a slice, not a scatter
@@ -62,10 +70,9 @@ def column_spans(
         if seg[-1] < x0 or seg[0] > x1:
             continue
         e = ts + np.searchsorted(seg, borders, "left")  # column c holds ticks e[c]..e[c+1]
-        first = max(int(np.searchsorted(borders, seg[0], "right")) - 1, 0)
-        last = min(int(np.searchsorted(borders, seg[-1], "right")) - 1, width - 1)
-        s = (int(e[-1]) - int(e[0])) / max(1, last - first + 1)
-        if s <= DENSE_SAMPLES:
+        # samples per column at the stretch's mean interval
+        s = (x1 - x0) / width * (len(seg) - 1) / (seg[-1] - seg[0]) if len(seg) > 1 and seg[-1] > seg[0] else 0.0
+        if s <= 1 or (s <= DENSE_SAMPLES and s * len(rows) <= DENSE_PER_COLUMN):
             out.append(_dense_spans(raw, rows, times, ts, te, borders, e))
         else:
             out.append(_pyramid_spans(pyr, rows, e, s, te))
@@ -77,8 +84,10 @@ def range_reduce(mins: np.ndarray, maxs: np.ndarray, first: np.ndarray, last: np
     first <= last) for every c, NaN
     ignored: a sparse table (the min/max of 1, 2, 4, ... neighbours) and two gathers per power
     of two, since ``reduceat`` costs a loop per row and range (~4 ms at 256 nodes x 1300 columns)."""
+    # table level j covers 2**j neighbours; two of them cover a range of up to 2**(j+1), so a
+    # range of 1 or 2 needs no table at all (most columns, when the level fits the view)
     length = last - first + 1
-    j = np.zeros(len(first), np.intp) if not len(first) else np.floor(np.log2(length)).astype(np.intp)
+    j = np.maximum(np.ceil(np.log2(np.maximum(length, 1))).astype(np.intp) - 1, 0)
     lo_t, hi_t = mins, maxs
     lo = np.empty((mins.shape[0], len(first)), mins.dtype)
     hi = np.empty_like(lo)
@@ -91,8 +100,13 @@ def range_reduce(mins: np.ndarray, maxs: np.ndarray, first: np.ndarray, last: np
         if not len(sel):
             continue
         a, b = first[sel], last[sel] - (1 << level) + 1
-        lo[:, sel] = np.fmin(lo_t[:, a], lo_t[:, b])
-        hi[:, sel] = np.fmax(hi_t[:, a], hi_t[:, b])
+        # np.take, not m[:, idx]: that gives Fortran-ordered arrays, slow in all that follows
+        if len(sel) == len(first):
+            np.fmin(np.take(lo_t, a, axis=1), np.take(lo_t, b, axis=1), out=lo)
+            np.fmax(np.take(hi_t, a, axis=1), np.take(hi_t, b, axis=1), out=hi)
+        else:
+            lo[:, sel] = np.fmin(np.take(lo_t, a, axis=1), np.take(lo_t, b, axis=1))
+            hi[:, sel] = np.fmax(np.take(hi_t, a, axis=1), np.take(hi_t, b, axis=1))
     return lo, hi
 
 
@@ -110,8 +124,8 @@ def _dense_spans(
     f = np.interp(borders, times[i0:i1], np.arange(n, dtype=np.float64))
     fl = np.clip(np.floor(f).astype(np.intp), 0, max(n - 2, 0))
     fr = (f - fl).astype(np.float32)
-    right = d[:, np.minimum(fl + 1, n - 1)]
-    at = np.where(fr > 0, d[:, fl] * (1 - fr) + right * fr, d[:, fl])
+    left, right = np.take(d, fl, axis=1), np.take(d, np.minimum(fl + 1, n - 1), axis=1)
+    at = np.where(fr > 0, left * (1 - fr) + right * fr, left)
     at[:, ~inside] = np.nan
     lo = np.fmin(at[:, :-1], at[:, 1:])
     hi = np.fmax(at[:, :-1], at[:, 1:])
@@ -120,8 +134,12 @@ def _dense_spans(
     full = np.flatnonzero(b > a)
     if len(full):
         cmin, cmax = range_reduce(d, d, a[full], b[full] - 1)
-        lo[:, full] = np.fmin(lo[:, full], cmin)
-        hi[:, full] = np.fmax(hi[:, full], cmax)
+        if len(full) == width:
+            np.fmin(lo, cmin, out=lo)
+            np.fmax(hi, cmax, out=hi)
+        else:
+            lo[:, full] = np.fmin(np.take(lo, full, axis=1), cmin)
+            hi[:, full] = np.fmax(np.take(hi, full, axis=1), cmax)
     assert lo.shape == (len(rows), width)
     return lo, hi
 
@@ -135,8 +153,8 @@ def _pyramid_spans(pyr: Pyramid, rows: np.ndarray, e: np.ndarray, s: float, te: 
     last_blk = last_tick // b  # ... and its last tick (the first's where a column is empty)
     k0 = int(first_blk[0])
     blocks = slice(k0, int(last_blk[-1]) + 1)
-    lo_b = pyr.mins[k][:, blocks][rows]
-    hi_b = pyr.maxs[k][:, blocks][rows]
+    lo_b = np.take(pyr.mins[k][:, blocks], rows, axis=0)
+    hi_b = np.take(pyr.maxs[k][:, blocks], rows, axis=0)
     lo, hi = range_reduce(lo_b, hi_b, first_blk - k0, last_blk - k0)
     empty = e[1:] <= e[:-1]
     lo[:, empty] = np.nan
@@ -173,16 +191,26 @@ def coverage(spans: list[Spans], y0: float, y1: float, height: int) -> np.ndarra
         return np.zeros((width, max(height, 0)), bool)
     scale = height / (y1 - y0)
     stride = height + 2
-    base = np.arange(width) * stride
-    counts = np.zeros(width * stride, np.int64)
+    size = width * stride
+    base = (np.arange(width) * stride).astype(np.int32)[None, :]
+    counts: np.ndarray | None = None
     for lo, hi in spans:
         with np.errstate(invalid="ignore"):
             off = ~((hi >= y0) & (lo <= y1))  # NaN or outside the y range
-            top = np.clip((y1 - hi) * scale, 0, height - 1).astype(np.intp)
-            below = np.clip((y1 - lo) * scale, 0, height - 1).astype(np.intp) + 1
-        top[off] = below[off] = height + 1
-        counts += np.bincount((top + base).ravel(), minlength=len(counts))
-        counts -= np.bincount((below + base).ravel(), minlength=len(counts))
+            top = np.clip((y1 - hi) * scale, 0, height - 1).astype(np.int32)
+            below = np.clip((y1 - lo) * scale, 0, height - 1).astype(np.int32)
+        below += 1
+        np.copyto(top, height + 1, where=off)
+        np.copyto(below, height + 1, where=off)
+        top += base
+        below += base
+        add = np.bincount(top.ravel(order="K"), minlength=size)
+        if counts is None:
+            counts = add
+        else:
+            counts += add
+        counts -= np.bincount(below.ravel(order="K"), minlength=size)
+    assert counts is not None
     return np.cumsum(counts.reshape(width, stride)[:, :height], axis=1) > 0
 
 
@@ -199,14 +227,17 @@ def picture(layers: list[tuple[np.ndarray, np.ndarray | int]], width: int, heigh
     ``codes[None, :]`` one per pixel row (red above 75), ``codes[:, None]`` one per column (a
     dashed line). The window shows it as an indexed image with a colour table.
     """
-    out = np.zeros((width, height), np.uint8)
+    out: np.ndarray | None = None
     for mask, index in layers:
-        if mask.shape == out.shape:
-            if isinstance(index, int):
-                out[mask] = index
-            else:
-                np.copyto(out, np.broadcast_to(np.asarray(index, np.uint8), out.shape), where=mask)
-    return np.ascontiguousarray(out.T)
+        if mask.shape != (width, height):
+            continue
+        if out is None:  # the bottom layer: a product, not a masked copy
+            out = mask.view(np.uint8) * np.asarray(index, np.uint8)
+        else:
+            np.copyto(out, np.asarray(index, np.uint8), where=mask)
+    if out is None:
+        return np.zeros((height, width), np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(out, (width, height)).T)
 
 
 def keep_freed_memory() -> None:

@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtGui import QImage
 
+from omview.analyzer import raster
 from omview.analyzer import window as window_module
 from omview.analyzer.data import RED_LOAD, find_out, list_entries
 from omview.analyzer.window import AnalyzerWindow
@@ -377,3 +378,30 @@ def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryF
     jump = int(np.flatnonzero(times[1:] < times[:-1])[0])
     # both sides are drawn, each from its first to its last sample
     assert {times[0], times[jump], times[jump + 1], times[-1]} <= xs
+
+
+@pytest.mark.parametrize(("ticks", "span", "width", "dense"), [(2400, 0.7, 420, False), (600, 0.4, 900, True)])
+def test_pan_shifts_the_picture_and_builds_only_new_columns(qtbot: Any, make_history: HistoryFactory, ticks: int,
+                                                           span: float, width: int, dense: bool) -> None:  # fmt: skip
+    """A pan at the same scale keeps the picture's columns and computes the ones that came into
+    view: the result equals a picture built from scratch for the same columns."""
+    win = _window(qtbot, make_history(nodes=4, ticks=ticks, checkpoints=()))
+    win.resize(width, 400)
+    win.show()
+    assert win.data is not None
+    item = win.pictures["load"]
+    lo, hi = win.data.start + ticks * 0.1, win.data.start + ticks * (0.1 + span)
+    win.load_plot.setXRange(lo, hi, padding=0)
+    _shown_picture(win)
+    builds, scrolls = item.builds, item.scrolls
+    for step in (0.05, 0.11, -0.23):  # right, right, left
+        lo, hi = lo + step * (hi - lo), hi + step * (hi - lo)
+        win.load_plot.setXRange(lo, hi, padding=0)
+        _image, pic = _shown_picture(win)
+        assert (item.builds, item.scrolls) == (builds, scrolls + 1)
+        scrolls += 1
+        anchor, dx, y0, y1, w, h, _v = item._grid  # type: ignore[misc]
+        assert (dx <= raster.DENSE_SAMPLES) == dense  # samples per column (1 s apart)
+        fresh = win._picture("load", anchor, anchor + w * dx, y0, y1, w, h)
+        assert np.array_equal(pic, fresh)
+        assert pic.any()
