@@ -19,8 +19,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtGui import QImage, QPainter
 
-#: (x0, x1, y0, y1, width, height) -> a (height, width) uint8 picture of colour indices
-Build = Callable[[float, float, float, float, int, int], np.ndarray]
+#: (x0, x1, y0, y1, width, height, column) -> a (height, width) uint8 picture of colour
+#: indices; ``column``: the index of its first column on the item's column grid (for patterns
+#: that must continue across a pan, such as dashes: exact, where x0 / dx is not)
+Build = Callable[[float, float, float, float, int, int, int], np.ndarray]
 
 
 class RasterItem(pg.GraphicsObject):
@@ -40,7 +42,8 @@ class RasterItem(pg.GraphicsObject):
         self._image: QImage | None = None
         #: the last built colour indices, (height, width) uint8 (tests, the bench)
         self.picture: np.ndarray | None = None
-        self._grid: tuple[float, float, float, float, int, int, int] | None = None  # anchor, dx, y0, y1, w, h, version
+        #: anchor, dx, y0, y1, w, h, version, first column's index on the grid
+        self._grid: tuple[float, float, float, float, int, int, int, int] | None = None
         self.version = 0
         self.builds = 0  # full builds
         self.scrolls = 0  # pans served by shifting the picture
@@ -82,21 +85,21 @@ class RasterItem(pg.GraphicsObject):
     def _update_picture(self, x0: float, x1: float, y0: float, y1: float, w: int, h: int) -> None:
         dx = (x1 - x0) / w
         g = self._grid
-        same = (g is not None and self.picture is not None and g[2:] == (y0, y1, w, h, self.version)
+        same = (g is not None and self.picture is not None and g[2:7] == (y0, y1, w, h, self.version)
                 and abs(g[1] - dx) <= 1e-9 * abs(dx))  # fmt: skip
         if same and g is not None and self.picture is not None:
             k = round((x0 - g[0]) / g[1])
             if k == 0:
                 return
             if abs(k) < w - 2:
-                self._scroll(k, g[0] + k * g[1], g[1], y0, y1, w, h)
+                self._scroll(k, g[0] + k * g[1], g[1], y0, y1, w, h, g[7] + k)
                 return
-        self.picture = self._build(x0, x1, y0, y1, w, h)
+        self.picture = self._build(x0, x1, y0, y1, w, h, 0)
         self.builds += 1
-        self._grid = (x0, dx, y0, y1, w, h, self.version)
+        self._grid = (x0, dx, y0, y1, w, h, self.version, 0)
         self._to_image()
 
-    def _scroll(self, k: int, anchor: float, dx: float, y0: float, y1: float, w: int, h: int) -> None:
+    def _scroll(self, k: int, anchor: float, dx: float, y0: float, y1: float, w: int, h: int, col0: int) -> None:
         """Shift the picture by k columns and build the columns that came into view."""
         old = self.picture
         assert old is not None
@@ -107,11 +110,11 @@ class RasterItem(pg.GraphicsObject):
         else:
             pic[:, -k:] = old[:, : w + k]
             a, b, keep = 0, -k + 2, slice(None, -1)
-        strip = self._build(anchor + a * dx, anchor + b * dx, y0, y1, b - a, h)
+        strip = self._build(anchor + a * dx, anchor + b * dx, y0, y1, b - a, h, col0 + a)
         pic[:, a + (1 if k > 0 else 0) : b - (0 if k > 0 else 1)] = strip[:, keep]
         self.picture = pic
         self.scrolls += 1
-        self._grid = (anchor, dx, y0, y1, w, h, self.version)
+        self._grid = (anchor, dx, y0, y1, w, h, self.version, col0)
         self._to_image()
 
     def _to_image(self) -> None:

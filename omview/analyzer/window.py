@@ -371,8 +371,10 @@ class AnalyzerWindow(QMainWindow):
         if self.items and plot is self.current_plot():
             self._draw_curves(plot, self.items)
 
-    def _picture(self, name: str, x0: float, x1: float, y0: float, y1: float, w: int, h: int) -> np.ndarray:
-        """The picture of the overview ``name`` ("load" or "memory") for a view at w x h pixels."""
+    def _picture(self, name: str, x0: float, x1: float, y0: float, y1: float, w: int, h: int,
+                 column: int = 0) -> np.ndarray:  # fmt: skip
+        """The picture of the overview ``name`` ("load" or "memory") for a view at w x h pixels
+        (``column``: the index of its first column on the picture item's grid)."""
         if self.data is None:
             return np.zeros((h, w), np.uint8)
         rows, times = self._shown_rows(), self.data.clock.times
@@ -385,8 +387,8 @@ class AnalyzerWindow(QMainWindow):
             scale = QUANTITIES[q][1]  # the pyramids hold KiB, the axis bytes
             mask = coverage(column_spans(self.pyramids[q], self._raw(q), rows, times, x0, x1, w),
                             y0 / scale, y1 / scale, h)  # fmt: skip
-            if q == "tmem":
-                mask &= (np.arange(w) // 4 % 2 == 0)[:, None]
+            if q == "tmem":  # dashes on the item's column grid: a strip after a pan continues them
+                mask &= ((column + np.arange(w)) // 4 % 2 == 0)[:, None]
             layers.append((mask, index))
         return picture(layers, w, h)
 

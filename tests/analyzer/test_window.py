@@ -389,19 +389,22 @@ def test_pan_shifts_the_picture_and_builds_only_new_columns(qtbot: Any, make_his
     win.resize(width, 400)
     win.show()
     assert win.data is not None
-    item = win.pictures["load"]
-    lo, hi = win.data.start + ticks * 0.1, win.data.start + ticks * (0.1 + span)
-    win.load_plot.setXRange(lo, hi, padding=0)
-    _shown_picture(win)
-    builds, scrolls = item.builds, item.scrolls
-    for step in (0.05, 0.11, -0.23):  # right, right, left
-        lo, hi = lo + step * (hi - lo), hi + step * (hi - lo)
-        win.load_plot.setXRange(lo, hi, padding=0)
-        _image, pic = _shown_picture(win)
-        assert (item.builds, item.scrolls) == (builds, scrolls + 1)
-        scrolls += 1
-        anchor, dx, y0, y1, w, h, _v = item._grid  # type: ignore[misc]
-        assert (dx <= raster.DENSE_SAMPLES) == dense  # samples per column (1 s apart)
-        fresh = win._picture("load", anchor, anchor + w * dx, y0, y1, w, h)
-        assert np.array_equal(pic, fresh)
-        assert pic.any()
+    for tab, name in ((0, "load"), (1, "memory")):  # the memory one: its tmem dashes continue too
+        win.tabs.setCurrentIndex(tab)
+        item = win.pictures[name]
+        plot = win.current_plot()
+        lo, hi = win.data.start + ticks * 0.1, win.data.start + ticks * (0.1 + span)
+        plot.setXRange(lo, hi, padding=0)
+        _shown_picture(win)
+        builds, scrolls = item.builds, item.scrolls
+        for step in (0.05, 0.11, -0.23):  # right, right, left
+            lo, hi = lo + step * (hi - lo), hi + step * (hi - lo)
+            plot.setXRange(lo, hi, padding=0)
+            _image, pic = _shown_picture(win)
+            assert (item.builds, item.scrolls) == (builds, scrolls + 1)
+            scrolls += 1
+            anchor, dx, y0, y1, w, h, _v, column = item._grid  # type: ignore[misc]
+            assert name != "load" or (dx <= raster.DENSE_SAMPLES) == dense  # samples per column (1 s apart)
+            fresh = win._picture(name, anchor, anchor + w * dx, y0, y1, w, h, column)
+            assert np.array_equal(pic, fresh)
+            assert pic.any()
