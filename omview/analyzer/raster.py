@@ -153,8 +153,12 @@ def _pyramid_spans(pyr: Pyramid, rows: np.ndarray, e: np.ndarray, s: float, te: 
     last_blk = last_tick // b  # ... and its last tick (the first's where a column is empty)
     k0 = int(first_blk[0])
     blocks = slice(k0, int(last_blk[-1]) + 1)
-    lo_b = np.take(pyr.mins[k][:, blocks], rows, axis=0)
-    hi_b = np.take(pyr.maxs[k][:, blocks], rows, axis=0)
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):  # consecutive rows (all shown): a view
+        lo_b = pyr.mins[k][int(rows[0]) : int(rows[-1]) + 1, blocks]
+        hi_b = pyr.maxs[k][int(rows[0]) : int(rows[-1]) + 1, blocks]
+    else:
+        lo_b = np.take(pyr.mins[k][:, blocks], rows, axis=0)
+        hi_b = np.take(pyr.maxs[k][:, blocks], rows, axis=0)
     lo, hi = range_reduce(lo_b, hi_b, first_blk - k0, last_blk - k0)
     empty = e[1:] <= e[:-1]
     lo[:, empty] = np.nan
@@ -168,12 +172,14 @@ def join_columns(lo: np.ndarray, hi: np.ndarray) -> Spans:
     if lo.shape[1] < 2:
         return lo, hi
     lo2, hi2 = lo.copy(), hi.copy()
+    mid = np.empty_like(lo[:, 1:])
     with np.errstate(invalid="ignore"):
         # towards the column on the left and on the right; NaN neighbours change nothing (fmin)
-        lo2[:, 1:] = np.fmin(lo2[:, 1:], (lo[:, 1:] + hi[:, :-1]) * 0.5)
-        lo2[:, :-1] = np.fmin(lo2[:, :-1], (lo[:, :-1] + hi[:, 1:]) * 0.5)
-        hi2[:, 1:] = np.fmax(hi2[:, 1:], (hi[:, 1:] + lo[:, :-1]) * 0.5)
-        hi2[:, :-1] = np.fmax(hi2[:, :-1], (hi[:, :-1] + lo[:, 1:]) * 0.5)
+        for out, a, b, red in ((lo2[:, 1:], lo[:, 1:], hi[:, :-1], np.fmin), (lo2[:, :-1], lo[:, :-1], hi[:, 1:], np.fmin),
+                               (hi2[:, 1:], hi[:, 1:], lo[:, :-1], np.fmax), (hi2[:, :-1], hi[:, :-1], lo[:, 1:], np.fmax)):  # fmt: skip
+            np.add(a, b, out=mid)
+            mid *= 0.5
+            red(out, mid, out=out)
     return lo2, hi2
 
 
