@@ -582,8 +582,10 @@ class AnalyzerWindow(QMainWindow):
             plot.render(painter)
         finally:
             painter.end()
-            for item in temporary.values():
-                item.getViewBox().removeItem(item)
+            for item in temporary.values():  # from the plot each was added to (its item list too)
+                for p in (self.load_plot, self.mem_plot):
+                    if item in p.plotItem.items:
+                        p.removeItem(item)
             if picture is not None:
                 picture.show()
 

@@ -309,7 +309,12 @@ def test_exports(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> No
     win.export_png(str(tmp_path / "a.png"))
     win.export_svg(str(tmp_path / "a.svg"))
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
-    assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
+    svg = (tmp_path / "a.svg").read_bytes()
+    assert b"<svg" in svg[:400]
+    # the SVG holds the visible curves as vector paths, not the picture; the window is as before
+    assert svg.count(b"<path") >= 2 and b"<image" not in svg
+    assert win.pictures["load"].isVisible()
+    assert not [i for p in (win.load_plot, win.mem_plot) for i in p.plotItem.items if isinstance(i, pg.PlotCurveItem)]
     win.nodes.item_for(2).setCheckState(pg.QtCore.Qt.CheckState.Unchecked)  # type: ignore[union-attr]
     n = win.export_csv(str(tmp_path / "a.csv"))
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
