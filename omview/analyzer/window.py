@@ -1,11 +1,13 @@
 """L5 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
 
-Plots (pyqtgraph, as docs/analyzer.md explains): one curve item per colour - black load,
-red load above 75, green mem, blue rmem, grey tmem - holding all shown nodes at once (NaN
-between nodes), recomputed at the view's resolution whenever the view changes: at most a
-(min, max) pair per pixel column and node, from a min/max pyramid per quantity built once as
-the nodes load (``omview.analyzer.overview``). So a pan costs the same at 4 nodes x 10 minutes
-and at 256 nodes x 12 hours; x is float64 epoch seconds on a ``DateAxisItem``.
+Plots (pyqtgraph, as docs/analyzer.md explains): each overview is one picture item
+(``raster_item.RasterItem``) whose pixels are computed with numpy (``omview.analyzer.raster``)
+from a min/max pyramid per quantity built once as the nodes load (``omview.analyzer.overview``):
+per pixel column each shown node's span, black load, red above 75, green mem, blue rmem, grey
+dashed tmem. It is rebuilt when painted after the view or the data changed, and a pan shifts it
+and computes only the new columns, so a frame costs about the same at 4 nodes x 10 minutes and
+at 256 nodes x 12 hours; x is float64 epoch seconds on a ``DateAxisItem``. ``renderer="curves"``
+draws one curve item per colour instead (the SVG export's vector curves, the bench's comparison).
 
 Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
 thread a few at a time from a zero-delay timer (``_load_step``: 30 ms, then 0.4 s steps), so the window
