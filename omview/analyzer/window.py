@@ -1,11 +1,13 @@
 """L5 analyzer: the openmosixanalyzer window - load and memory overview of a collector history.
 
-Plots (pyqtgraph, as docs/analyzer.md explains): one curve item per colour - black load,
-red load above 75, green mem, blue rmem, grey tmem - holding all shown nodes at once (NaN
-between nodes), recomputed at the view's resolution whenever the view changes: at most a
-(min, max) pair per pixel column and node, from a min/max pyramid per quantity built once as
-the nodes load (``omview.analyzer.overview``). So a pan costs the same at 4 nodes x 10 minutes
-and at 256 nodes x 12 hours; x is float64 epoch seconds on a ``DateAxisItem``.
+Plots (pyqtgraph, as docs/analyzer.md explains): each overview is one picture item
+(``raster_item.RasterItem``) whose pixels are computed with numpy (``omview.analyzer.raster``)
+from a min/max pyramid per quantity built once as the nodes load (``omview.analyzer.overview``):
+per pixel column each shown node's span, black load, red above 75, green mem, blue rmem, grey
+dashed tmem. It is rebuilt when painted after the view or the data changed, and a pan shifts it
+and computes only the new columns, so a frame costs about the same at 4 nodes x 10 minutes and
+at 256 nodes x 12 hours; x is float64 epoch seconds on a ``DateAxisItem``. ``renderer="curves"``
+draws one curve item per colour instead (the SVG export's vector curves, the bench's comparison).
 
 Reading: the cluster file is read when a history is opened; node files are decoded on the GUI
 thread a few at a time from a zero-delay timer (``_load_step``: 30 ms, then 0.4 s steps), so the window
@@ -49,6 +51,8 @@ from omview.analyzer.find_out_dialog import FindOutDialog
 from omview.analyzer.histories_menu import fill_histories_menu
 from omview.analyzer.node_list import NodeList
 from omview.analyzer.overview import Pyramid, as_connected, split_at, view_points
+from omview.analyzer.raster import column_spans, coverage, keep_freed_memory, picture, row_values
+from omview.analyzer.raster_item import RasterItem
 from omview.gui.actions import action
 from omview.gui.assets import app_icon
 from omview.gui.lifecycle import SignalQuitter, application
@@ -74,6 +78,15 @@ REFRESH_MS = 1000
 POINT_BUDGET = 150_000
 #: The quantities with a pyramid, the plot showing them, and the KiB -> bytes factor.
 QUANTITIES = {"load": ("load", 1.0), "mem": ("mem", 1024.0), "rmem": ("rmem", 1024.0), "tmem": ("mem", 1024.0)}
+#: How the overviews are drawn: "raster" (a picture computed with numpy, the default) or
+#: "curves" (one path per colour, the earlier way; kept for the SVG export's vector curves and
+#: for bench/analyzer.py to compare).
+RENDERERS = ("raster", "curves")
+#: The pictures' colour table (index -> ARGB): what the curve pens draw in the "curves" way.
+COLOURS = [0x00000000, 0xFF000000, 0xFFDC0000, 0xFF008C00, 0xFF005AC8, 0xFF787878]
+BLACK, RED, GREEN, BLUE, GREY = 1, 2, 3, 4, 5
+#: The memory overview's layers, bottom to top (tmem dashed: 4 pixel columns on, 4 off).
+MEM_LAYERS = (("mem", GREEN), ("rmem", BLUE), ("tmem", GREY))
 
 
 def add_curve(plot: pg.PlotWidget, pen: Any, z: float = 0.0) -> pg.PlotCurveItem:
@@ -82,6 +95,11 @@ def add_curve(plot: pg.PlotWidget, pen: Any, z: float = 0.0) -> pg.PlotCurveItem
     item.setZValue(z)
     plot.addItem(item)
     return item
+
+
+def _set_curve(item: pg.PlotCurveItem, x: np.ndarray, y: np.ndarray) -> None:
+    x, y, connect = as_connected(x, y)
+    item.setData(x, y, connect=connect, skipFiniteCheck=True)
 
 
 def _plot(title: str, y_label: str, units: str | None) -> pg.PlotWidget:
@@ -104,16 +122,25 @@ class AnalyzerWindow(QMainWindow):
 
     sig_loaded = Signal()
 
-    def __init__(self, path: str | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, path: str | None = None, parent: QWidget | None = None, *, renderer: str = "raster") -> None:
         super().__init__(parent)
+        if renderer not in RENDERERS:
+            raise ValueError(f"renderer must be one of {RENDERERS}, not {renderer!r}")
+        self.renderer = renderer
+        keep_freed_memory()
         self.setWindowTitle("openMosixanalyzer")
         self.setWindowIcon(app_icon())
         #: the live history directory (a backup given on the command line names its live one)
         self.logdir = live_dir_of(path or records.default_logdir())
         self.data: HistoryData | None = None
         self.loaded = False
-        #: the curve items: "load", "red" in the load overview, "mem", "rmem", "tmem" in the memory one
+        #: the curve items ("curves" renderer): "load", "red" in the load overview, "mem", "rmem",
+        #: "tmem" in the memory one
         self.items: dict[str, pg.PlotCurveItem] = {}
+        #: the picture items ("raster" renderer): "load" and "memory"
+        self.pictures: dict[str, RasterItem] = {}
+        self._shown_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self._shown_version = 0
         self.pyramids: dict[str, Pyramid] = {}
         #: node id -> its row in the pyramids (the order of the node list)
         self.rows: dict[int, int] = {}
@@ -137,7 +164,7 @@ class AnalyzerWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab_changed)
         for plot in (self.load_plot, self.mem_plot):
             vb = plot.getViewBox()
-            vb.sigXRangeChanged.connect(lambda *_a, p=plot: self._redraw(p))
+            vb.sigRangeChanged.connect(lambda *_a, p=plot: self._redraw(p))
             vb.sigResized.connect(lambda *_a, p=plot: self._redraw(p))
         self.nodes = NodeList(self)
         self.nodes.sig_shown_changed.connect(self._apply_shown)
@@ -206,11 +233,15 @@ class AnalyzerWindow(QMainWindow):
         self._load_timer.stop()
         for plot in (self.load_plot, self.mem_plot):
             plot.clear()
-        self.items = {
-            "load": add_curve(self.load_plot, LOAD_PEN),
-            "red": add_curve(self.load_plot, RED_PEN, 1.0),
-            **{name: add_curve(self.mem_plot, pen) for name, pen in MEM_PENS.items()},
-        }
+        self.items, self.pictures = {}, {}
+        if self.renderer == "curves":
+            self.items = self._add_curves()
+        else:
+            for name, plot in (("load", self.load_plot), ("memory", self.mem_plot)):
+                item = RasterItem(lambda *a, n=name: self._picture(n, *a), COLOURS)
+                plot.addItem(item, ignoreBounds=True)
+                self.pictures[name] = item
+        self._shown_cache = None
         self.pyramids = {}
         self.rows = {}
         self.checkpoint_lines.clear()
@@ -269,7 +300,7 @@ class AnalyzerWindow(QMainWindow):
             nid = self._queue.pop(0)
             self._set_node(nid, self.data.load_node(nid))
         self._fit_y()
-        self._redraw(self.current_plot())
+        self._data_changed()
         if self._queue:
             self._load_timer.start()
             return
@@ -303,11 +334,16 @@ class AnalyzerWindow(QMainWindow):
         self.mem_plot.setYRange(0, self._y_max["mem"] * 1.05, padding=0)
 
     def _shown_rows(self) -> np.ndarray:
+        """The pyramid rows of the nodes shown and loaded (kept until either changes)."""
         if self.data is None:
             return np.empty(0, np.intp)
-        shown = self.nodes.shown()
         loaded = self.data.loaded()
-        return np.array(sorted(r for nid, r in self.rows.items() if nid in shown and nid in loaded), np.intp)
+        key = (self._shown_version, len(loaded))
+        if self._shown_cache is None or self._shown_cache[0] != key:
+            shown = self.nodes.shown()
+            rows = np.array(sorted(r for nid, r in self.rows.items() if nid in shown and nid in loaded), np.intp)
+            self._shown_cache = (key, rows)
+        return self._shown_cache[1]
 
     def _raw(self, name: str) -> Any:
         assert self.data is not None
@@ -319,10 +355,55 @@ class AnalyzerWindow(QMainWindow):
 
         return source
 
+    def _data_changed(self) -> None:
+        """Nodes were loaded, refreshed or shown/hidden: redraw what shows them."""
+        for item in self.pictures.values():
+            item.invalidate()
+        self._redraw(self.current_plot())
+
     def _redraw(self, plot: pg.PlotWidget) -> None:
-        """Recompute the plot's curves for its view (only the overview shown; the other on a switch)."""
-        if self.data is None or not self.items or plot is not self.current_plot():
+        """Follow the plot's view: its picture is rebuilt at its next paint; curves are recomputed
+        now (only in the overview shown; the other on a switch)."""
+        if self.data is None:
             return
+        if self.pictures:
+            item = self.pictures["load" if plot is self.load_plot else "memory"]
+            item.set_view(plot.getViewBox().viewRect())
+            return
+        if self.items and plot is self.current_plot():
+            self._draw_curves(plot, self.items)
+
+    def _picture(self, name: str, x0: float, x1: float, y0: float, y1: float, w: int, h: int,
+                 column: int = 0) -> np.ndarray:  # fmt: skip
+        """The picture of the overview ``name`` ("load" or "memory") for a view at w x h pixels
+        (``column``: the index of its first column on the picture item's grid)."""
+        if self.data is None:
+            return np.zeros((h, w), np.uint8)
+        rows, times = self._shown_rows(), self.data.clock.times
+        if name == "load":
+            spans = column_spans(self.pyramids["load"], self._raw("load"), rows, times, x0, x1, w)
+            codes = np.where(row_values(y0, y1, h) > RED_LOAD, RED, BLACK).astype(np.uint8)
+            return picture([(coverage(spans, y0, y1, h), codes[None, :])], w, h)
+        layers: list[tuple[np.ndarray, np.ndarray | int]] = []
+        for q, index in MEM_LAYERS:
+            scale = QUANTITIES[q][1]  # the pyramids hold KiB, the axis bytes
+            mask = coverage(column_spans(self.pyramids[q], self._raw(q), rows, times, x0, x1, w),
+                            y0 / scale, y1 / scale, h)  # fmt: skip
+            if q == "tmem":  # dashes on the item's column grid: a strip after a pan continues them
+                mask &= ((column + np.arange(w)) // 4 % 2 == 0)[:, None]
+            layers.append((mask, index))
+        return picture(layers, w, h)
+
+    def _add_curves(self) -> dict[str, pg.PlotCurveItem]:
+        return {
+            "load": add_curve(self.load_plot, LOAD_PEN),
+            "red": add_curve(self.load_plot, RED_PEN, 1.0),
+            **{name: add_curve(self.mem_plot, pen) for name, pen in MEM_PENS.items()},
+        }
+
+    def _draw_curves(self, plot: pg.PlotWidget, items: dict[str, pg.PlotCurveItem]) -> None:
+        """The plot's curves for its view: at most a (min, max) pair per column and node."""
+        assert self.data is not None
         vb = plot.getViewBox()
         (x0, x1), width = vb.viewRange()[0], max(1, int(vb.width()))
         rows = self._shown_rows()
@@ -337,12 +418,8 @@ class AnalyzerWindow(QMainWindow):
             if name == "load":
                 # black up to 75, red above: split, not overlaid, so the two paths paint as one
                 x, y, rx, ry = split_at(x, y, RED_LOAD)
-                self._set_item("red", rx, ry)
-            self._set_item(name, x, y)
-
-    def _set_item(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
-        x, y, connect = as_connected(x, y)
-        self.items[name].setData(x, y, connect=connect, skipFiniteCheck=True)
+                _set_curve(items["red"], rx, ry)
+            _set_curve(items[name], x, y)
 
     def _add_checkpoints(self, checkpoints: list[records.Checkpoint]) -> None:
         for cp in checkpoints:
@@ -385,7 +462,8 @@ class AnalyzerWindow(QMainWindow):
 
     @Slot()
     def _apply_shown(self) -> None:
-        self._redraw(self.current_plot())
+        self._shown_version += 1
+        self._data_changed()
 
     @Slot(int)
     def _on_tab_changed(self, index: int) -> None:
@@ -439,7 +517,7 @@ class AnalyzerWindow(QMainWindow):
                 self._set_node(nid, d.load_node(nid))
         self._add_checkpoints(d.history.checkpoints[n_cp:])
         self._fit_y()
-        self._redraw(self.current_plot())
+        self._data_changed()
         self._show_problems(d.problems)
         if d.end != old_end:
             lo, hi = self.x_range()
@@ -483,12 +561,19 @@ class AnalyzerWindow(QMainWindow):
         ImageExporter(self.current_plot().plotItem).export(path)
 
     def export_svg(self, path: str) -> None:
-        """The plot as vector SVG, painted by Qt's own SVG generator.
+        """The plot as vector SVG, painted by Qt's own SVG generator: the curves of the view as
+        paths (the "curves" way, made for the export), not the picture shown on screen.
 
         pyqtgraph 0.14's SVGExporter fails on every plot with PySide6 6.11 (it cannot parse the
         path data Qt now writes), so the view is rendered into a QSvgGenerator instead.
         """
         plot = self.current_plot()
+        temporary: dict[str, pg.PlotCurveItem] = {}
+        picture = self.pictures.get("load" if plot is self.load_plot else "memory")
+        if picture is not None and self.data is not None:
+            temporary = self._add_curves()
+            self._draw_curves(plot, temporary)
+            picture.hide()
         gen = QSvgGenerator()
         gen.setFileName(path)
         gen.setSize(plot.size())
@@ -499,6 +584,12 @@ class AnalyzerWindow(QMainWindow):
             plot.render(painter)
         finally:
             painter.end()
+            for item in temporary.values():  # from the plot each was added to (its item list too)
+                for p in (self.load_plot, self.mem_plot):
+                    if item in p.plotItem.items:
+                        p.removeItem(item)
+            if picture is not None:
+                picture.show()
 
     def export_csv(self, path: str) -> int:
         """The samples of the shown nodes in the time range now shown; returns the row count.

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import pytest
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QImage
 
+from omview.analyzer import raster
 from omview.analyzer import window as window_module
 from omview.analyzer.data import RED_LOAD, find_out, list_entries
 from omview.analyzer.window import AnalyzerWindow
@@ -17,8 +20,8 @@ from omview.model import records
 from tests.analyzer.conftest import START, HistoryFactory, write_history
 
 
-def _window(qtbot: Any, path: Path | str) -> AnalyzerWindow:
-    win = AnalyzerWindow(str(path))
+def _window(qtbot: Any, path: Path | str, renderer: str = "raster") -> AnalyzerWindow:
+    win = AnalyzerWindow(str(path), renderer=renderer)
     qtbot.addWidget(win)
     assert win.wait_loaded(30)
     return win
@@ -33,6 +36,31 @@ def _only(win: AnalyzerWindow, nid: int) -> None:
     win.show_whole()
 
 
+def _shown_picture(win: AnalyzerWindow) -> tuple[QImage, np.ndarray]:
+    """The overview shown as the screen shows it (its viewport painted now) and its picture's
+    colour indices (the picture is built by that paint)."""
+    plot = win.current_plot()
+    image = plot.viewport().grab().toImage()
+    pic = win.pictures["load" if plot is win.load_plot else "memory"].picture
+    assert pic is not None
+    return image, pic
+
+
+def _colours_at(win: AnalyzerWindow, image: QImage, x: float, y: float) -> set[tuple[int, int, int]]:
+    """The colours of the 3 x 3 screen pixels around the data point (x, y) of the overview shown."""
+    plot = win.current_plot()
+    p = plot.mapFromScene(plot.getViewBox().mapViewToScene(QPointF(x, y)))
+    out = set()
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            c = image.pixelColor(p.x() + dx, p.y() + dy)
+            out.add((c.red(), c.green(), c.blue()))
+    return out
+
+
+RED_PX, BLACK_PX = (220, 0, 0), (0, 0, 0)
+
+
 def _points(item: pg.PlotCurveItem) -> tuple[np.ndarray, np.ndarray]:
     """The item's points with NaN where its connect array breaks the line."""
     x, y = item.getData()
@@ -44,9 +72,53 @@ def _points(item: pg.PlotCurveItem) -> tuple[np.ndarray, np.ndarray]:
     return np.insert(np.asarray(x), breaks, np.nan), np.insert(np.asarray(y, dtype=float), breaks, np.nan)
 
 
-def test_load_curves_red_above_75(qtbot: Any, make_history: HistoryFactory) -> None:
-    logdir = make_history(nodes=5, ticks=240)
+def test_picture_red_above_75_and_hidden_nodes_leave_nothing(qtbot: Any, make_history: HistoryFactory) -> None:
+    """On screen: under every sample of a node shown alone the pixel is red where the load is
+    above 75 and black where it is below; a hidden node draws no pixel; a node that never
+    passes 75 draws no red."""
+    logdir = make_history(nodes=5, ticks=240, checkpoints=())  # no label over the lines
     win = _window(qtbot, logdir)
+    win.resize(1200, 700)
+    win.show()
+    h = records.History.open(str(logdir))
+    busy = idle = 0
+    for nid in h.node_ids():
+        _only(win, nid)
+        image, pic = _shown_picture(win)
+        s = h.series(nid)
+        load = np.frombuffer(s.load, dtype=np.int64)
+        times = np.frombuffer(s.times, dtype=np.float64)
+        for t, v in zip(times.tolist(), load.tolist(), strict=True):
+            colours = _colours_at(win, image, t, v)
+            if v > RED_LOAD + 5:
+                assert RED_PX in colours and BLACK_PX not in colours, (nid, t, v, colours)
+            elif v < RED_LOAD - 5:
+                assert BLACK_PX in colours and RED_PX not in colours, (nid, t, v, colours)
+        # nothing else is drawn: above the node's highest load the columns stay empty
+        top = win.load_plot.getViewBox().mapViewToScene(QPointF(times[0], float(load.max()) + 10)).y()
+        assert not pic[: max(0, int(top) - int(win.load_plot.getViewBox().sceneBoundingRect().top()) - 2)].any()
+        if load.max() > RED_LOAD:
+            busy += 1
+        else:
+            idle += 1
+            assert not (pic == window_module.RED).any()  # an idle node: no red at all
+    assert busy and idle, "the fixture should have busy and idle nodes"
+    win.nodes.set_all(False)
+    image, pic = _shown_picture(win)
+    assert not pic.any()  # every node hidden: an empty picture ...
+    vb_rect = win.load_plot.mapFromScene(win.load_plot.getViewBox().sceneBoundingRect()).boundingRect()
+    inner = image.copy(vb_rect.adjusted(8, 8, -8, -8))  # inside the axes' tick marks
+    arr = np.frombuffer(inner.convertToFormat(QImage.Format.Format_RGB32).constBits(), np.uint32)
+    reds = ((arr >> 16) & 0xFF > 150) & ((arr >> 8) & 0xFF < 60)
+    blacks = (arr & 0xFFFFFF) == 0
+    assert not reds.any() and not blacks.any()  # ... and no line pixel on screen
+    assert isinstance(win.load_plot.getAxis("bottom"), pg.DateAxisItem)
+
+
+def test_load_curves_red_above_75(qtbot: Any, make_history: HistoryFactory) -> None:
+    """The "curves" way (the SVG export's vector curves): black to 75, red above."""
+    logdir = make_history(nodes=5, ticks=240)
+    win = _window(qtbot, logdir, "curves")
     win.resize(1200, 700)
     win.show()
     h = records.History.open(str(logdir))
@@ -90,7 +162,7 @@ def test_overview_keeps_peaks_at_any_zoom(qtbot: Any, make_history: HistoryFacto
     """Zoomed out (many samples per pixel column) each node's extremes and every stretch above
     75 are still drawn: one (min, max) pair per column, from the pyramid."""
     logdir = make_history(nodes=3, ticks=3000, checkpoints=())
-    win = _window(qtbot, logdir)
+    win = _window(qtbot, logdir, "curves")
     win.resize(500, 400)  # ~400 columns for 3000 samples: the pyramid's blocks are used
     win.show()
     h = records.History.open(str(logdir))
@@ -123,25 +195,30 @@ def test_checkpoints_drawn_in_both_overviews(qtbot: Any, make_history: HistoryFa
         assert sorted(line.value() for line in lines) == sorted(c.time for c in cps)
         assert {line.label.textItem.toPlainText() for line in lines} == {"job start", "job end"}
         assert all(line.pen.color().blue() == 255 and line.pen.color().red() == 0 for line in lines)
-    win.tabs.setCurrentIndex(1)
+    win.resize(1200, 700)
+    win.show()
+    for tab in (0, 1):
+        win.tabs.setCurrentIndex(tab)
+        image, pic = _shown_picture(win)
+        vb = win.current_plot().getViewBox()
+        for cp in cps:  # a blue line on screen at each checkpoint's time, over the picture
+            y = vb.viewRange()[1][0] + 0.3 * (vb.viewRange()[1][1] - vb.viewRange()[1][0])
+            assert (0, 0, 255) in _colours_at(win, image, cp.time, y)
     assert win.statusBar().currentMessage() == "displaying the memory overview now"
-    for name in ("mem", "rmem", "tmem"):
-        x, y = _points(win.items[name])
-        assert len(x) and np.nanmax(y) > 0
+    # mem, rmem and tmem all drawn: green, blue, grey
+    assert {window_module.GREEN, window_module.BLUE, window_module.GREY} <= set(np.unique(pic).tolist())
 
 
 def test_node_list_search_all_none(qtbot: Any, make_history: HistoryFactory) -> None:
     win = _window(qtbot, make_history(nodes=12, ticks=30))
     assert win.nodes.shown() == set(range(1, 13))
     win.nodes.set_all(False)
-    assert win.nodes.shown() == set() and not len(_points(win.items["load"])[0]) and not len(_points(win.items["red"])[0])
+    assert win.nodes.shown() == set() and not _shown_picture(win)[1].any()
     win.nodes.search.setText("node01")  # node010, node011, node012 by hostname
     win.nodes.set_all(True)
     assert win.nodes.shown() == {10, 11, 12}
     assert sorted(win._shown_rows().tolist()) == sorted(win.rows[n] for n in (10, 11, 12))
-    x, y = _points(win.items["load"])
-    rx, ry = _points(win.items["red"])
-    assert len(x) + len(rx) > 0
+    assert _shown_picture(win)[1].any()
 
 
 def test_find_out_dialog_matches_command(qtbot: Any, make_history: HistoryFactory) -> None:
@@ -211,13 +288,17 @@ def test_refresh_follows_the_live_history(qtbot: Any, make_history: HistoryFacto
     logdir = make_history(nodes=2, ticks=60, checkpoints=())
     win = _window(qtbot, logdir)
     assert win.data is not None and not win.data.frozen  # the live history: copies that can grow
+    win.resize(1000, 600)
+    win.show()
     before = len(win.data.load_node(1))
-    end_before = np.nanmax(_points(win.items["load"])[0])
+    end_before = win.data.end
     write_history(logdir, nodes=2, ticks=30, start=START + 61, checkpoints=((10, "later"),))
     win.chk_refresh.setChecked(True)  # refreshes at once, then every second
     assert len(win.data.load_node(1)) > before
-    drawn = np.concatenate((_points(win.items["load"])[0], _points(win.items["red"])[0]))
-    assert np.nanmax(drawn) > end_before  # the new samples are drawn
+    _image, pic = _shown_picture(win)
+    x0, x1 = win.x_range()
+    drawn = np.flatnonzero(pic.any(axis=0))
+    assert x0 + (drawn[-1] + 0.5) * (x1 - x0) / pic.shape[1] > end_before + 20  # the new samples are drawn
     assert any(line.label.textItem.toPlainText() == "later" for line in win.checkpoint_lines)
     assert win.x_range()[1] >= win.data.end - 1  # type: ignore[union-attr]
     win.chk_refresh.setChecked(False)
@@ -228,7 +309,12 @@ def test_exports(qtbot: Any, make_history: HistoryFactory, tmp_path: Path) -> No
     win.export_png(str(tmp_path / "a.png"))
     win.export_svg(str(tmp_path / "a.svg"))
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
-    assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:400]
+    svg = (tmp_path / "a.svg").read_bytes()
+    assert b"<svg" in svg[:400]
+    # the SVG holds the visible curves as vector paths, not the picture; the window is as before
+    assert svg.count(b"<path") >= 2 and b"<image" not in svg
+    assert win.pictures["load"].isVisible()
+    assert not [i for p in (win.load_plot, win.mem_plot) for i in p.plotItem.items if isinstance(i, pg.PlotCurveItem)]
     win.nodes.item_for(2).setCheckState(pg.QtCore.Qt.CheckState.Unchecked)  # type: ignore[union-attr]
     n = win.export_csv(str(tmp_path / "a.csv"))
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
@@ -279,7 +365,7 @@ def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryF
     logdir = make_history(nodes=2, ticks=120, clock_jump=(60, -30.0))
     h = records.History.open(str(logdir))
     assert h.clock_jumps and h.clock_jumps[0].jump < 0
-    win = _window(qtbot, logdir)
+    win = _window(qtbot, logdir, "curves")
     win.resize(1200, 700)
     win.show()
     _only(win, 1)
@@ -297,3 +383,33 @@ def test_backwards_clock_jump_breaks_the_line(qtbot: Any, make_history: HistoryF
     jump = int(np.flatnonzero(times[1:] < times[:-1])[0])
     # both sides are drawn, each from its first to its last sample
     assert {times[0], times[jump], times[jump + 1], times[-1]} <= xs
+
+
+@pytest.mark.parametrize(("ticks", "span", "width", "dense"), [(2400, 0.7, 420, False), (600, 0.4, 900, True)])
+def test_pan_shifts_the_picture_and_builds_only_new_columns(qtbot: Any, make_history: HistoryFactory, ticks: int,
+                                                           span: float, width: int, dense: bool) -> None:  # fmt: skip
+    """A pan at the same scale keeps the picture's columns and computes the ones that came into
+    view: the result equals a picture built from scratch for the same columns."""
+    win = _window(qtbot, make_history(nodes=4, ticks=ticks, checkpoints=()))
+    win.resize(width, 400)
+    win.show()
+    assert win.data is not None
+    for tab, name in ((0, "load"), (1, "memory")):  # the memory one: its tmem dashes continue too
+        win.tabs.setCurrentIndex(tab)
+        item = win.pictures[name]
+        plot = win.current_plot()
+        lo, hi = win.data.start + ticks * 0.1, win.data.start + ticks * (0.1 + span)
+        plot.setXRange(lo, hi, padding=0)
+        _shown_picture(win)
+        builds, scrolls = item.builds, item.scrolls
+        for step in (0.05, 0.11, -0.23):  # right, right, left
+            lo, hi = lo + step * (hi - lo), hi + step * (hi - lo)
+            plot.setXRange(lo, hi, padding=0)
+            _image, pic = _shown_picture(win)
+            assert (item.builds, item.scrolls) == (builds, scrolls + 1)
+            scrolls += 1
+            anchor, dx, y0, y1, w, h, _v, column = item._grid  # type: ignore[misc]
+            assert name != "load" or (dx <= raster.DENSE_SAMPLES) == dense  # samples per column (1 s apart)
+            fresh = win._picture(name, anchor, anchor + w * dx, y0, y1, w, h, column)
+            assert np.array_equal(pic, fresh)
+            assert pic.any()
