@@ -29,6 +29,7 @@ from omview.gui.lifecycle import (
     interrupt_on_signals,
     log_to_stderr,
 )
+from omview.gui.session import ClusterSession
 from omview.gui.settings import APPLICATION, ORGANISATION, GuiSettings
 from omview.model.errors import OmviewError
 
@@ -58,6 +59,14 @@ class Started:
     demo_started: bool = False
     keep_demo: bool = False
     _quit_signals: list[int] = field(default_factory=list)
+
+    def table_session(self) -> ClusterSession:
+        """A session that polls the entry node's cluster table only (no direct polls of every node):
+        what a window needs that takes its own data from one node and only the nodes' loads from
+        the table (the process box, the migration monitor)."""
+        s = self.settings
+        return ClusterSession(self.connector, s.entry, poll_interval=s.poll_interval, direct_poll=False,
+                              call_timeout=s.call_timeout)  # fmt: skip
 
     def take_demo_down(self) -> None:
         """Remove the demo cluster if this program brought it up (unless --keep-demo)."""

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QApplication
 
 from omview.gui.lifecycle import wait_until
 from omview.gui.program import add_program_args, start_program
-from omview.gui.session import ClusterSession
 from omview.migmon.window import MigmonWindow
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = start_program("openmosixmigmon", args)
     if isinstance(started, int):
         return started
-    settings = started.settings
     # the cluster table only (penguins and their load): the processes come from the entry node
-    session = ClusterSession(started.connector, settings.entry, poll_interval=settings.poll_interval,
-                             direct_poll=False, call_timeout=settings.call_timeout)  # fmt: skip
+    session = started.table_session()
     window = MigmonWindow(session)
     if args.screenshot:
         def clean_up_shot() -> None:

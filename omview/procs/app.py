@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QApplication
 
 from omview.gui.lifecycle import wait_until
 from omview.gui.program import add_program_args, start_program
-from omview.gui.session import ClusterSession
 from omview.procs.window import ProcBox
 
 log = logging.getLogger(__name__)
@@ -69,10 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = start_program("openmosixprocs", args)
     if isinstance(started, int):
         return started
-    settings = started.settings
-    # the cluster table only (to find node N and, in the migrator, every node's load): no direct polls
-    session = ClusterSession(started.connector, settings.entry, poll_interval=settings.poll_interval,
-                             direct_poll=False, call_timeout=settings.call_timeout)  # fmt: skip
+    # the cluster table only (to find node N and, in the migrator, every node's load)
+    session = started.table_session()
     box = ProcBox(session, args.node)
 
     def clean_up() -> None:
