@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 from omview.analyzer.overview import LEVELS, Pyramid, segments, split_at, view_points
+from tests.analyzer.walks import random_walks
 
 T = 40_000
 
 
 def _nodes(rng: np.random.Generator, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row: increasing tick indices (some ticks missing) and a random walk of values."""
-    out = []
-    for r in range(rows):
-        tix = np.sort(rng.choice(T, T - 997 * r, replace=False))
-        out.append((tix, np.clip(np.cumsum(rng.integers(-9, 10, len(tix))) + 100, 0, None)))
-    return out
+    return random_walks(rng, rows, T, 997)
 
 
 def _raw(nodes: list[tuple[np.ndarray, np.ndarray]]):  # type: ignore[no-untyped-def]

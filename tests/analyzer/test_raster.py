@@ -7,18 +7,14 @@ import pytest
 
 from omview.analyzer.overview import Pyramid
 from omview.analyzer.raster import column_spans, coverage, join_columns, picture, range_reduce, row_values
+from tests.analyzer.walks import random_walks
 
 T = 20_000
 X0 = 1e9
 
 
 def _nodes(rng: np.random.Generator, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row: increasing tick indices (some ticks missing) and a random walk of values."""
-    out = []
-    for r in range(rows):
-        tix = np.sort(rng.choice(T, T - 97 * r, replace=False))
-        out.append((tix, np.clip(np.cumsum(rng.integers(-9, 10, len(tix))) + 100, 0, None)))
-    return out
+    return random_walks(rng, rows, T, 97)
 
 
 def _setup(rows: int = 3):  # type: ignore[no-untyped-def]
