@@ -68,6 +68,16 @@ def test_filter_icons_and_tooltips(qtbot: Any) -> None:
     assert shown() == [1, 4] and len(model.all_processes()) == 2
 
 
+def open_box(qtbot: Any, session: ClusterSession, pid: int, nodes: int | None = None) -> ProcBox:
+    """Node 1's box, started, once it lists PID (and, with NODES, the session knows that many nodes)."""
+    box = ProcBox(session, 1)
+    qtbot.addWidget(box)
+    box.start()
+    qtbot.waitUntil(lambda: box.model.process(pid) is not None and (nodes is None or len(session.table) == nodes),
+                    timeout=30000)  # fmt: skip
+    return box
+
+
 @pytest.mark.cluster
 def test_box_shows_a_job_once_green_after_it_migrated_guests_and_drop_on_main_window(qtbot: Any, make_cluster: Any) -> None:
     cluster = all_up(make_cluster(2))
@@ -77,10 +87,7 @@ def test_box_shows_a_job_once_green_after_it_migrated_guests_and_drop_on_main_wi
     dep = Deputy(cluster, 1, [PY, COUNTER, "2000", "0.05"])
     try:
         dep.wait_started()
-        box = ProcBox(session, 1)
-        qtbot.addWidget(box)
-        box.start()
-        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None, timeout=30000)
+        box = open_box(qtbot, session, dep.pid)
         assert box.windowTitle() == "procs on node1"
         rows = [p for p in box.model.processes() if "counter.py" in " ".join(p.cmdline)]
         assert [p.pid for p in rows] == [dep.pid]  # one row: no deputy, unshare, jobinit, program
@@ -194,10 +201,7 @@ def test_migrator_moves_signals_renices_and_kills_a_job(qtbot: Any, make_cluster
     dep = Deputy(cluster, 1, [PY, COUNTER, "4000", "0.05"])
     try:
         dep.wait_started()
-        box = ProcBox(session, 1)
-        qtbot.addWidget(box)
-        box.start()
-        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 2, timeout=30000)
+        box = open_box(qtbot, session, dep.pid, nodes=2)
 
         def proc() -> ProcessInfo:
             p = box.model.process(dep.pid)
@@ -300,10 +304,7 @@ def test_a_locked_job_shows_the_lock_and_the_migrator_says_why_it_stays(qtbot: A
     try:
         dep.wait_started()
         call(cluster, 1, "proc.lock", pid=dep.pid, lock=True)
-        box = ProcBox(session, 1)
-        qtbot.addWidget(box)
-        box.start()
-        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 2, timeout=30000)
+        box = open_box(qtbot, session, dep.pid, nodes=2)
         row = box.model.row_of(dep.pid)
         assert box.model.data(box.model.index(row, PID), Qt.ItemDataRole.DecorationRole) is not None
         tip = box.model.data(box.model.index(row, PID), Qt.ItemDataRole.ToolTipRole)
@@ -428,10 +429,7 @@ def test_migrator_says_blocked_and_down_and_sends_to_the_best_node(qtbot: Any, m
         call(cluster, 2, "flags.set", block=True)
         qtbot.waitUntil(lambda: (s := seen_by(1))[2]["block"] and s[3]["speed"] == 50000, timeout=20000)
         dep.wait_started()
-        box = ProcBox(session, 1)
-        qtbot.addWidget(box)
-        box.start()
-        qtbot.waitUntil(lambda: box.model.process(dep.pid) is not None and len(session.table) == 3, timeout=30000)
+        box = open_box(qtbot, session, dep.pid, nodes=3)
 
         def where() -> int:
             p = box.model.process(dep.pid)
