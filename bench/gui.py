@@ -134,7 +134,8 @@ class SyntheticCluster:
         except protocol.ProtocolError as exc:
             return protocol.fault(getattr(exc, "req_id", None), exc.code, str(exc))
         if req.op == "hello":
-            result: Any = {"node": 1, "protocol": protocol.PROTOCOL_VERSION, "version": "bench-synthetic"}
+            result: Any = {"node": 1, "protocol": protocol.PROTOCOL_VERSION, "version": "bench-synthetic",
+                           "features": list(protocol.FEATURES)}  # fmt: skip
         elif req.op == "ping":
             result = {"pong": True}
         elif req.op == "cluster.nodes":

@@ -78,7 +78,8 @@ class MigratingNode:
         except protocol.ProtocolError as exc:
             return protocol.fault(getattr(exc, "req_id", None), exc.code, str(exc))
         if req.op == "hello":
-            return protocol.ok(req.id, {"node": 1, "protocol": protocol.PROTOCOL_VERSION, "uid": 0, "agent": "bench"})
+            return protocol.ok(req.id, {"node": 1, "protocol": protocol.PROTOCOL_VERSION, "uid": 0, "agent": "bench",
+                                        "features": list(protocol.FEATURES)})  # fmt: skip
         if req.op == "procs.list":
             with self.lock:
                 procs = list(self.procs.values())

@@ -423,6 +423,7 @@ class Agent:
             "node": self.membership.node_id,
             "uid": conn.uid,
             "hostname": self.hostname,
+            "features": list(protocol.FEATURES),
         }
 
     async def op_ping(self, conn: Connection, args: dict[str, Any]) -> Any:

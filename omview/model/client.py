@@ -31,7 +31,6 @@ class AgentClient:
         self._ids = itertools.count(1)
         self._events: deque[tuple[str, Any]] = deque(maxlen=10000)
         self._lock = threading.Lock()
-        self._tables = True  # procs.list in its compact form, until an older agent refuses it
         try:
             self.hello: dict[str, Any] = self.call(
                 "hello", protocol=protocol.PROTOCOL_VERSION, client=f"{client_name} {__version__}"
@@ -39,6 +38,8 @@ class AgentClient:
         except BaseException:
             channel.close()
             raise
+        # procs.list in its compact form where the agent says it has it (an older agent: rows as dicts)
+        self._tables = protocol.FEATURE_PROCS_TABLE in self.hello.get("features", ())
 
     @classmethod
     def local(cls, path: str | None = None, *, client_name: str = "omview", timeout: float = DEFAULT_TIMEOUT) -> AgentClient:
@@ -129,12 +130,7 @@ class AgentClient:
         if helpers:
             args["helpers"] = True
         if self._tables:
-            try:
-                return procs_from_table(self.call("procs.list", table=True, **args))
-            except AgentFault as exc:  # an agent older than the compact form: rows as dicts from now on
-                if exc.code != protocol.FaultCode.BAD_ARGUMENT or "'table'" not in exc.message:
-                    raise
-                self._tables = False
+            return procs_from_table(self.call("procs.list", table=True, **args))
         return [ProcessInfo.from_dict(d) for d in self.call("procs.list", **args)]
 
 

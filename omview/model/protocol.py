@@ -22,6 +22,9 @@ from enum import IntEnum
 from typing import Any
 
 PROTOCOL_VERSION = 1
+#: what ``hello`` lists in ``features`` (additions within a protocol version that clients may use)
+FEATURE_PROCS_TABLE = "procs.table"  # procs.list takes table: true (model/cluster.py proc_table)
+FEATURES = (FEATURE_PROCS_TABLE,)
 #: Longest request line the agent accepts (bytes, newline excluded).
 MAX_LINE = 1 << 20
 #: Integers in requests (ids and arguments) are 64-bit signed: what every consumer (kernel

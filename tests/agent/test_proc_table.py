@@ -58,6 +58,7 @@ def test_a_newer_agents_extra_column_is_ignored_and_a_short_row_refused() -> Non
 def test_a_real_agent_lists_the_same_processes_both_ways(cluster_factory: Callable[..., Cluster]) -> None:
     cl = cluster_factory(1).start()
     with cl.agents[0].client(timeout=30) as c:
+        assert protocol.FEATURE_PROCS_TABLE in c.hello["features"]  # so the client asks for the table
         wait_for(lambda: c.processes(pid=os.getpid())[0].cantmove != CRIU_PENDING, 60, "the agent's criu check")
         dicts = {d["pid"]: ProcessInfo.from_dict(d) for d in c.call("procs.list")}
         table = {p.pid: p for p in procs_from_table(c.call("procs.list", table=True))}
@@ -78,8 +79,9 @@ def test_a_real_agent_lists_the_same_processes_both_ways(cluster_factory: Callab
 
 
 class OldAgent:
-    """An agent before the compact form, speaking the real protocol on a Unix socket: its procs.list
-    refuses ``table`` as that agent's parse_request did (BAD_ARGUMENT, unknown argument)."""
+    """An agent before the compact form, speaking the real protocol on a Unix socket: its hello lists
+    no features, and its procs.list refuses ``table`` as that agent's parse_request did (BAD_ARGUMENT,
+    unknown argument)."""
 
     def __init__(self, path: str) -> None:
         self.server = socket.socket(socket.AF_UNIX)
@@ -122,6 +124,6 @@ def test_the_client_falls_back_to_dicts_for_an_older_agent(old_agent: tuple[str,
             c.call("procs.list", table=True)
         assert c.processes() == ROWS
         assert c.processes() == ROWS
-    # asked once with table (refused), then without it: not again with it
+    # asked with table only by the explicit call (refused): the client saw no procs.table in hello
     procs_asks = [a for a in agent.asked if "protocol" not in a]
-    assert procs_asks == [{"table": True}, {"table": True}, {}, {}], procs_asks
+    assert procs_asks == [{"table": True}, {}, {}], procs_asks
