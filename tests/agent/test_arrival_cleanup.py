@@ -4,11 +4,15 @@ output behind on the target, as incoming/<id>/<job> or <job>.aborted)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from omview.agent.migration.common import mark
 from omview.agent.migration.target import Incoming, abort_incoming
+from tests.conftest import require_root
 
 
 def arrival(state: Path, mig: str, *, moved_in: bool) -> Incoming:
@@ -56,3 +60,19 @@ def test_an_agent_start_aborts_what_a_killed_agent_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in Path(half.dir).iterdir()) == ["aborted", "lock", "restore.log"]
     assert (tmp_path / "jobs" / "1-42" / "out").exists() and Path(done.images).exists()
     assert recover_arrivals(str(tmp_path), str(tmp_path / "jobs")) == []
+
+
+def test_a_marker_that_cannot_be_written_leaves_no_tmp_file(tmp_path: Path) -> None:
+    """A full image space (a 64 KiB tmpfs filled up) fails the write of a marker: the error comes
+    through and no half-written .tmp stays (bench/faults.py, fill-target)."""
+    require_root()
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "omv-test-full", str(mnt)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/filler", "bs=4k"], capture_output=True)
+        with pytest.raises(OSError):
+            mark(str(mnt / "received.json"), "x" * 100000)
+        assert sorted(os.listdir(mnt)) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
