@@ -157,6 +157,15 @@ class VmNodes:
     def __init__(self, cluster: VmCluster) -> None:
         self.cluster = cluster
         self.ids = [n.id for n in cluster.nodes]
+        for n in self.ids:
+            self._stay(n)
+
+    def _stay(self, node: int) -> None:
+        """No automatic migration: each VM sees its own load, so its balancer would move the campaign's
+        job on its own, between and during runs (namespace nodes share one load and never do)."""
+        cp = self.run(node, ["mosctl", "stay"], 120)
+        if cp.returncode != 0:
+            raise RuntimeError(f"mosctl stay on node {node}: {cp.stderr.strip()}")
 
     def describe(self) -> str:
         return f"VM cluster ({self.cluster.accel}), {len(self.ids)} VMs"
@@ -239,3 +248,4 @@ class VmNodes:
 
     def boot_machine(self, node: int) -> None:
         self.cluster.restart_vm(node, boot_timeout=300)
+        self._stay(node)  # the flag was on the old disk
