@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 EVENTS = (
     "node.up", "node.down", "node.joined", "flags.changed", "map.changed",
-    "job.started", "job.output", "job.exit", "job.moved",
+    "job.started", "job.output", "job.exit", "job.moved", "job.host",
     "migration.started", "migration.phase", "migration.done", "migration.failed",
 )  # fmt: skip
 #: events only root and the job's owner receive, as only they may read the same data with an op
@@ -60,6 +60,7 @@ EVENTS = (
 OWNER_ONLY_EVENTS = frozenset({"job.output"})
 LOCK_PRUNE_EVERY = 10  # ticks
 JOB_TICK = 0.2  # seconds between job watcher rounds (output latency, exit detection)
+HOST_CHECK = 2.0  # seconds between checks of the nodes that host this node's jobs (jobs/hostwatch.py)
 #: a graceful stop waits this long for its guests to leave before it stops anyway
 EXPEL_ON_STOP_TIMEOUT = 120.0
 
@@ -235,16 +236,34 @@ class Agent:
 
     async def _job_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        host_check: asyncio.Future[None] | None = None
+        next_host_check = 0.0
         while True:
             await asyncio.sleep(JOB_TICK)
             try:
                 await loop.run_in_executor(self.watch_pool, self.jobs.tick)
             except Exception:
                 log.exception("job watcher failed")
+            # a job's hosting node gone down or back (a peer call, seconds over a new link): in a
+            # thread of its own, so the watcher's output relay never waits for it
+            if (host_check is None or host_check.done()) and time.monotonic() >= next_host_check:
+                next_host_check = time.monotonic() + HOST_CHECK
+                host_check = loop.run_in_executor(None, self._check_hosts, dict(self.nodes_snapshot))
             try:  # soon after a job starts or arrives; non-blocking: the links open in the background
                 self.source_side.warm_links(self.nodes_snapshot)
             except Exception:
                 log.exception("warming up peer links failed")
+
+    def _check_hosts(self, nodes: dict[int, NodeInfo]) -> None:
+        """Jobs whose hosting node, and arrivals whose source node, went down (a machine that died)."""
+        try:
+            self.jobs.hosts.check(nodes, frozenset(self.jobs.migrating))
+        except Exception:
+            log.exception("checking the nodes that host our jobs failed")
+        try:
+            self.target_side.abort_orphans(nodes)
+        except Exception:
+            log.exception("checking arrivals from nodes that went down failed")
 
     async def _expel_on_stop(self) -> None:
         """openMosix: a node halted gracefully sends its guests home first."""

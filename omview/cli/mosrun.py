@@ -31,13 +31,22 @@ Options are read up to COMMAND; everything from COMMAND on is passed to it untou
 the options early). A first word that is a node number (3, 0x640b) and has more words after it
 is NODE, as in openMosix.
 
-exit codes: the job's exit status (128+N when it died of signal N); 2 usage error,
+exit codes: the job's exit status (128+N when it died of signal N; 137 also when it was lost
+            with the node that ran it, which the deputy says); 2 usage error,
             3 the agent refused to start it, 4 no agent on this node"""
 #: signals the deputy passes on to the job wherever it runs
 FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
            signal.SIGWINCH, signal.SIGCONT)  # fmt: skip
 RECONNECT_FOR = 120.0  # seconds the deputy keeps trying when its agent restarts
+#: job.host: the node running the job went down or came back (agent/jobs/hostwatch.py)
+TOPICS = ["job.output", "job.exit", "job.host"]
 HINTS = ("cpujob", "iojob", "nodecay", "slowdecay", "fastdecay")
+
+
+def say(message: str) -> None:
+    """A word from the deputy itself (not the job's output) on stderr."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
 
 
 class _Help(Exception):
@@ -233,7 +242,7 @@ class Deputy:
                 pass
             try:
                 self.client = connect(PROG)
-                self.client.call("events.subscribe", topics=["job.output", "job.exit"])
+                self.client.call("events.subscribe", topics=TOPICS)
                 return
             except (AgentUnavailable, TransportError, TimeoutError):
                 if time.monotonic() > deadline:
@@ -243,7 +252,7 @@ class Deputy:
     def run(self, req: Request) -> int:
         for sig in FORWARD:
             signal.signal(sig, self._on_signal)
-        self.client.call("events.subscribe", topics=["job.output", "job.exit"])
+        self.client.call("events.subscribe", topics=TOPICS)
         args: dict[str, Any] = {"argv": req.argv, "cwd": os.getcwd(), "env": dict(os.environ), "lock": req.lock,
                                 "hints": req.hints}  # fmt: skip
         if req.node:
@@ -269,14 +278,22 @@ class Deputy:
                     self.write(data["stream"], int(data["offset"]), base64.b64decode(data["data"]))
                 elif name == "job.exit" and data.get("job") == self.job:
                     self.status = data
+                elif name == "job.host" and data.get("job") == self.job:
+                    say(data.get("message", ""))  # the node running the job went down, or is back
                 elif time.monotonic() - last_check > 2.0:
                     # a missed exit (agent restarted meanwhile) shows in the record
                     last_check = time.monotonic()
                     rec = self.client.call("job.status", job=self.job)
                     if rec["state"] != "running":
-                        self.status = {"status": rec["status"], "exit_code": rec["exit_code"]}
+                        self.status = {"status": rec["status"], "exit_code": rec["exit_code"],
+                                       "lost": rec.get("lost") or None}  # fmt: skip
             except (TransportError, AgentUnavailable):
                 self.reconnect()
+        if self.status.get("lost"):
+            # its node died with it: what it wrote there and had not relayed is gone too
+            say(str(self.status["lost"]))
+            code = self.status.get("exit_code")
+            return int(code) if isinstance(code, int) else 137
         # all output the job wrote, even what the events did not carry
         for stream in ("out", "err"):
             size = self.status.get(f"{stream}_size")

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from omview.agent.migration.common import mark
 from omview.agent.migration.target import Incoming, abort_incoming
 from omview.model.procfs import start_time
+from tests.conftest import require_root
 
 
 def arrival(state: Path, mig: str, *, moved_in: bool) -> Incoming:
@@ -75,11 +77,11 @@ def _namespace_init(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise AssertionError("unshare did not start its namespace init")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a PID namespace needs root (CI runs as root)")
 def test_a_fence_kills_the_copy_criu_restored_when_the_agent_died_before_recording_it(tmp_path: Path) -> None:
     """bench/faults.py, kill-target (seeds 5355, 5445, 5700): the target agent was killed after
     `criu restore -d` had finished but before it copied criu's pidfile to restored.pid; the fence
     (and the restarted agent) found no restored copy, and the source resumed its own: two copies."""
+    require_root()  # a PID namespace of its own
     criu_stand_in = subprocess.Popen(["true"])  # criu restore: started first, exited since
     criu_stand_in.wait()
     inc = arrival(tmp_path, "1-2-1000-60", moved_in=True)
@@ -101,11 +103,17 @@ def test_a_fence_kills_the_copy_criu_restored_when_the_agent_died_before_recordi
         holder.wait()
 
 
-def test_a_marker_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
-    """bench/faults.py, fill-target (seeds 5696, 5763): received.json.tmp stayed on a full disk."""
-    from omview.agent.migration.common import mark
-
-    (tmp_path / "received.json").mkdir()  # the rename fails as a write to a full disk does
-    with pytest.raises(OSError):
-        mark(str(tmp_path / "received.json"), "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["received.json"]
+def test_a_marker_that_cannot_be_written_leaves_no_tmp_file(tmp_path: Path) -> None:
+    """A full image space (a 64 KiB tmpfs filled up) fails the write of a marker: the error comes
+    through and no half-written .tmp stays (bench/faults.py, fill-target)."""
+    require_root()
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "omv-test-full", str(mnt)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/filler", "bs=4k"], capture_output=True)
+        with pytest.raises(OSError):
+            mark(str(mnt / "received.json"), "x" * 100000)
+        assert sorted(os.listdir(mnt)) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -1,111 +1,26 @@
 """Issue 15 on a 2-VM cluster (`omview-cluster up --vm`): separate kernels, root file systems and
 PID spaces, so a migration here is what it would be between two machines.
 
-One cluster for the module (booting it costs ~30-60 s of software emulation); each test leaves it
-as it found it.
+The cluster is the package's (tests/vm/conftest.py); each test leaves it as it found it.
 """
 
 from __future__ import annotations
 
 import json
-import select
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from omview.testbed.vm import VmCluster, vm_leftovers, vm_teardown
-from tests.conftest import require_root
+from omview.testbed.vm import VmCluster
 from tests.migration.helpers import COUNTER, PY, wait
+from tests.vm.helpers import BC_PROGRAM, HOLDFILE, Job, job_tasks, run
 
 pytestmark = pytest.mark.cluster
-
-HOLDFILE = str(Path(COUNTER).with_name("holdfile.py"))
-#: digits of pi: long enough (tens of seconds under emulation) for two migrations, exact to compare
-BC_PROGRAM = "scale=3000; 4*a(1)"
-
-
-@pytest.fixture(scope="module")
-def vms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmCluster]:
-    require_root()
-    state = tmp_path_factory.mktemp("vmcluster")
-    try:
-        cluster = VmCluster.up(state, 2, boot_timeout=300)
-        for n in (1, 2):  # no automatic migration: these tests move jobs themselves
-            assert run(cluster, n, ["mosctl", "stay"]).returncode == 0
-        yield cluster
-    finally:
-        vm_teardown(state)
-    assert vm_leftovers(state) == [], "the VM cluster left QEMU processes or links behind"
-
-
-def run(vms: VmCluster, node: int, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return vms.exec(node, argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-#: run in a VM by the venv's Python (the same path there): one agent call with a generous timeout;
-#: the CLIs' 10 s are short for an emulated machine whose peer links cost seconds to open
-_CALL = (
-    "import json, sys\n"
-    "from omview.model.client import AgentClient\n"
-    "with AgentClient.local(client_name='tests', timeout=180) as c:\n"
-    "    print(json.dumps(c.call(sys.argv[1], **json.loads(sys.argv[2]))))\n"
-)
-
-
-def call(vms: VmCluster, node: int, op: str, **args: Any) -> Any:
-    cp = run(vms, node, [sys.executable, "-c", _CALL, op, json.dumps(args)], timeout=240)
-    assert cp.returncode == 0, (op, cp.stderr)
-    return json.loads(cp.stdout)
-
-
-class Job:
-    """`mosrun ARGV` started over ssh in NODE; the remote shell prints the deputy's PID, then execs it."""
-
-    def __init__(self, vms: VmCluster, node: int, argv: list[str]) -> None:
-        self.vms, self.node = vms, node
-        self.proc = vms.popen(node, ["sh", "-c", 'echo "$$"; exec "$@"', "sh", "mosrun", *argv],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
-        assert self.proc.stdout is not None
-        if not select.select([self.proc.stdout], [], [], 120)[0]:  # bounded: a VM that does not answer
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-            raise AssertionError(f"node{node} did not start the job within 120 s")
-        first = self.proc.stdout.readline().decode().strip()
-        assert first.isdigit(), f"no PID from the VM: {first!r}"
-        self.pid = int(first)
-        self.out = b""
-        self.err = b""
-
-    def migrate(self, target: str | int) -> dict[str, Any]:
-        cp = run(self.vms, self.node, ["migrate", "--json", str(self.pid), str(target)], timeout=300)
-        assert cp.returncode == 0, (cp.stdout, cp.stderr)
-        rec: dict[str, Any] = json.loads(cp.stdout)
-        assert rec["result"] == "ok", rec
-        return rec
-
-    def where(self) -> int:
-        return int(call(self.vms, self.node, "job.status", job=f"{self.node}:{self.pid}")["where"])
-
-    def finish(self, timeout: float = 300) -> int:
-        try:
-            out, self.err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-            raise
-        self.out += out
-        return self.proc.returncode
-
-
-def job_tasks(vms: VmCluster, node: int, job: str) -> list[dict[str, Any]]:
-    """The job's processes that run on NODE (the deputy, on the home node, does not run it)."""
-    return [p for p in call(vms, node, "procs.list") if p["job"] == job and p.get("where", node) == node]
 
 
 def test_two_vms_are_two_machines_whose_agents_see_each_other(vms: VmCluster) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from omview.agent import criu as criumod
 from omview.agent.jobs.awaystats import AwayStats
+from omview.agent.jobs.hostwatch import HostWatch
 from omview.agent.jobs.table import (
     CHUNK,
     STREAMS,
@@ -91,6 +92,8 @@ class JobManager:
         self._prune_set_aside()
         #: home side: the programs of our jobs running elsewhere, as their hosts report them
         self.away = AwayStats()
+        #: home side: our jobs whose hosting node went down (the deputy is told; lost if it returns without them)
+        self.hosts = HostWatch(store, peers, node_id, publish)
 
     # ------------------------------------------------------------------ launch
     def launch(self, job: Job, env: dict[str, str]) -> Job:

@@ -77,6 +77,8 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: not started with mosrun: adopted when it first migrated (home PID = its PID then; no deputy)
     adopted: bool = False
+    #: home side: why the job was lost with the node that hosted it (omview.agent.jobs.hostwatch)
+    lost: str = ""
 
     @property
     def dirname(self) -> str:

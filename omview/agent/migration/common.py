@@ -59,7 +59,8 @@ def mark(path: str, text: str) -> None:
             fh.write(text)
         os.replace(tmp, path)
     except OSError:
-        # a full disk (the target's image space filled, bench/faults.py): no half-written leftover
+        # a full disk fails the write (or its flush at close): no half-written .tmp stays behind
+        # (bench/faults.py, fill-target seeds 19, 37, 38 under load)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

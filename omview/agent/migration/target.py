@@ -42,6 +42,7 @@ from omview.agent.migration.common import (
     remove_tree,
 )
 from omview.agent.node import movable
+from omview.model.cluster import NodeInfo
 from omview.model.procfs import start_time
 from omview.model.protocol import FaultCode
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: no link warm-up on a node while an arrival it prepared has neither come in nor is this old
 ARRIVAL_QUIET = 30.0
+#: an arrival whose source node has been down this long is aborted even if the node stays away
+ORPHAN_AFTER = 60.0
 #: free space a target keeps beyond what an arrival needs
 SPACE_MARGIN = 8 << 20
 
@@ -185,6 +188,9 @@ class TargetSide:
         self._streams_lock = threading.Lock()
         self._page_socks: dict[str, socket.socket] = {}
         self._arrivals: dict[str, tuple[float, str]] = {}  # prepared here: mig id -> (when, job id)
+        #: arrivals prepared here and not yet restored or ended: mig id -> [source node, source seen down]
+        self._open: dict[str, list[Any]] = {}
+        self._restoring: set[str] = set()
         self.listener: migstream.Listener | None = None
         recover_arrivals(env.state_dir, store.jobs_dir)
         try:
@@ -255,6 +261,8 @@ class TargetSide:
         # the images need room where they go; the job's own files always go next to the jobs dir
         self._check_space(inc, [(where, 0 if lazy else need), (self.incoming_dir, 0)])
         self._arrivals[str(mig["id"])] = (time.monotonic(), str(mig.get("job")))  # see expecting()
+        with contextlib.suppress(ValueError):  # the id starts with the source's node id (source.py)
+            self._open[str(mig["id"])] = [int(str(mig["id"]).split("-", 1)[0]), False]
         return {"incoming": inc.dir, "images": where, "lazy": lazy and criumod.lazy_supported(criu)}
 
     def _can_receive(self, mig: dict[str, Any]) -> str:
@@ -292,6 +300,7 @@ class TargetSide:
         job = Job.from_dict(mig["job"])
         lazy = mig.get("method") == METHOD_LAZY
         pages = self._take_page_sock(str(mig["id"])) if lazy else None
+        self._restoring.add(str(mig["id"]))
         try:
             return self._restore(mig, inc, job, t_call, lazy, pages)
         except MigrationError:
@@ -299,8 +308,40 @@ class TargetSide:
                 drop_arrival(inc)
             raise
         finally:
+            self._restoring.discard(str(mig["id"]))
+            self._open.pop(str(mig["id"]), None)
             if pages is not None:
                 pages.close()
+
+    def abort_orphans(self, nodes: dict[int, NodeInfo]) -> list[str]:
+        """Abort the arrivals whose source node went down before asking for the restore, once it is
+        back (a rebooted machine has no journal to fence us with) or ORPHAN_AFTER seconds later. Safe
+        even if the source was only cut off: its restore request then finds the arrival aborted and
+        it resumes its own copy, as after a fence. Without this a source machine that died
+        mid-transfer left the images here for good (tests/vm/test_vm_kill.py)."""
+        done = []
+        now = time.monotonic()
+        for mid, entry in list(self._open.items()):
+            source, down_since = entry
+            inc = Incoming(self.env.state_dir, mid)
+            if not os.path.isdir(inc.dir) or inc.marker("committed") or inc.marker("aborted"):
+                self._open.pop(mid, None)
+                continue
+            info = nodes.get(source)
+            if mid in self._restoring or info is None:
+                continue
+            if not info.up:
+                entry[1] = down_since or now
+                if now - entry[1] < ORPHAN_AFTER:
+                    continue
+            elif not down_since:
+                continue
+            log.warning("migration %s: source node %d went down before the restore; aborting the arrival", mid,
+                        source)  # fmt: skip
+            self.abort(mid)
+            self._open.pop(mid, None)
+            done.append(mid)
+        return done
 
     def _restore(self, mig: dict[str, Any], inc: Incoming, job: Job, t_call: float, lazy: bool,
                  pages: socket.socket | None) -> dict[str, Any]:  # fmt: skip

@@ -214,6 +214,21 @@ class VmCluster(ClientFiles):
         """SIGKILL NODE's QEMU process (the machine dies at once, as on a power cut)."""
         n = self.node(node)
         _stop(n.qemu_pid, n.qemu_start, grace=0)
+        _reap(n.qemu_pid or 0)
+
+    def restart_vm(self, node: int | str, *, boot_timeout: float = 240.0) -> float:
+        """Power NODE off (if it runs) and boot it again from a fresh overlay, as a machine that
+        crashed and was reinstalled: nothing of its earlier run (jobs, images, logs' state) is left
+        on its disk. Returns the seconds until it answered ssh with its agent up."""
+        n = self.node(node)
+        if n.qemu_alive():
+            self.kill_vm(n.id)
+        # the host's ssh master to the dead VM would hang every later exec until its keepalive gave up
+        _run(["ssh", "-F", str(self.ssh_config_path), "-O", "exit", n.name], check=False, timeout=15)
+        t0 = time.monotonic()
+        self._boot_all(Image(Path(self.image_dir), kernel_version=""), boot_timeout, only=[n])
+        self._ready_all(boot_timeout, fail=True, only=[n])
+        return round(time.monotonic() - t0, 1)
 
     # ---------------------------------------------------------------- up / down
     @classmethod
@@ -308,8 +323,8 @@ class VmCluster(ClientFiles):
         self.boot_s = round(time.monotonic() - t0, 1)
         self.save()
 
-    def _boot_all(self, image: Image, boot_timeout: float) -> None:
-        for n in self.nodes:
+    def _boot_all(self, image: Image, boot_timeout: float, *, only: list[VmNode] | None = None) -> None:
+        for n in self.nodes if only is None else only:
             overlay = Path(n.dir) / "overlay.qcow2"
             with contextlib.suppress(FileNotFoundError):
                 overlay.unlink()
@@ -322,10 +337,10 @@ class VmCluster(ClientFiles):
             n.qemu_start = start_time(n.qemu_pid)
             self.save()
 
-    def _ready_all(self, timeout: float, *, fail: bool) -> bool:
+    def _ready_all(self, timeout: float, *, fail: bool, only: list[VmNode] | None = None) -> bool:
         """Wait until every VM's init said "ready" (sshd up, agent up when asked for) and its sshd answers."""
         deadline = time.monotonic() + timeout
-        pending = list(self.nodes)
+        pending = list(self.nodes if only is None else only)
         while pending:
             for n in list(pending):
                 if not n.qemu_alive():
@@ -342,7 +357,8 @@ class VmCluster(ClientFiles):
                                    f"{_tail(n.serial_log, 15)}")  # fmt: skip
             time.sleep(0.2)
         if fail:
-            bad = [n.name for n in self.nodes if "omview-guest: agent failed" in _read(n.serial_log)]
+            bad = [n.name for n in (self.nodes if only is None else only)
+                   if "omview-guest: agent failed" in _read(n.serial_log)]  # fmt: skip
             if bad:
                 raise ClusterError(f"agent did not start on {', '.join(bad)}: see {self.nodes[0].dir}/log/agent.log")
         return True
