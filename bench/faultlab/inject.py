@@ -90,7 +90,9 @@ class Injector:
                cleanup: list[Callable[[], None]]) -> list[Call]:  # fmt: skip
         """Set up RUN's fault, start the migration(s) and fire the fault; returns the calls."""
         nodes, src, tgt, kind = self.nodes, run.source, run.target, run.kind
-        moment = rng.uniform(0.0, 1.2)  # seconds after the request: anywhere from pre-flight to commit
+        # seconds after the request: anywhere from pre-flight to commit (the same draw on every cluster,
+        # so a seed replays the same run; a slower cluster stretches it)
+        moment = rng.uniform(0.0, 1.2) * nodes.pace
 
         def start() -> list[Call]:
             return [Call(client, tgt).start(nodes, job)]

@@ -36,6 +36,9 @@ class Nodes(Protocol):
     ids: list[int]
     #: the machine itself can be killed and booted again (the kill-vm fault)
     machines: bool
+    #: how many times longer a migration takes here than on the namespace cluster, from the request
+    #: to the commit; the moments of the timed faults are drawn over that span
+    pace: float
 
     def call(self, node: int, op: str, timeout: float = 60.0, **args: Any) -> Any: ...
     def processes(self) -> dict[int, list[Proc]]: ...
@@ -58,6 +61,7 @@ class NamespaceNodes:
     """A namespace cluster (omview.testbed) seen from the host."""
 
     machines = False
+    pace = 1.0
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -153,6 +157,9 @@ class VmNodes:
     """A VM cluster (omview.testbed.vm): every look and action runs inside the VM over ssh."""
 
     machines = True
+    #: a request reaches the VM's agent ~2 s after it is made (an ssh command, a Python start under
+    #: emulation) and a small job's migration then takes 3-4 s (README, VM figures): 0-6 s, not 0-1.2 s
+    pace = 5.0
 
     def __init__(self, cluster: VmCluster) -> None:
         self.cluster = cluster
