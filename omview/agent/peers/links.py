@@ -36,6 +36,11 @@ WARM_IDLE = 300.0
 #: after a failed warm-up the node is not tried again for this long (a 5 s ssh timeout per tick
 #: would be a waste; a real call still tries at once)
 WARM_RETRY = 30.0
+#: the most a new link's opening (ssh login, the remote bridge's start, hello) may take: a call
+#: allows it its own timeout up to this, a warm-up (nobody waits for it) all of it. A login costs
+#: ~0.2 s here but ~14 s between emulated VMs (docs/cluster.md), where a 10 s allowance meant no
+#: warm-up ever succeeded and every first migration to a node failed in its prepare
+LINK_OPEN_MAX = 60.0
 
 
 class PeerError(OmviewError):
@@ -59,6 +64,7 @@ class PeerLinks:
         self._warming: set[tuple[int, str]] = set()
         self._warm_failed: dict[tuple[int, str], float] = {}
         self._closing: set[tuple[int, str]] = set()
+        self._masters: dict[int, subprocess.Popen[bytes]] = {}  # _own_master()'s, per node
 
     @property
     def sock_dir(self) -> str:
@@ -115,6 +121,39 @@ class PeerLinks:
         raise AssertionError("not reached")
 
     def _forward(self, node: int, local: str, remote_path: str, timeout: float) -> None:
+        try:
+            self._forward_once(node, local, remote_path, timeout)
+        except PeerError:
+            if not self._own_master(node):
+                raise  # a master runs: the forward failed for another reason, which the error says
+            self._forward_once(node, local, remote_path, timeout)
+
+    def _own_master(self, node: int) -> bool:
+        """Start a master connection of our own to NODE if none runs; True if one was started. Links
+        normally provide the master (ControlMaster=auto), but a link that lost the race to become it
+        runs without one, and a master link that was dropped takes it away: seen between emulated VMs,
+        where a 14 s login let two links start at once and the master's open then timed out."""
+        if subprocess.run(self.control_argv(node, "-O", "check"), capture_output=True, stdin=subprocess.DEVNULL,
+                          timeout=10, cwd="/").returncode == 0:  # fmt: skip
+            return False
+        old = self._masters.pop(node, None)
+        if old is not None:
+            _end(old)
+        argv = ["ControlMaster=yes" if a == "ControlMaster=auto" else a for a in self.ssh_argv(node)]
+        argv[1:1] = ["-N"]  # no command: only the connection
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd="/")  # fmt: skip
+        self._masters[node] = proc
+        deadline = time.monotonic() + LINK_OPEN_MAX
+        while time.monotonic() < deadline and proc.poll() is None:
+            if subprocess.run(self.control_argv(node, "-O", "check"), capture_output=True, stdin=subprocess.DEVNULL,
+                              timeout=10, cwd="/").returncode == 0:  # fmt: skip
+                log.info("own ssh master to node %d for stream forwards", node)
+                return True
+            time.sleep(0.2)
+        raise PeerError(f"node {node}: no ssh master connection for a stream forward (login did not finish)")
+
+    def _forward_once(self, node: int, local: str, remote_path: str, timeout: float) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(local)
         old = os.umask(0o177)
@@ -152,7 +191,7 @@ class PeerLinks:
                 client = self._links.get(key)
                 try:
                     if client is None:
-                        client = self._open(node, purpose)
+                        client = self._open(node, purpose, min(max(self.timeout, timeout or 0.0), LINK_OPEN_MAX))
                     with self._guard:
                         self._spec.pop(key, None)  # a warm link in use is a link like any other now
                     return client.call(op, timeout=timeout, **args)
@@ -166,14 +205,15 @@ class PeerLinks:
                     log.info("link to node %d broke (%s); reconnecting", node, exc)
             raise AssertionError("not reached")
 
-    def _open(self, node: int, purpose: str) -> AgentClient:
+    def _open(self, node: int, purpose: str, timeout: float) -> AgentClient:
         """A new link (caller holds its lock): ssh (a new connection, or a session on the master) runs
-        the peer's bridge, then the hello handshake."""
+        the peer's bridge, then the hello handshake, within TIMEOUT; its calls then default to ours."""
         t0 = time.monotonic()
         client = AgentClient(
             PipeChannel(self.ssh_argv(node, REMOTE_AGENT, "bridge")),
-            client_name=f"omview-agent peer ({purpose})", timeout=self.timeout,
+            client_name=f"omview-agent peer ({purpose})", timeout=timeout,
         )  # fmt: skip
+        client.timeout = self.timeout
         self._links[(node, purpose)] = client
         log.info("link to node %d (%s) open in %.3f s", node, purpose, time.monotonic() - t0)
         return client
@@ -235,7 +275,7 @@ class PeerLinks:
         try:
             with self._lock(key):
                 if key not in self._links and not self._closed:
-                    self._open(node, purpose)
+                    self._open(node, purpose, LINK_OPEN_MAX)
                     with self._guard:
                         self._spec[key] = time.monotonic()
         except (OmviewError, OSError, TimeoutError, subprocess.TimeoutExpired) as exc:
@@ -265,6 +305,19 @@ class PeerLinks:
             keys = list(self._links)
         for key in keys:
             self._drop(key)
+        for node in list(self._masters):
+            _end(self._masters.pop(node))
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop an ssh master we started (by its PID) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 __all__ = ["ConnectionLost", "PeerError", "PeerLinks"]
