@@ -19,6 +19,8 @@ from tests.migration.helpers import COUNTER
 HOLDFILE = str(Path(COUNTER).with_name("holdfile.py"))
 #: digits of pi: long enough (tens of seconds under emulation) for two migrations, exact to compare
 BC_PROGRAM = "scale=3000; 4*a(1)"
+#: a pipe into xz with two threads (1 MiB blocks, so both get work); its output is deterministic
+XZ_LINE = "seq 1 6000000 | xz -T2 -3 --block-size=1MiB"
 
 
 def run(vms: VmCluster, node: int, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from omview.testbed.vm import VmCluster
 from tests.migration.helpers import COUNTER, PY, wait
-from tests.vm.helpers import BC_PROGRAM, HOLDFILE, Job, job_tasks, run
+from tests.vm.helpers import BC_PROGRAM, HOLDFILE, XZ_LINE, Job, job_tasks, run
 
 pytestmark = pytest.mark.cluster
 
@@ -79,11 +79,16 @@ def test_a_counter_moves_vm1_vm2_home_with_continuous_output_and_one_copy(vms: V
     assert runs == ["node1", "node2", "node1"], runs
 
 
+def same_version(vms: VmCluster, program: str) -> None:
+    """The host computes the reference output: its PROGRAM must be the guests' (Debian 12 both)."""
+    versions = {run(vms, 1, [program, "--version"]).stdout.splitlines()[0],
+                subprocess.run([program, "--version"], capture_output=True, text=True).stdout.splitlines()[0]}  # fmt: skip
+    assert len(versions) == 1, f"the host's {program} is not the guests' ({versions}): no reference"
+
+
 def test_bc_moved_twice_prints_exactly_what_an_unmoved_run_prints(vms: VmCluster) -> None:
     line = f"echo {shlex.quote(BC_PROGRAM)} | bc -l"
-    versions = {run(vms, 1, ["bc", "--version"]).stdout.splitlines()[0],
-                subprocess.run(["bc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]}  # fmt: skip
-    assert len(versions) == 1, f"the host's bc is not the guests' ({versions}): no reference"
+    same_version(vms, "bc")
     reference = subprocess.run(["sh", "-c", line], capture_output=True, timeout=300, check=True).stdout
     job = Job(vms, 1, ["sh", "-c", line])
     home_job = f"1:{job.pid}"
@@ -92,6 +97,21 @@ def test_bc_moved_twice_prints_exactly_what_an_unmoved_run_prints(vms: VmCluster
     job.migrate("home")
     assert job.finish(600) == 0, job.err
     assert job.out == reference, "bc's digits after two migrations differ from an unmoved run"
+
+
+def test_xz_with_two_threads_moved_twice_writes_exactly_what_an_unmoved_run_writes(vms: VmCluster) -> None:
+    """A pipe (seq -> xz) and a multi-threaded compressor in one job: the whole tree moves, both
+    worker threads with it, and the compressed stream is byte for byte an unmoved run's."""
+    same_version(vms, "xz")
+    reference = subprocess.run(["sh", "-c", XZ_LINE], capture_output=True, timeout=300, check=True).stdout
+    job = Job(vms, 1, ["sh", "-c", XZ_LINE])
+    wait(lambda: job_tasks(vms, 1, f"1:{job.pid}"), 60, "the job to run on node1", every=1)
+    threads = "for p in $(pgrep -x xz); do grep Threads: /proc/$p/status; done"
+    wait(lambda: "Threads:\t3" in run(vms, 1, ["sh", "-c", threads]).stdout, 120, "xz's two worker threads", every=1)
+    job.migrate(2)
+    job.migrate("home")
+    assert job.finish(600) == 0, job.err
+    assert len(job.out) == len(reference) and job.out == reference, "xz's stream after two migrations differs"
 
 
 def test_a_job_holding_a_file_missing_or_different_on_the_target_is_refused_naming_it(vms: VmCluster) -> None:
