@@ -151,11 +151,10 @@ class Injector:
             side = rng.choice(("target sshd sessions", "source ssh clients"))
             calls = start()
             time.sleep(moment)
-            procs = nodes.processes()
             if side == "target sshd sessions":
-                node, victims = tgt, [p.pid for p in procs[tgt] if p.cmdline.startswith(b"sshd: ")
-                                      and p.pid != nodes.sshd_pid(tgt)]  # fmt: skip
+                node, victims = tgt, nodes.link_sessions(tgt)
             else:
+                procs = nodes.processes()
                 node, victims = src, [p.pid for p in procs[src] if p.cmdline.split(b"\0")[0] in (b"ssh", b"/usr/bin/ssh")]
             for pid in victims:
                 with contextlib.suppress(OSError, subprocess.SubprocessError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,7 @@ class Nodes(Protocol):
     def agent_alive(self, node: int) -> bool: ...
     def agent_start(self, node: int) -> None: ...
     def sshd_pid(self, node: int) -> int | None: ...
+    def link_sessions(self, node: int) -> list[int]: ...
     def link(self, node: int, up: bool) -> None: ...
     def kill_machine(self, node: int) -> None: ...
     def boot_machine(self, node: int) -> None: ...
@@ -127,6 +129,12 @@ class NamespaceNodes:
 
     def sshd_pid(self, node: int) -> int | None:
         return self.cluster.node(node).sshd_pid
+
+    def link_sessions(self, node: int) -> list[int]:
+        """NODE's sshd session processes: the other nodes' links (the host reaches a namespace node
+        without ssh)."""
+        main = self.sshd_pid(node)
+        return [p.pid for p in self.processes()[node] if p.cmdline.startswith(b"sshd: ") and p.pid != main]
 
     def link(self, node: int, up: bool) -> None:
         """The node's cable: the host side of its veth, so the node keeps its address and routes."""
@@ -244,6 +252,18 @@ class VmNodes:
     def sshd_pid(self, node: int) -> int | None:
         cp = self.run(node, ["cat", "/run/sshd.pid"], 60)
         return int(cp.stdout) if cp.returncode == 0 and cp.stdout.strip().isdigit() else None
+
+    def link_sessions(self, node: int) -> list[int]:
+        """The sshd processes holding NODE's ssh connections from other VMs, the agents' links; not the
+        host's (from the bridge address), which carry this campaign's own deputy and agent calls."""
+        cp = self.run(node, ["ss", "-Htnp", "state", "established", "( sport = :22 )"], 60)
+        pids: list[int] = []
+        for line in cp.stdout.splitlines():
+            fields = line.split()
+            peer = next((f for f in fields if f.count(":") == 1 and not f.endswith(":22")), "")
+            if peer and peer.rsplit(":", 1)[0] != self.cluster.bridge_address:
+                pids += [int(x) for x in re.findall(r"pid=(\d+)", line)]
+        return sorted(set(pids))
 
     def link(self, node: int, up: bool) -> None:
         """The VM's cable: its tap on the host's bridge."""
