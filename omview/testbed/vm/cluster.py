@@ -306,8 +306,11 @@ class VmCluster(ClientFiles):
         write_client_files(st, [(n.name, n.address) for n in self.nodes])
         with open(self.ssh_config_path, "a") as cfg:
             # an ssh login costs seconds of emulated key exchange: one master connection per VM,
-            # shared by every exec (`down` ends them with `ssh -O exit`)
-            cfg.write(f"Host *\n  ControlMaster auto\n  ControlPath {st}/ctl-%C\n  ControlPersist 600\n")
+            # shared by every exec (`down` ends them with `ssh -O exit`); keepalives end a master (and
+            # every exec on it) to a VM that was killed within 30 s, not TCP's ~15 min (bench/faults.py
+            # --vm: a request into the killed source VM hung for 430 s)
+            cfg.write(f"Host *\n  ControlMaster auto\n  ControlPath {st}/ctl-%C\n  ControlPersist 600\n"
+                      "  ServerAliveInterval 5\n  ServerAliveCountMax 6\n")
         for n in self.nodes:
             self._write_node_files(n, count)
         t0 = time.monotonic()
