@@ -692,8 +692,6 @@ class ProcessLister:
         self.pidns: dict[tuple[int, int], tuple[int | None, bool]] = {}
         self.pidns_seen: set[tuple[int, int]] = set()
         self.children_files = os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
-        own = scope.own_netns
-        self._own_link = f"net:[{own[1]}]" if own is not None else None
         self._lock = threading.Lock()
 
     def user(self, uid: int) -> str:
@@ -751,20 +749,8 @@ class ProcessLister:
 
     # --- the listing
     def _pids(self) -> list[int]:
-        """Scope.pids(), sorted. A "netns" node on a kernel shared with other nodes looks at every
-        process of the machine: the namespace is compared by readlink, a quarter cheaper than stat."""
-        if self.scope.scope != "netns" or self._own_link is None:
-            return sorted(self.scope.pids())
-        out = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    if os.readlink(f"/proc/{name}/ns/net") == self._own_link:
-                        out.append(int(name))
-                except OSError:
-                    continue
-        out.sort()
-        return out
+        """Scope.pids(), sorted."""
+        return sorted(self.scope.pids())
 
     def _static(self, st: ProcStat, fresh: bool) -> _Static | None:
         """ST's uid and command line: kept from an earlier listing while it has run no exec (same
