@@ -644,7 +644,9 @@ class Agent:
         me = self.membership.node_id
         if not checks:
             return procs
-        others = sorted(n for n, info in self.fresh_nodes().items() if n != me and info.up and not info.block)
+        # the table as of the last tick, not fresh_nodes(): that is a round trip through the event loop
+        # for every listing, and which node is asked may well lag a second
+        others = sorted(n for n, info in self.nodes_snapshot.items() if n != me and info.up and not info.block)
         if not others:
             return procs
         # the next ID up, wrapping: each node is asked by one other, not all by the lowest (every SSH
