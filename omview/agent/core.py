@@ -240,8 +240,9 @@ class Agent:
         next_host_check = 0.0
         while True:
             await asyncio.sleep(JOB_TICK)
-            try:
-                await loop.run_in_executor(self.watch_pool, self.jobs.tick)
+            try:  # an agent without jobs: no thread hop (two wake-ups of the loop) 5 times a second
+                if self.jobs.has_work():
+                    await loop.run_in_executor(self.watch_pool, self.jobs.tick)
             except Exception:
                 log.exception("job watcher failed")
             # a job's hosting node gone down or back (a peer call, seconds over a new link): in a

@@ -20,6 +20,7 @@ tmp = sys.argv[1]
 jm = run.JobManager(store=JobStore(tmp), peers=PeerLinks(lambda n: None, tmp), node_id=lambda: 1,
                     publish=lambda name, data: None, log_dir=os.path.join(tmp, "logs"))
 assert not run._any_zombie_child()  # no children at all
+assert not jm.has_work()  # no job, nothing to reap: the loop does not call tick()
 sleeper = subprocess.Popen(["sleep", "60"])
 assert not run._any_zombie_child()  # a child, but running
 jm.tick()
@@ -35,12 +36,12 @@ orphan = os.fork()
 if orphan == 0:
     os._exit(7)
 wait_zombie(orphan)
-assert run._any_zombie_child()
+assert run._any_zombie_child() and jm.has_work()
 assert run._any_zombie_child()  # looking did not reap it
 jm.tick()
 assert os.WEXITSTATUS(jm.reaped[orphan]) == 7, jm.reaped
 assert procfs.state(orphan) is None or procfs.state(orphan) != "Z"
-assert not run._any_zombie_child()
+assert not run._any_zombie_child() and not jm.has_work()
 
 tracked = subprocess.Popen(["sh", "-c", "exit 3"])
 jm.procs["job-1"] = tracked
