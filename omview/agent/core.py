@@ -240,8 +240,9 @@ class Agent:
         next_host_check = 0.0
         while True:
             await asyncio.sleep(JOB_TICK)
-            try:
-                await loop.run_in_executor(self.watch_pool, self.jobs.tick)
+            try:  # an agent without jobs: no thread hop (two wake-ups of the loop) 5 times a second
+                if self.jobs.has_work():
+                    await loop.run_in_executor(self.watch_pool, self.jobs.tick)
             except Exception:
                 log.exception("job watcher failed")
             # a job's hosting node gone down or back (a peer call, seconds over a new link): in a
@@ -644,7 +645,9 @@ class Agent:
         me = self.membership.node_id
         if not checks:
             return procs
-        others = sorted(n for n, info in self.fresh_nodes().items() if n != me and info.up and not info.block)
+        # the table as of the last tick, not fresh_nodes(): that is a round trip through the event loop
+        # for every listing, and which node is asked may well lag a second
+        others = sorted(n for n, info in self.nodes_snapshot.items() if n != me and info.up and not info.block)
         if not others:
             return procs
         # the next ID up, wrapping: each node is asked by one other, not all by the lowest (every SSH

@@ -463,3 +463,149 @@ def test_steady_listing_reads_status_and_cmdline_once_per_turn(
         assert reasons(lister)[c.pid] == idle(c.pid)
     assert len(read) == 2, read
     assert all((c.pid + n) % RESCAN_EVERY == 0 for n in read), read
+
+
+def test_one_dump_holds_both_address_families() -> None:
+    """The dump of both families at once (one walk of the kernel's hash table) is what the two dumps of
+    one family each give, IPv4 and IPv6 connections alike."""
+    srv4 = socket.create_server(("127.0.0.1", 0))
+    srv6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    c4 = socket.create_connection(srv4.getsockname())
+    c6 = socket.create_connection(srv6.getsockname()[:2])
+    a6, _ = srv6.accept()
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, procs_mod._NETLINK_SOCK_DIAG)
+    try:
+        sock.settimeout(5.0)
+        both = procs_mod._diag_dump(sock, 1)
+        each = procs_mod._diag_dump(sock, 2, socket.AF_INET) | procs_mod._diag_dump(sock, 3, socket.AF_INET6)
+        assert {_inode(s) for s in (c4, c6, a6)} <= both
+        # the machine's other connections come and go between the dumps: compare ours and the sizes
+        assert both & {_inode(s) for s in (c4, c6, a6)} == each & {_inode(s) for s in (c4, c6, a6)}
+        assert abs(len(both) - len(each)) < 50, (len(both), len(each))
+    finally:
+        for s in (sock, c4, c6, a6, srv4, srv6):
+            s.close()
+
+
+#: in a network namespace of its own: a listener; prints its port, then "accept"s when told
+NETNS_SERVER = r"""
+import socket, sys
+srv = socket.create_server(("127.0.0.1", 0), backlog=8)
+print(srv.getsockname()[1], flush=True)
+conns = []
+for line in sys.stdin:
+    if line.strip() == "accept":
+        conns.append(srv.accept()[0])
+    print("ok", flush=True)
+"""
+
+#: run in the server's namespace: connects to it; told "reset", closes with a RST (SO_LINGER 0)
+NETNS_CLIENT = r"""
+import socket, struct, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("ok", flush=True)
+sys.stdin.readline()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+c.close()
+print("ok", flush=True)
+time.sleep(60)
+"""
+
+
+class Quiet:
+    """A listener in a network namespace of its own (no other traffic there) and its clients."""
+
+    def __init__(self) -> None:
+        self.server = subprocess.Popen(
+            ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec {PY} -c '{NETNS_SERVER}'"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+        self.clients: list[subprocess.Popen[bytes]] = []
+        assert self.server.stdout is not None
+        self.port = int(self.server.stdout.readline())
+        self.pid = self.server.pid
+        self.ns = netns_key(self.pid)
+
+    @staticmethod
+    def _say(proc: subprocess.Popen[bytes], line: str | None) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        if line is not None:
+            proc.stdin.write(f"{line}\n".encode())
+            proc.stdin.flush()
+        assert proc.stdout.readline().split() == [b"ok"]
+
+    def accept(self) -> None:
+        self._say(self.server, "accept")
+
+    def connect(self) -> subprocess.Popen[bytes]:
+        c = subprocess.Popen(["nsenter", f"--net=/proc/{self.pid}/ns/net", PY, "-c", NETNS_CLIENT, str(self.port)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+        self.clients.append(c)
+        self._say(c, None)
+        return c
+
+    def reset(self, client: subprocess.Popen[bytes]) -> None:
+        self._say(client, "reset")
+
+    def stop(self) -> None:
+        for p in [*self.clients, self.server]:
+            p.kill()
+            p.wait(10)
+
+
+@pytest.fixture
+def quiet() -> Iterator[Quiet]:
+    q = Quiet()
+    yield q
+    q.stop()
+
+
+def test_tcp_tables_reuse_a_dump_until_a_connection_changes(quiet: Quiet) -> None:
+    """With reuse, a namespace's last dump stands in while its TCP counters stand still; a connection
+    made or reset there is in the next answer. An accept() moves no counter (the connection was
+    counted when its handshake completed; the listing sees the new socket among the process's fds)."""
+    tables = TcpTables()
+    first = tables.connected(quiet.ns, quiet.pid, reuse=True)
+    assert tables.connected(quiet.ns, quiet.pid, reuse=True) is first  # nothing happened there
+    assert tables.connected(quiet.ns, quiet.pid) is not first  # without reuse: a dump
+    client = quiet.connect()
+    pending = tables.connected(quiet.ns, quiet.pid, reuse=True)
+    assert len(pending) == len(first) + 1  # the client's end (the server's is not accepted: no inode)
+    quiet.accept()
+    accepted = tables.connected(quiet.ns, quiet.pid)
+    assert len(accepted) == len(first) + 2 and pending < accepted
+    assert tables.connected(quiet.ns, quiet.pid, reuse=True) is accepted
+    quiet.reset(client)
+    assert tables.connected(quiet.ns, quiet.pid, reuse=True) == first  # loopback: the RST is in before "ok"
+
+
+def test_listing_dumps_a_quiet_namespace_once_per_rescan(
+    criu: CriuProbe, quiet: Quiet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a listing a second costs: a network namespace where no connection changes is dumped (a walk
+    of the kernel's whole TCP hash table) at every RESCAN_EVERY-th listing, not every time; a connection
+    accepted (new socket among the process's fds) or reset (counters) still shows at the next listing."""
+    lister = ProcessLister(Scope("all"), criu)
+    assert reasons(lister)[quiet.pid] != "open TCP connection"
+    dumps: list[int] = []
+    real = procs_mod._diag_dump
+
+    def counted(sock: socket.socket, seq: int, family: int | None = None) -> set[str]:
+        if sock is lister.tables._socks.get(quiet.ns):
+            dumps.append(lister.listing)
+        return real(sock, seq, family)
+
+    monkeypatch.setattr(procs_mod, "_diag_dump", counted)
+    for _ in range(2 * RESCAN_EVERY):
+        assert reasons(lister)[quiet.pid] != "open TCP connection"
+    assert len(dumps) == 2 and all(n % RESCAN_EVERY == 0 for n in dumps), dumps
+    client = quiet.connect()
+    assert reasons(lister)[client.pid] == "open TCP connection"  # a connect moves the counters
+    assert reasons(lister)[quiet.pid] != "open TCP connection"  # still in its accept queue
+    while (lister.listing + 1) % RESCAN_EVERY == 0:  # the next listing is not one that dumps anyway
+        reasons(lister)
+    quiet.accept()
+    assert reasons(lister)[quiet.pid] == "open TCP connection"
+    quiet.reset(client)
+    while (lister.listing + 1) % RESCAN_EVERY == 0:
+        reasons(lister)
+    assert reasons(lister)[quiet.pid] != "open TCP connection"  # loopback: the RST is in before "ok"

@@ -147,6 +147,10 @@ class JobStore:
         with self.lock:
             return list(self.jobs.values())
 
+    def empty(self) -> bool:
+        """No job at all (without the lock: one read of a dict's size, for the event loop)."""
+        return not self.jobs
+
     def job_dir(self, job: Job) -> str:
         return os.path.join(self.jobs_dir, job.dirname)
 
