@@ -144,6 +144,20 @@ def reasons(lister: ProcessLister, *, pid: int | None = None) -> dict[int, str]:
     return {p.pid: p.cantmove for p in lister.list(node_id=1, cpu={}, locks=set(), pid=pid)}
 
 
+def established(pid: int) -> bool:
+    """PID holds an ESTABLISHED IPv4 TCP socket (read from /proc directly, not by the code under test)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    rows = [line.split() for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]]
+    return any(row[3] == "01" and row[9] in inodes for row in rows)
+
+
 def fd_count(pid: int) -> int:
     return os.stat(f"/proc/{pid}/fd").st_size
 
@@ -191,9 +205,9 @@ def test_child_connection_names_the_child(criu: CriuProbe, child: Callable[[], C
     assert first[kid] == f"session leader {c.pid} is outside its process tree (CRIU needs the whole session: " \
         "start it with setsid)"  # fmt: skip
     not_due(lister, kid)
-    fds = len(os.listdir(f"/proc/{kid}/fd"))
     c.do("kid-connect")
-    wait_for(lambda: len(os.listdir(f"/proc/{kid}/fd")) > fds, 5, "the child to connect")
+    # connected, not only its socket made: between socket() and connect() the fd is already there
+    wait_for(lambda: established(kid), 5, "the child to connect")
     now = reasons(lister)
     assert now[kid] == "open TCP connection"
     assert now[c.pid] == f"its child {kid}: open TCP connection"
