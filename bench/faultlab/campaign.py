@@ -20,6 +20,12 @@ from faultlab.scan import STATE
 from omview.model.errors import OmviewError
 
 
+def replay_command(ns: argparse.Namespace, seed: int, kind: str) -> str:
+    """The command line that draws a run again: same cluster kind and size, same seed, same fault."""
+    cluster = f"--vm --nodes {ns.nodes} " if ns.vm else f"--nodes {ns.nodes} "
+    return f"bench/faults.py {cluster}--seed {seed} --runs 1 --only {kind}"
+
+
 class Campaign:
     def __init__(self, nodes: Nodes, work: str, ns: argparse.Namespace) -> None:
         self.nodes = nodes
@@ -186,7 +192,7 @@ class Campaign:
             self.runs.append(run)
             if run.violations:
                 self.log(f"VIOLATION run {i} kind {run.kind} seed {run.seed}: {run.violations}")
-                self.log(f"  replay: bench/faults.py --seed {run.seed} --runs 1 --only {run.kind}"
+                self.log(f"  replay: {replay_command(self.ns, run.seed, run.kind)}"
                          f"   (node {run.source} -> {run.target}, {run.method}; {run.detail})")  # fmt: skip
                 self.replace_job(run)
                 if self.ns.stop:

@@ -6,7 +6,7 @@ import argparse
 from collections import Counter, defaultdict
 from typing import Any
 
-from faultlab.campaign import Campaign
+from faultlab.campaign import Campaign, replay_command
 
 
 def summary(camp: Campaign, seconds: float) -> dict[str, Any]:
@@ -44,4 +44,4 @@ def print_summary(s: dict[str, Any], ns: argparse.Namespace) -> None:
     print(f"violations: {s['lost']} lost, {s['duplicated']} duplicated, {others or 'no other'}")
     for r in s["failed_runs"]:
         print(f"  run {r['run']} seed {r['seed']} {r['kind']}: {r['violations']}")
-        print(f"    replay: bench/faults.py --seed {r['seed']} --runs 1 --only {r['kind']}")
+        print(f"    replay: {replay_command(ns, r['seed'], r['kind'])}")
