@@ -1,10 +1,12 @@
 """An arrival whose source machine died before asking for the restore (tests/vm/test_vm_kill.py on
 real VMs): the target aborts it once the source is back, or ORPHAN_AFTER seconds after it went down,
-and never an arrival whose source stays up or that is being restored."""
+and never an arrival that is being restored; one whose source stays up only when it has sent nothing
+for IDLE_AFTER seconds."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,41 @@ def test_an_arrival_being_restored_or_committed_is_never_aborted(ts: TargetSide)
     ts.abort_orphans(table(source_up=False))
     assert ts.abort_orphans(table(source_up=True)) == []
     assert not restoring.marker("aborted") and not committed.marker("aborted")
+
+
+def age(inc: Incoming, seconds: float) -> None:
+    """Make every file of the arrival look last written SECONDS ago."""
+    when = time.time() - seconds
+    for where in (inc.dir, inc.images):
+        for entry in os.scandir(where):
+            os.utime(entry.path, (when, when))
+        os.utime(where, (when, when))
+
+
+def test_an_idle_arrival_whose_source_stays_up_is_aborted(
+    ts: TargetSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's SSH to us was cut for longer than its fence window: it resumed its own copy and
+    could not tell us; gossip still says it is up. IDLE_AFTER seconds without a byte, we let go."""
+    now = [1000.0]
+    monkeypatch.setattr(target.time, "monotonic", lambda: now[0])
+    inc = prepared(ts, mig(1))
+    now[0] += target.IDLE_AFTER + 1
+    age(inc, target.IDLE_AFTER - 30)
+    assert ts.abort_orphans(table(source_up=True)) == []  # written to 270 s ago: not idle yet
+    age(inc, target.IDLE_AFTER + 1)
+    assert ts.abort_orphans(table(source_up=True)) == [mig(1)]
+    assert inc.marker("aborted")
+    assert not os.path.exists(os.path.join(inc.images, "pages-1.img"))
+
+
+def test_a_slow_transfer_is_not_idle(ts: TargetSide, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long transfer keeps writing its images: however old the arrival, it stays."""
+    now = [1000.0]
+    monkeypatch.setattr(target.time, "monotonic", lambda: now[0])
+    inc = prepared(ts, mig(2))
+    now[0] += 10 * target.IDLE_AFTER
+    age(inc, target.IDLE_AFTER + 1)
+    (Path(inc.images) / "pages-2.img").write_bytes(b"\0" * 4096)  # a byte just came in
+    assert ts.abort_orphans(table(source_up=True)) == []
+    assert not inc.marker("aborted")

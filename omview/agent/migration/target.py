@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 ARRIVAL_QUIET = 30.0
 #: an arrival whose source node has been down this long is aborted even if the node stays away
 ORPHAN_AFTER = 60.0
+#: an arrival whose source stays up but that has had no restore request and no byte written for this
+#: long is aborted too: the source gave up on it (its fence found no way here) and resumed its copy
+IDLE_AFTER = 300.0
 #: free space a target keeps beyond what an arrival needs
 SPACE_MARGIN = 8 << 20
 
@@ -152,6 +155,19 @@ def recover_arrivals(state_dir: str, jobs_dir: str) -> list[str]:
     return done
 
 
+def _idle_for(inc: Incoming) -> float:
+    """Seconds since anything in the arrival's directory or its images was written (a transfer that
+    is still coming in keeps writing; a wall clock, as file times are)."""
+    newest = 0.0
+    for where in (inc.dir, inc.images):
+        with contextlib.suppress(OSError):
+            newest = max(newest, os.stat(where).st_mtime)
+            for entry in os.scandir(where):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, entry.stat(follow_symlinks=True).st_mtime)
+    return time.time() - newest
+
+
 def drop_arrival(inc: Incoming) -> None:
     """A failed or aborted arrival: free its images (CRIU's logs stay) and drop the copy of the job's
     files it brought, which the job no longer needs (its own stay with the copy that runs on): left
@@ -188,7 +204,8 @@ class TargetSide:
         self._streams_lock = threading.Lock()
         self._page_socks: dict[str, socket.socket] = {}
         self._arrivals: dict[str, tuple[float, str]] = {}  # prepared here: mig id -> (when, job id)
-        #: arrivals prepared here and not yet restored or ended: mig id -> [source node, source seen down]
+        #: arrivals prepared here and not yet restored or ended: mig id -> [source node, source seen down,
+        #: prepared at]
         self._open: dict[str, list[Any]] = {}
         self._restoring: set[str] = set()
         self.listener: migstream.Listener | None = None
@@ -262,7 +279,7 @@ class TargetSide:
         self._check_space(inc, [(where, 0 if lazy else need), (self.incoming_dir, 0)])
         self._arrivals[str(mig["id"])] = (time.monotonic(), str(mig.get("job")))  # see expecting()
         with contextlib.suppress(ValueError):  # the id starts with the source's node id (source.py)
-            self._open[str(mig["id"])] = [int(str(mig["id"]).split("-", 1)[0]), False]
+            self._open[str(mig["id"])] = [int(str(mig["id"]).split("-", 1)[0]), False, time.monotonic()]
         return {"incoming": inc.dir, "images": where, "lazy": lazy and criumod.lazy_supported(criu)}
 
     def _can_receive(self, mig: dict[str, Any]) -> str:
@@ -315,14 +332,16 @@ class TargetSide:
 
     def abort_orphans(self, nodes: dict[int, NodeInfo]) -> list[str]:
         """Abort the arrivals whose source node went down before asking for the restore, once it is
-        back (a rebooted machine has no journal to fence us with) or ORPHAN_AFTER seconds later. Safe
-        even if the source was only cut off: its restore request then finds the arrival aborted and
-        it resumes its own copy, as after a fence. Without this a source machine that died
-        mid-transfer left the images here for good (tests/vm/test_vm_kill.py)."""
+        back (a rebooted machine has no journal to fence us with) or ORPHAN_AFTER seconds later, and
+        those idle for IDLE_AFTER seconds while their source stayed up (it could not reach us to
+        abort them: its SSH to us cut for longer than its fence window). Safe even if the source was
+        only cut off: its restore request then finds the arrival aborted and it resumes its own copy,
+        as after a fence. Without this a source machine that died mid-transfer left the images here
+        for good (tests/vm/test_vm_kill.py)."""
         done = []
         now = time.monotonic()
         for mid, entry in list(self._open.items()):
-            source, down_since = entry
+            source, down_since, prepared_at = entry
             inc = Incoming(self.env.state_dir, mid)
             if not os.path.isdir(inc.dir) or inc.marker("committed") or inc.marker("aborted"):
                 self._open.pop(mid, None)
@@ -334,10 +353,14 @@ class TargetSide:
                 entry[1] = down_since or now
                 if now - entry[1] < ORPHAN_AFTER:
                     continue
-            elif not down_since:
+                why = "went down before the restore"
+            elif down_since:
+                why = "went down before the restore"
+            elif now - prepared_at >= IDLE_AFTER and _idle_for(inc) >= IDLE_AFTER:
+                why = f"stayed up but sent nothing for {IDLE_AFTER:.0f} s"
+            else:
                 continue
-            log.warning("migration %s: source node %d went down before the restore; aborting the arrival", mid,
-                        source)  # fmt: skip
+            log.warning("migration %s: source node %d %s; aborting the arrival", mid, source, why)
             self.abort(mid)
             self._open.pop(mid, None)
             done.append(mid)
