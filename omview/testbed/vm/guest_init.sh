@@ -68,7 +68,18 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t tmpfs -o mode=755 run /run
+# The initrd mounted the project's shares at their host paths; one under /tmp (a checkout there, as
+# CI's clones may be) would vanish under the new tmpfs: move such mounts aside and back over it.
+under=""
+nested() { for u in $under; do case $1 in "$u"/*) return 0 ;; esac; done; return 1; }  # moves with $u
+while read -r _dev mnt _rest; do
+    case $mnt in /tmp/*) nested "$mnt" || under="$under $mnt" ;; esac
+done </proc/mounts
+i=0
+for m in $under; do mkdir -p "/run/omv-tmp/$i" && mount --move "$m" "/run/omv-tmp/$i"; i=$((i + 1)); done
 mount -t tmpfs -o mode=1777 tmp /tmp
+i=0
+for m in $under; do mkdir -p "$m" && mount --move "/run/omv-tmp/$i" "$m"; i=$((i + 1)); done
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mount -o remount,rw / 2>/dev/null
 mkdir -p /run/sshd /run/omview /etc/omview /var/lib/omview /root/.ssh
