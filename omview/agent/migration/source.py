@@ -525,8 +525,12 @@ class _Attempt:
             data.settimeout(TRANSFER_TIMEOUT)
             files = migstream.collect(self.images, self.side.store.jobs_dir, self.job.dirname,
                                       set(criumod.LOG_NAMES))  # fmt: skip
-            self.events.phase("copying", total=sum(f.size for f in files))
+            total = sum(f.size for f in files)
+            self.events.phase("copying", total=total)
             self.sums = migstream.send_files(data, files, stall=stall, progress=self.events.copied)
+            # what went over the wire (images but CRIU's logs, and the job's own files), as the
+            # copying events said: the images directory alone counts the logs and misses the files
+            self.rec["bytes"] = total
             answer = migstream.recv_line(data)
         except (OSError, migstream.StreamError) as exc:
             raise MigrationError(
