@@ -40,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # against 2 on the slow one is already balanced and 3/0/3 never comes
         for n in (1, 2, 3):
             mosctl(c, n, "setspeed", "10000")
-        wait(lambda: all(int(seen_by(c, v, n, "speed")) == 10000 for v in (1, 2, 3) for n in (1, 2, 3)), 20,
+        wait(lambda: all(int(n["speed"]) == 10000 for v in (1, 2, 3) for n in call(c, v, "cluster.nodes")), 20,
              "every node to see every speed at 10000")  # fmt: skip
         yield c
     finally:

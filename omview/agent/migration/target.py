@@ -156,15 +156,14 @@ def recover_arrivals(state_dir: str, jobs_dir: str) -> list[str]:
 
 
 def _idle_for(inc: Incoming) -> float:
-    """Seconds since anything in the arrival's directory or its images was written (a transfer that
-    is still coming in keeps writing; a wall clock, as file times are)."""
+    """Seconds since anything under the arrival's directory was written: its images (followed into
+    /dev/shm) and the job's files, however deep (a transfer still coming in keeps writing; a wall
+    clock, as file times are)."""
     newest = 0.0
-    for where in (inc.dir, inc.images):
-        with contextlib.suppress(OSError):
-            newest = max(newest, os.stat(where).st_mtime)
-            for entry in os.scandir(where):
-                with contextlib.suppress(OSError):
-                    newest = max(newest, entry.stat(follow_symlinks=True).st_mtime)
+    for top, _dirs, files in os.walk(inc.dir, followlinks=True):
+        for name in (".", *files):
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.stat(os.path.join(top, name)).st_mtime)
     return time.time() - newest
 
 
@@ -351,12 +350,9 @@ class TargetSide:
                 continue
             if not info.up:
                 entry[1] = down_since or now
-                if now - entry[1] < ORPHAN_AFTER:
-                    continue
+            if entry[1] and (info.up or now - entry[1] >= ORPHAN_AFTER):
                 why = "went down before the restore"
-            elif down_since:
-                why = "went down before the restore"
-            elif now - prepared_at >= IDLE_AFTER and _idle_for(inc) >= IDLE_AFTER:
+            elif info.up and now - prepared_at >= IDLE_AFTER and _idle_for(inc) >= IDLE_AFTER:
                 why = f"stayed up but sent nothing for {IDLE_AFTER:.0f} s"
             else:
                 continue
